@@ -1,0 +1,119 @@
+"""The engine interface shared by every backend (after Polygraphy's runner lifecycle)."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+INPUT_NAME = "frames"
+OUTPUT_NAME = "restored"
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot be built or run; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a model expects, read from the ``streamer.*`` metadata of its ONNX file."""
+
+    name: str = "passthrough"
+    window: int = 1
+    reference_index: int = 0
+    scale: int = 1
+    pad_multiple: int = 1
+    colorspace: str = "rgb"
+    value_range: str = "0-1"
+
+    @property
+    def lookahead(self) -> int:
+        return self.window - 1 - self.reference_index
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], default_name: str = "model") -> ModelInfo:
+        def integer(key: str, default: int, low: int, high: int) -> int:
+            raw = metadata.get(f"streamer.{key}", str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise EngineError(f"model metadata streamer.{key}={raw!r} is not an integer") from None
+            if not low <= value <= high:
+                raise EngineError(f"model metadata streamer.{key}={value} is outside {low}..{high}")
+            return value
+
+        window = integer("window", 5, 1, 31)
+        info = cls(
+            name=metadata.get("streamer.name", default_name),
+            window=window,
+            reference_index=integer("reference_index", (window - 1) // 2, 0, window - 1),
+            scale=integer("scale", 1, 1, 4),
+            pad_multiple=integer("pad_multiple", 1, 1, 64),
+            colorspace=metadata.get("streamer.colorspace", "rgb"),
+            value_range=metadata.get("streamer.range", "0-1"),
+        )
+        if info.colorspace != "rgb" or info.value_range != "0-1":
+            raise EngineError(
+                f"model wants colorspace={info.colorspace} range={info.value_range}; only rgb 0-1 is supported"
+            )
+        return info
+
+
+class Engine(abc.ABC):
+    """Lifecycle: ``activate`` (load/build), ``infer`` (any number of times), ``deactivate``.
+
+    ``infer`` takes the window as a list of ``window`` RGB uint8 frames (H x W x 3, oldest first) and
+    returns the restored reference frame as RGB uint8 (H*scale x W*scale x 3). Calls are blocking: run
+    them in a worker thread, one at a time per engine.
+    """
+
+    backend = "base"
+
+    def __init__(self) -> None:
+        self.info = ModelInfo()
+        self.active = False
+        self.calls = 0
+        self.seconds_total = 0.0
+
+    def __enter__(self) -> Engine:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        if not self.active:
+            self._activate()
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            self.active = False
+            self._deactivate()
+
+    def infer(self, window: list[np.ndarray]) -> np.ndarray:
+        if not self.active:
+            raise EngineError(f"{self.backend} engine used before activate()")
+        if len(window) != self.info.window:
+            raise EngineError(f"engine wants {self.info.window} frames, got {len(window)}")
+        started = time.perf_counter()
+        result = self._infer(window)
+        self.seconds_total += time.perf_counter() - started
+        self.calls += 1
+        return result
+
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _infer(self, window: list[np.ndarray]) -> np.ndarray: ...
+
+    def _deactivate(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"{self.backend}:{self.info.name} (window {self.info.window}, lookahead {self.info.lookahead})"

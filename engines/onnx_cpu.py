@@ -1,0 +1,67 @@
+"""ONNX Runtime on the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError, ModelInfo
+from engines.processing import pack_window, unpack_output
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise EngineError(f"model file not found: {path}") from None
+    except Exception as error:  # onnx raises several kinds for a damaged file
+        raise EngineError(f"cannot read model {path}: {error}") from None
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    return ModelInfo.from_metadata(metadata, default_name=path.stem)
+
+
+class OnnxCpuEngine(Engine):
+    backend = "cpu"
+
+    def __init__(self, model_path: Path, threads: int = 0) -> None:
+        super().__init__()
+        self.model_path = model_path
+        self.threads = threads or (os.cpu_count() or 1)
+        self.info = read_model_info(model_path)
+        self._session: Any = None
+        self._input: np.ndarray | None = None
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:
+            raise EngineError(f"ONNX Runtime cannot load {self.model_path}: {error}") from None
+        names = [item.name for item in self._session.get_inputs()]
+        if names != [INPUT_NAME]:
+            raise EngineError(f"model inputs are {names}, expected [{INPUT_NAME!r}]")
+
+    def _infer(self, window: list[np.ndarray]) -> np.ndarray:
+        height, width = window[0].shape[:2]
+        self._input = pack_window(window, self.info.pad_multiple, self._input)
+        (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: self._input})
+        scale = self.info.scale
+        return unpack_output(output, height * scale, width * scale)
+
+    def _deactivate(self) -> None:
+        self._session = None
+        self._input = None

@@ -1,0 +1,39 @@
+"""Pre- and post-processing shared by every neural backend (CPU and GPU take the same tensors)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def pack_window(frames: list[np.ndarray], multiple: int, out: np.ndarray | None = None) -> np.ndarray:
+    """N RGB uint8 frames (H x W x 3) -> float32 tensor [1, N*3, Hp, Wp] in [0, 1], edge-padded.
+
+    ``out`` may be a preallocated array of the right shape, reused between calls.
+    """
+    height, width = frames[0].shape[:2]
+    padded_h, padded_w = padded_size(height, width, multiple)
+    shape = (1, 3 * len(frames), padded_h, padded_w)
+    if out is None or out.shape != shape:
+        out = np.empty(shape, dtype=np.float32)
+    scale = np.float32(1.0 / 255.0)
+    for index, frame in enumerate(frames):
+        if frame.shape[:2] != (height, width):
+            raise ValueError("all frames of a window must have the same size")
+        planes = out[0, 3 * index : 3 * index + 3]
+        np.multiply(frame.transpose(2, 0, 1), scale, out=planes[:, :height, :width])
+        if padded_h != height:
+            planes[:, height:, :width] = planes[:, height - 1 : height, :width]
+        if padded_w != width:
+            planes[:, :, width:] = planes[:, :, width - 1 : width]
+    return out
+
+
+def unpack_output(tensor: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float32 [1, 3, Hp, Wp] in [0, 1] -> RGB uint8 H x W x 3 (cropped)."""
+    planes = tensor[0, :, :height, :width]
+    scaled = np.clip(planes, 0.0, 1.0) * 255.0 + 0.5
+    return np.ascontiguousarray(scaled.transpose(1, 2, 0)).astype(np.uint8)

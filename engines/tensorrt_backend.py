@@ -1,0 +1,185 @@
+"""TensorRT 10+ on NVIDIA GPUs (x86 and Jetson): named tensors and ``execute_async_v3``.
+
+Kept thin on purpose: the tensors going in and out are packed/unpacked by ``engines.processing``, exactly
+as for the CPU backend. Engines are built from the same ONNX file on first use for each input size and
+cached on disk (see ``engines.cache``). Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError
+from engines.cache import EngineCacheKey, cached_engine_path, file_sha256
+from engines.onnx_cpu import read_model_info
+from engines.processing import pack_window, padded_size, unpack_output
+
+log = logging.getLogger(__name__)
+
+
+def _cudart() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart
+    return cudart
+
+
+def tensorrt_available() -> bool:
+    """True when TensorRT imports and a CUDA device answers."""
+    try:
+        import tensorrt  # noqa: F401
+
+        cudart = _cudart()
+        error, count = cudart.cudaGetDeviceCount()
+        return int(error) == 0 and count > 0
+    except Exception:
+        return False
+
+
+def _check(result: Any) -> Any:
+    error, *rest = result if isinstance(result, tuple) else (result,)
+    if int(error) != 0:
+        raise EngineError(f"CUDA call failed: {error}")
+    return rest[0] if len(rest) == 1 else rest
+
+
+class TensorRTEngine(Engine):
+    backend = "tensorrt"
+
+    def __init__(self, model_path: Path, fp16: bool = True, cache_dir: Path | None = None) -> None:
+        super().__init__()
+        self.model_path = model_path
+        self.fp16 = fp16
+        self.cache_dir = cache_dir or Path("~/.cache/streamer/engines").expanduser()
+        self.info = read_model_info(model_path)
+        self._trt: Any = None
+        self._cudart: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._shape: tuple[int, ...] | None = None
+        self._device_in = 0
+        self._device_out = 0
+        self._host_in: np.ndarray | None = None
+        self._host_out: np.ndarray | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def _activate(self) -> None:
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise EngineError("TensorRT is not installed (pip install 'streamer[gpu]')") from None
+        self._trt = trt
+        self._cudart = _cudart()
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._stream = _check(self._cudart.cudaStreamCreate())
+
+    def _deactivate(self) -> None:
+        self._release_buffers()
+        if self._stream is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+        self._stream = None
+        self._context = None
+        self._engine = None
+        self._runtime = None
+
+    # -- inference -------------------------------------------------------------------------------------
+    def _infer(self, window: list[np.ndarray]) -> np.ndarray:
+        height, width = window[0].shape[:2]
+        self._host_in = pack_window(window, self.info.pad_multiple, self._host_in)
+        if self._shape != self._host_in.shape:
+            self._prepare(tuple(self._host_in.shape))
+        assert self._host_out is not None  # set by _prepare
+        cudart = self._cudart
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cudart.cudaMemcpyAsync(self._device_in, self._host_in.ctypes.data, self._host_in.nbytes, h2d, self._stream))
+        if not self._context.execute_async_v3(self._stream):
+            raise EngineError("TensorRT execute_async_v3 failed")
+        _check(cudart.cudaMemcpyAsync(self._host_out.ctypes.data, self._device_out, self._host_out.nbytes, d2h, self._stream))
+        _check(cudart.cudaStreamSynchronize(self._stream))
+        scale = self.info.scale
+        return unpack_output(self._host_out, height * scale, width * scale)
+
+    def _prepare(self, shape: tuple[int, ...]) -> None:
+        self._release_buffers()
+        self._engine = self._load_or_build(shape)
+        self._context = self._engine.create_execution_context()
+        self._context.set_input_shape(INPUT_NAME, shape)
+        out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
+        self._host_in = np.empty(shape, dtype=np.float32)
+        self._host_out = np.empty(out_shape, dtype=np.float32)
+        self._device_in = _check(self._cudart.cudaMalloc(self._host_in.nbytes))
+        self._device_out = _check(self._cudart.cudaMalloc(self._host_out.nbytes))
+        self._context.set_tensor_address(INPUT_NAME, int(self._device_in))
+        self._context.set_tensor_address(OUTPUT_NAME, int(self._device_out))
+        self._shape = shape
+
+    def _release_buffers(self) -> None:
+        for pointer in (self._device_in, self._device_out):
+            if pointer:
+                self._cudart.cudaFree(pointer)
+        self._device_in = self._device_out = 0
+        self._shape = None
+
+    # -- engine build / cache --------------------------------------------------------------------------
+    def cache_key(self, shape: tuple[int, ...]) -> EngineCacheKey:
+        props = _check(self._cudart.cudaGetDeviceProperties(0))
+        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+        gpu = f"{name.strip(chr(0))}-sm{props.major}{props.minor}"
+        return EngineCacheKey(
+            onnx_sha256=file_sha256(self.model_path),
+            input_shape=shape,
+            precision="fp16" if self.fp16 else "fp32",
+            tensorrt_version=self._trt.__version__,
+            gpu=gpu,
+        )
+
+    def _load_or_build(self, shape: tuple[int, ...]) -> Any:
+        path = cached_engine_path(self.cache_dir, self.cache_key(shape))
+        if path.exists():
+            engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is not None:
+                log.info("TensorRT engine loaded from cache %s", path)
+                return engine
+            log.warning("cached TensorRT engine %s is unusable, rebuilding", path)
+        plan = build_serialized_engine(self._trt, self.model_path, shape, self.fp16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(plan)
+        tmp.replace(path)
+        log.info("TensorRT engine built for %s and cached at %s", shape, path)
+        return self._runtime.deserialize_cuda_engine(plan)
+
+
+def build_serialized_engine(trt: Any, model_path: Path, shape: tuple[int, ...], fp16: bool) -> bytes:
+    """Parse the ONNX file and build a plan for exactly ``shape`` (one optimisation profile)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT cannot parse {model_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, shape, shape, shape)
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineError(f"TensorRT failed to build an engine for {model_path} at {shape}")
+    return bytes(plan)
+
+
+def padded_input_shape(window: int, height: int, width: int, multiple: int) -> tuple[int, int, int, int]:
+    padded_h, padded_w = padded_size(height, width, multiple)
+    return (1, 3 * window, padded_h, padded_w)

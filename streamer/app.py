@@ -1,0 +1,100 @@
+"""The running service: camera pipelines, the RTSP and HTTP servers, signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from streamer.config import AppConfig
+from streamer.http.server import HttpServer
+from streamer.metrics import build_registry
+from streamer.pipeline import CameraPipeline
+from streamer.rtsp.server import RtspServer
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 4.0
+
+
+class StreamerApp:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.pipelines = [CameraPipeline(camera) for camera in config.cameras]
+        hubs = {pipeline.name: pipeline.hub for pipeline in self.pipelines}
+        self.rtsp = RtspServer(config.server.rtsp, hubs) if config.server.rtsp.enabled else None
+        self.registry = build_registry(self.pipelines, self.rtsp)
+        self.http = HttpServer(config.server.http, self.pipelines, self.registry) if config.server.http.enabled else None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, on_ready: Callable[[StreamerApp], None] | None = None) -> None:
+        for pipeline in self.pipelines:
+            await pipeline.prepare()
+        if self.rtsp is not None:
+            await self.rtsp.start()
+        if self.http is not None:
+            await self.http.start()
+        tasks = [asyncio.create_task(pipeline.run(), name=f"pipeline-{pipeline.name}") for pipeline in self.pipelines]
+        self.ready.set()
+        if on_ready is not None:
+            on_ready(self)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if not self._stop.is_set():
+                await asyncio.wait([stop_wait, *tasks], return_when=asyncio.ALL_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            for pipeline in self.pipelines:
+                pipeline.stop()
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S) if tasks else (set(), set())
+            for task in pending:
+                task.cancel()
+            if self.rtsp is not None:
+                await self.rtsp.stop()
+            if self.http is not None:
+                await self.http.stop()
+
+    def rtsp_url(self, name: str, host: str = "127.0.0.1") -> str:
+        port = self.rtsp.port if self.rtsp else self.config.server.rtsp.port
+        return f"rtsp://{host}:{port}/{name}"
+
+
+def install_signal_handlers(app: StreamerApp) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, app.stop)
+
+
+def run_app(config: AppConfig) -> None:
+    async def main() -> None:
+        app = StreamerApp(config)
+        install_signal_handlers(app)
+
+        def announce(app: StreamerApp) -> None:
+            for pipeline in app.pipelines:
+                if app.rtsp is not None:
+                    log.info("serving %s at %s", pipeline.name, app.rtsp_url(pipeline.name, _display_host(config)))
+            if app.http is not None:
+                log.info("health and metrics at http://%s:%d/healthz", _display_host(config), app.http.port)
+
+        await app.run(announce)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+def _display_host(config: AppConfig) -> str:
+    host = config.server.rtsp.host
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

@@ -1,0 +1,155 @@
+"""Command line: ``streamer run``, ``streamer restore``, ``streamer validate-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamer import __version__
+from streamer.config import AppConfig, ConfigError, build_config, load_config_file, source_from_argument
+
+log = logging.getLogger("streamer")
+
+ENGINES = ["auto", "cpu", "tensorrt", "passthrough"]
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=ENGINES, help="restoration backend (default: auto)")
+    parser.add_argument("--model", help="ONNX model file (default: the shipped 'lite' model)")
+    parser.add_argument("--threads", type=int, help="CPU inference threads (default: all cores)")
+    parser.add_argument("--window", type=int, metavar="N", help="frames per temporal window, odd (default: model's)")
+    parser.add_argument("--lookahead", type=int, metavar="K",
+                        help="future frames to wait for: 0 = causal, (N-1)/2 = centred (default: model's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Real-time restoration of live video: RTSP in, temporal neural restoration, RTSP out.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="restore live sources and serve them over RTSP",
+                         description="Restore a camera (or the built-in demo) and serve it at rtsp://HOST:PORT/NAME.")
+    run.add_argument("source", nargs="?",
+                     help="rtsp://[user:pass@]camera/stream, a video file, or 'demo' (omit with --config)")
+    run.add_argument("--config", metavar="FILE", help="YAML configuration (several cameras, sinks, auth)")
+    run.add_argument("--name", help="stream path for a single source (default: restored)")
+    run.add_argument("--rtsp-port", type=int, help="RTSP server port (default: 8554)")
+    run.add_argument("--http-port", type=int, help="HTTP server port for /healthz and /metrics (default: 8080)")
+    run.add_argument("--transport", choices=["tcp", "udp"], help="RTP transport asked of an RTSP camera")
+    run.add_argument("--record", metavar="FILE", help="also record the restored stream to FILE (.mkv/.mp4)")
+    run.add_argument("--publish", metavar="URL", help="also push the restored stream to rtsp://server/path")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _add_engine_options(run)
+
+    restore = sub.add_parser("restore", help="restore a video file (every frame through the full model)",
+                             description="Restore INPUT into OUTPUT frame by frame, with a progress bar.")
+    restore.add_argument("input", help="input video file")
+    restore.add_argument("output", help="output file (.mp4/.mkv; .mkv with --lossless)")
+    restore.add_argument("--lossless", action="store_true", help="write lossless FFV1 (RGB) for evaluation")
+    restore.add_argument("--crf", type=int, default=16, help="libx264 CRF of a lossy output (default: 16)")
+    _add_engine_options(restore)
+
+    validate = sub.add_parser("validate-config", help="check a YAML configuration and print it resolved")
+    validate.add_argument("file", help="YAML configuration file")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    if args.config:
+        if args.source:
+            raise ConfigError("give either a SOURCE or --config, not both")
+        config = load_config_file(args.config)
+        data: dict[str, Any] = config.model_dump(mode="python")
+    elif args.source:
+        camera: dict[str, Any] = {"name": args.name or "restored", "source": source_from_argument(args.source)}
+        data = {"cameras": [camera]}
+    else:
+        raise ConfigError("nothing to run: give a SOURCE (rtsp://..., a file, or 'demo') or --config FILE")
+    server = data.setdefault("server", {})
+    if args.rtsp_port is not None:
+        server.setdefault("rtsp", {})["port"] = args.rtsp_port
+    if args.http_port is not None:
+        server.setdefault("http", {})["port"] = args.http_port
+    if args.log_level:
+        data["log_level"] = args.log_level
+    for camera in data["cameras"]:
+        engine = camera.setdefault("engine", {})
+        window = camera.setdefault("window", {})
+        for key, value in (("type", args.engine), ("model", args.model), ("threads", args.threads)):
+            if value is not None:
+                engine[key] = value
+        for key, value in (("size", args.window), ("lookahead", args.lookahead)):
+            if value is not None:
+                window[key] = value
+        if args.transport and camera["source"].get("type") == "rtsp":
+            camera["source"]["transport"] = args.transport
+        sinks = camera.setdefault("sinks", [])
+        if args.record:
+            sinks.append({"type": "file", "path": args.record})
+        if args.publish:
+            sinks.append({"type": "rtsp_publish", "url": args.publish})
+    return build_config(data, environ={})
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("libav").setLevel(logging.ERROR)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamer.app import run_app
+
+    config = config_from_args(args)
+    _setup_logging(config.log_level)
+    run_app(config)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from engines import create_engine
+    from streamer.restore_file import FileRestorer
+
+    _setup_logging("info")
+    source, target = Path(args.input), Path(args.output)
+    if not source.exists():
+        raise ConfigError(f"input file not found: {source}")
+    engine = create_engine(args.engine or "auto", args.model, args.threads or 0)
+    with engine:
+        restorer = FileRestorer(engine, lossless=args.lossless, crf=args.crf, window_size=args.window,
+                                lookahead=args.lookahead)
+        count = restorer.run(source, target)
+    log.info("restored %d frames with %s into %s", count, engine.describe(), target)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = load_config_file(args.file)
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"# {args.file}: valid ({len(config.cameras)} camera(s))", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engines import EngineError
+
+    args = build_parser().parse_args(argv)
+    commands = {"run": cmd_run, "restore": cmd_restore, "validate-config": cmd_validate}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, EngineError, ValueError) as error:
+        print(f"streamer: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,276 @@
+"""Configuration: pydantic v2 models, loaded from YAML with environment overrides.
+
+Every model forbids unknown keys, every field is described and bounded. A bad file is reported with the
+dotted path of the field and the reason (see ``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "STREAMER__"
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names each bad field."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- sources
+class RtspSourceConfig(StrictModel):
+    type: Literal["rtsp"] = "rtsp"
+    url: str = Field(description="Camera URL, rtsp://[user:pass@]host[:port]/path (rtsps:// too)")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTP transport asked of the camera")
+    open_timeout_s: float = Field(5.0, ge=0.5, le=120, description="Give up connecting after this long")
+    read_timeout_s: float = Field(5.0, ge=0.5, le=120, description="Reconnect when no packet arrives for this long")
+    no_frames_timeout_s: float = Field(
+        10.0, ge=1, le=600, description="Reconnect when packets arrive but no frame decodes for this long"
+    )
+    reconnect_backoff_s: list[float] = Field(
+        [0.5, 1, 2, 5, 10],
+        min_length=1,
+        max_length=16,
+        description="Pauses between reconnect attempts; the last one repeats",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^rtsps?://[^/\s]+", value):
+            raise ValueError("must look like rtsp://host[:port]/path")
+        return value
+
+    @field_validator("reconnect_backoff_s")
+    @classmethod
+    def _check_backoff(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= step <= 300 for step in value):
+            raise ValueError("each pause must be between 0 and 300 s")
+        return value
+
+
+class DemoSourceConfig(StrictModel):
+    type: Literal["demo"] = "demo"
+    width: int = Field(640, ge=64, le=3840, multiple_of=2, description="Frame width in pixels")
+    height: int = Field(360, ge=64, le=2160, multiple_of=2, description="Frame height in pixels")
+    fps: float = Field(25.0, gt=0, le=120, description="Frames per second, paced in real time")
+    noise_sigma: float = Field(18.0, ge=0, le=80, description="Sensor noise level (0-255 scale)")
+    bitrate_kbps: int = Field(1200, ge=50, le=50000, description="Peak bitrate of the camera's own H.264 encode")
+    seed: int = Field(0, ge=0, description="Seed of the synthetic scene")
+    timestamp_strip: bool = Field(True, description="Embed a wallclock barcode for latency measurement")
+
+
+class FileSourceConfig(StrictModel):
+    type: Literal["file"] = "file"
+    path: str = Field(description="A video file, played at its own frame rate")
+    loop: bool = Field(True, description="Start again at the end")
+
+
+SourceConfig = Annotated[
+    RtspSourceConfig | DemoSourceConfig | FileSourceConfig, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------------------------- engine
+class EngineConfig(StrictModel):
+    type: Literal["auto", "cpu", "tensorrt", "passthrough"] = Field(
+        "auto", description="auto = TensorRT when a GPU is usable, else ONNX Runtime on the CPU"
+    )
+    model: str | None = Field(None, description="ONNX model file; default: the shipped 'lite' model")
+    threads: int = Field(0, ge=0, le=256, description="CPU inference threads (0 = all cores)")
+    fp16: bool = Field(True, description="TensorRT: build the engine in fp16")
+    cache_dir: str = Field(
+        "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"
+    )
+
+
+class WindowConfig(StrictModel):
+    size: int | None = Field(
+        None, ge=1, le=15, description="Frames per temporal window (odd); default: the model's"
+    )
+    lookahead: int | None = Field(
+        None, ge=0, le=14, description="Future frames waited for (0 = causal); default: the model's"
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, value: int | None) -> int | None:
+        if value is not None and value % 2 == 0:
+            raise ValueError("must be odd")
+        return value
+
+    @model_validator(mode="after")
+    def _lookahead_fits(self) -> WindowConfig:
+        if self.size is not None and self.lookahead is not None and self.lookahead > self.size - 1:
+            raise ValueError("lookahead must be smaller than size")
+        return self
+
+
+class EncoderConfig(StrictModel):
+    bitrate_kbps: int = Field(2000, ge=100, le=100000, description="Target bitrate of the restored stream")
+    gop_s: float = Field(1.0, gt=0, le=10, description="Keyframe interval in seconds")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
+        "ultrafast", description="libx264 preset"
+    )
+    threads: int = Field(1, ge=0, le=64, description="Encoder threads (0 = auto)")
+
+
+class RtspPublishSinkConfig(StrictModel):
+    type: Literal["rtsp_publish"] = "rtsp_publish"
+    url: str = Field(description="rtsp://server:port/path to push the restored stream to (RTSP ANNOUNCE/RECORD)")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTP transport for the push")
+    reconnect_s: float = Field(2.0, ge=0.1, le=300, description="Pause before pushing again after a failure")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^rtsps?://[^/\s]+", value):
+            raise ValueError("must look like rtsp://host[:port]/path")
+        return value
+
+
+class FileSinkConfig(StrictModel):
+    type: Literal["file"] = "file"
+    path: str = Field(description="Output file; .mkv stays playable even after a crash, .mp4 on clean exit")
+
+
+SinkConfig = Annotated[RtspPublishSinkConfig | FileSinkConfig, Field(discriminator="type")]
+
+
+class CameraConfig(StrictModel):
+    name: str = Field(
+        "restored", pattern=NAME_PATTERN, description="Path of the restored stream: rtsp://host:port/<name>"
+    )
+    source: SourceConfig
+    window: WindowConfig = Field(default_factory=WindowConfig, description="Temporal window")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Restoration engine")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="H.264 encoder")
+    sinks: list[SinkConfig] = Field(default_factory=list, max_length=16, description="Extra outputs")
+    queue_frames: int = Field(8, ge=1, le=256, description="Bound of each frame queue between stages")
+
+
+# --------------------------------------------------------------------------------------------- servers
+class RtspUserConfig(StrictModel):
+    username: str = Field(min_length=1, max_length=128, description="User name")
+    password: str = Field(min_length=1, max_length=256, description="Password")
+
+
+class RtspAuthConfig(StrictModel):
+    method: Literal["basic", "digest"] = Field("digest", description="HTTP authentication scheme for RTSP")
+    realm: str = Field("streamer", min_length=1, max_length=128, description="Realm shown to viewers")
+    users: list[RtspUserConfig] = Field(min_length=1, max_length=256, description="Accepted users")
+
+
+class RtspServerConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve restored streams over RTSP")
+    host: str = Field("0.0.0.0", description="Address to listen on")
+    port: int = Field(8554, ge=0, le=65535, description="TCP port (0 = any free port)")
+    udp: bool = Field(True, description="Offer RTP over UDP unicast besides TCP interleaved")
+    session_timeout_s: float = Field(60.0, ge=5, le=3600, description="Drop UDP sessions silent this long")
+    viewer_queue: int = Field(64, ge=4, le=4096, description="Access units buffered per viewer before dropping")
+    max_viewers: int = Field(64, ge=1, le=10000, description="Sessions accepted at once")
+    auth: RtspAuthConfig | None = Field(None, description="Require a user name and password")
+
+
+class HttpServerConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve /healthz, /metrics and the API")
+    host: str = Field("0.0.0.0", description="Address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port)")
+
+
+class ServerConfig(StrictModel):
+    rtsp: RtspServerConfig = Field(default_factory=RtspServerConfig, description="RTSP server")
+    http: HttpServerConfig = Field(default_factory=HttpServerConfig, description="HTTP server")
+
+
+class AppConfig(StrictModel):
+    cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="Cameras to restore")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="Servers")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging level")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AppConfig:
+        names = [camera.name for camera in self.cameras]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"camera names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- loading
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {path}: {item['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply ``STREAMER__A__B__0__C=value`` variables onto the raw config mapping (values parsed as YAML)."""
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        value = yaml.safe_load(environ[key]) if environ[key] != "" else ""
+        node: Any = data
+        for index, part in enumerate(path):
+            last = index == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{key}: no list item {part!r} to override")
+                slot: Any = int(part)
+            else:
+                slot = part
+            if last:
+                node[slot] = value
+            else:
+                if isinstance(node, dict) and slot not in node:
+                    node[slot] = {}
+                node = node[slot]
+    return data
+
+
+def build_config(data: Any, environ: Mapping[str, str] | None = None) -> AppConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("invalid configuration:\n  (top level): must be a mapping")
+    data = apply_env_overrides(data, os.environ if environ is None else environ)
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+
+
+def load_config_file(path: str | Path, environ: Mapping[str, str] | None = None) -> AppConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return build_config(data, environ)
+
+
+def source_from_argument(argument: str) -> dict[str, Any]:
+    """Turn the ``streamer run SOURCE`` argument into a source mapping."""
+    if argument == "demo":
+        return {"type": "demo"}
+    if re.match(r"^rtsps?://", argument):
+        return {"type": "rtsp", "url": argument}
+    return {"type": "file", "path": argument}

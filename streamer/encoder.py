@@ -1,0 +1,188 @@
+"""Encode once per output stream: H.264 (libx264, zero latency, no B-frames, SPS/PPS in-band)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from streamer.config import EncoderConfig
+from streamer.graph.channel import Channel, ChannelClosed
+from streamer.graph.frames import AccessUnit, Frame
+
+log = logging.getLogger(__name__)
+
+NAL_SPS = 7
+NAL_PPS = 8
+NAL_IDR = 5
+
+
+def split_annexb(buffer: bytes) -> list[bytes]:
+    """Split an Annex-B byte stream into NAL units (start codes removed)."""
+    nals = []
+    index = buffer.find(b"\x00\x00\x01")
+    while index != -1:
+        start = index + 3
+        end = buffer.find(b"\x00\x00\x01", start)
+        nal = buffer[start:] if end == -1 else buffer[start:end]
+        nal = nal.rstrip(b"\x00") if end != -1 else nal
+        if nal:
+            nals.append(nal)
+        index = end
+    return nals
+
+
+def parameter_sets(nals: list[bytes]) -> tuple[bytes, bytes] | None:
+    sps = next((nal for nal in nals if nal[0] & 0x1F == NAL_SPS), None)
+    pps = next((nal for nal in nals if nal[0] & 0x1F == NAL_PPS), None)
+    return (sps, pps) if sps and pps else None
+
+
+@dataclass
+class EncoderStats:
+    frames: int = 0
+    bytes: int = 0
+    keyframes: int = 0
+    reinits: int = 0
+
+
+class H264Encoder:
+    """Blocking encoder (call from one worker thread): RGB frames in, access units out."""
+
+    def __init__(self, config: EncoderConfig, fps_hint: float = 25.0) -> None:
+        self.config = config
+        self.fps_hint = fps_hint
+        self.stats = EncoderStats()
+        self._context: Any = None
+        self._size: tuple[int, int] | None = None
+        self._next_pts = 0
+        self._last_key_ts: float | None = None
+        self._meta: dict[int, Frame] = {}
+
+    def _open(self, width: int, height: int) -> None:
+        if self._context is not None:
+            self.stats.reinits += 1
+        context: Any = av.CodecContext.create("libx264", "w")
+        context.width = width
+        context.height = height
+        context.pix_fmt = "yuv420p"
+        context.time_base = Fraction(1, 90000)
+        context.framerate = Fraction(round(self.fps_hint * 1000), 1000)
+        context.bit_rate = self.config.bitrate_kbps * 1000
+        context.thread_count = self.config.threads
+        kbps = self.config.bitrate_kbps
+        context.options = {
+            "preset": self.config.preset,
+            "tune": "zerolatency",
+            "x264-params": (
+                "keyint=infinite:min-keyint=1:scenecut=0:bframes=0:repeat-headers=1:forced-idr=1:"
+                f"vbv-maxrate={kbps}:vbv-bufsize={kbps}:annexb=1:aud=0"
+            ),
+        }
+        context.open()
+        self._context = context
+        self._size = (width, height)
+        self._last_key_ts = None
+
+    def encode(self, frame: Frame) -> list[AccessUnit]:
+        height, width = frame.image.shape[:2]
+        if width % 2 or height % 2:
+            image = frame.image[: height - height % 2, : width - width % 2]
+            height, width = image.shape[:2]
+        else:
+            image = frame.image
+        if self._size != (width, height):
+            if self._context is not None:
+                self._flush_context()
+            self._open(width, height)
+        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        video.pts = self._next_pts
+        self._next_pts += 1
+        if self._last_key_ts is None or frame.timestamp - self._last_key_ts >= self.config.gop_s - 1e-3:
+            video.pict_type = av.video.frame.PictureType.I
+            self._last_key_ts = frame.timestamp
+        self._meta[int(video.pts)] = frame
+        return self._collect(self._context.encode(video))
+
+    def _collect(self, packets: list[Any]) -> list[AccessUnit]:
+        units = []
+        for packet in packets:
+            source = self._meta.pop(int(packet.pts), None)
+            if source is None:
+                continue
+            nals = split_annexb(bytes(packet))
+            keyframe = any(nal[0] & 0x1F == NAL_IDR for nal in nals)
+            width, height = self._size or (0, 0)
+            unit = AccessUnit(
+                nals=nals,
+                timestamp=source.timestamp,
+                wallclock=source.wallclock,
+                keyframe=keyframe,
+                width=width,
+                height=height,
+                seq=source.seq,
+                parameter_sets=parameter_sets(nals),
+            )
+            self.stats.frames += 1
+            self.stats.bytes += unit.nbytes
+            self.stats.keyframes += int(keyframe)
+            units.append(unit)
+        return units
+
+    def _flush_context(self) -> list[AccessUnit]:
+        try:
+            return self._collect(self._context.encode(None))
+        except av.error.EOFError:
+            return []
+
+    def close(self) -> list[AccessUnit]:
+        units = self._flush_context() if self._context is not None else []
+        self._context = None
+        return units
+
+
+class EncodeStage:
+    """Restored frames in, access units out to ``publish``; encoding runs in a worker thread."""
+
+    def __init__(
+        self,
+        encoder: H264Encoder,
+        inbox: Channel[Frame],
+        publish: Callable[[AccessUnit], None],
+    ) -> None:
+        self.encoder = encoder
+        self.inbox = inbox
+        self.publish = publish
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{inbox.name}")
+        self.errors = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    frame = await self.inbox.get()
+                except ChannelClosed:
+                    break
+                try:
+                    units = await loop.run_in_executor(self._executor, self.encoder.encode, frame)
+                except (av.error.FFmpegError, ValueError) as error:
+                    self.errors += 1
+                    log.error("encoder failed on frame %d: %s", frame.seq, error)
+                    continue
+                for unit in units:
+                    self.publish(unit)
+        finally:
+            for unit in await loop.run_in_executor(self._executor, self.encoder.close):
+                self.publish(unit)
+            self._executor.shutdown(wait=False)
+
+    def stop(self) -> None:
+        self.inbox.close()

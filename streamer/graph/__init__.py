@@ -1,0 +1,1 @@
+"""Building blocks of the asyncio graph: frames, bounded channels, worker threads."""

@@ -1,0 +1,1 @@
+"""The HTTP server: health, metrics, API (and later the viewer page, WHEP/WHIP)."""

@@ -1,0 +1,116 @@
+"""Fan-out of one encoded stream to every reader, each with its own bounded ring buffer.
+
+After MediaMTX ``stream/reader.go``: a slow reader drops (and counts) instead of blocking the writer or
+the other readers. After a drop a reader skips to the next keyframe so its decoder never sees a hole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from streamer.graph.frames import AccessUnit
+
+
+class Subscription:
+    def __init__(self, hub: StreamHub, maxsize: int, name: str) -> None:
+        self.hub = hub
+        self.name = name
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.delivered = 0
+        self._units: deque[AccessUnit] = deque()
+        self._need_keyframe = True
+        self._event = asyncio.Event()
+        self._closed = False
+
+    def offer(self, unit: AccessUnit) -> None:
+        if self._closed:
+            return
+        if self._need_keyframe:
+            if not unit.keyframe:
+                return
+            self._need_keyframe = False
+        if len(self._units) >= self.maxsize:
+            self.dropped += len(self._units) + 1
+            self._units.clear()
+            self._need_keyframe = not unit.keyframe
+            if not unit.keyframe:
+                self._event.set()
+                return
+        self._units.append(unit)
+        self._event.set()
+
+    def resync(self) -> None:
+        """Forget what is queued and restart at the next keyframe (after the reader fell behind)."""
+        self.dropped += len(self._units)
+        self._units.clear()
+        self._need_keyframe = True
+
+    async def get(self) -> AccessUnit | None:
+        """The next access unit, or None once closed."""
+        while not self._units:
+            if self._closed:
+                return None
+            self._event.clear()
+            await self._event.wait()
+        self.delivered += 1
+        return self._units.popleft()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._event.set()
+            self.hub.unsubscribe(self)
+
+
+class StreamHub:
+    """One restored stream: the latest parameter sets and the readers that want its access units."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.parameter_sets: tuple[bytes, bytes] | None = None
+        self.size: tuple[int, int] | None = None
+        self.units_published = 0
+        self.last_timestamp: float | None = None
+        self.fps_estimate = 0.0
+        self._subscriptions: list[Subscription] = []
+        self._ready = asyncio.Event()
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions)
+
+    def publish(self, unit: AccessUnit) -> None:
+        if unit.parameter_sets is not None:
+            self.parameter_sets = unit.parameter_sets
+            self.size = (unit.width, unit.height)
+            self._ready.set()
+        if self.last_timestamp is not None and unit.timestamp > self.last_timestamp:
+            instant = 1.0 / (unit.timestamp - self.last_timestamp)
+            self.fps_estimate = instant if self.fps_estimate == 0 else 0.95 * self.fps_estimate + 0.05 * instant
+        self.last_timestamp = unit.timestamp
+        self.units_published += 1
+        for subscription in self._subscriptions:
+            subscription.offer(unit)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the first keyframe (and so the SPS/PPS) has been published."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def subscribe(self, maxsize: int, name: str = "reader") -> Subscription:
+        subscription = Subscription(self, maxsize, name)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.close()

@@ -1,0 +1,78 @@
+"""Prometheus metrics, collected from the live stats objects at scrape time (no global registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from streamer.pipeline import CameraPipeline
+    from streamer.rtsp.server import RtspServer
+
+
+class StreamerCollector(Collector):
+    def __init__(self, pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None) -> None:
+        self.pipelines = list(pipelines)
+        self.rtsp = rtsp
+
+    def collect(self) -> Iterator[Metric]:
+        def counter(name: str, text: str, labels: list[str]) -> CounterMetricFamily:
+            return CounterMetricFamily(f"streamer_{name}", text, labels=labels)
+
+        def gauge(name: str, text: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"streamer_{name}", text, labels=labels)
+
+        frames_in = counter("source_frames", "Frames decoded from the source", ["camera"])
+        reconnects = counter("source_reconnects", "Source reconnect attempts", ["camera"])
+        corrupt = counter("source_corrupt_packets", "Corrupt packets or frames seen", ["camera"])
+        connected = gauge("source_connected", "1 while the source is connected", ["camera"])
+        restored = counter("frames_restored", "Frames that went through the model", ["camera"])
+        out = counter("frames_out", "Frames handed to the encoder", ["camera"])
+        degraded = counter("frames_degraded", "Frames sent unrestored, by reason", ["camera", "reason"])
+        dropped = counter("queue_dropped", "Items dropped by a bounded queue", ["camera", "queue"])
+        latency = gauge("engine_latency_seconds", "Engine latency over recent frames", ["camera", "quantile"])
+        encoded = counter("encoded_bytes", "Bytes of H.264 produced", ["camera"])
+        viewers = gauge("rtsp_viewers", "RTSP sessions playing", ["camera"])
+        viewer_drops = counter("viewer_dropped_units", "Access units dropped for slow readers", ["camera"])
+        for pipeline in self.pipelines:
+            name = pipeline.name
+            stats = pipeline.source.stats
+            frames_in.add_metric([name], stats.frames)
+            reconnects.add_metric([name], stats.reconnects)
+            corrupt.add_metric([name], stats.corrupt_packets)
+            connected.add_metric([name], float(stats.connected))
+            encoded.add_metric([name], pipeline.encoder.stats.bytes)
+            dropped.add_metric([name, "decoded"], pipeline.decoded.dropped)
+            dropped.add_metric([name, "restored"], pipeline.restored.dropped)
+            if pipeline.restorer is not None:
+                restore = pipeline.restorer.stats
+                restored.add_metric([name], restore.restored)
+                out.add_metric([name], restore.frames_out)
+                for reason, count in restore.degraded.items():
+                    degraded.add_metric([name, reason], count)
+                samples = list(restore.engine_seconds)
+                if samples:
+                    for quantile in (0.5, 0.95):
+                        latency.add_metric([name, str(quantile)], float(np.quantile(samples, quantile)))
+            subscriptions = pipeline.hub.subscriptions
+            viewers.add_metric([name], sum(1 for sub in subscriptions if sub.name.startswith("rtsp-")))
+            viewer_drops.add_metric([name], sum(sub.dropped for sub in subscriptions))
+        yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped, latency)
+        yield from (encoded, viewers, viewer_drops)
+        if self.rtsp is not None:
+            requests = counter("rtsp_requests", "RTSP requests handled", [])
+            requests.add_metric([], self.rtsp.requests)
+            bad = counter("rtsp_bad_requests", "RTSP requests refused as malformed or invalid", [])
+            bad.add_metric([], self.rtsp.bad_requests)
+            yield from (requests, bad)
+
+
+def build_registry(pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StreamerCollector(pipelines, rtsp))
+    return registry

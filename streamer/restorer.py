@@ -1,0 +1,160 @@
+"""The restoration stage: windows in, restored frames out, never slower than the camera."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.base import Engine
+from streamer.graph.channel import Channel, ChannelClosed
+from streamer.graph.frames import Frame
+from streamer.window import TemporalWindow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RestoreStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    restored: int = 0
+    degraded: dict[str, int] = field(default_factory=lambda: {"engine_busy": 0, "engine_slow": 0, "engine_error": 0})
+    engine_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+
+    def degrade(self, reason: str) -> None:
+        self.degraded[reason] = self.degraded.get(reason, 0) + 1
+
+
+class RestoreStage:
+    """Feeds windows to the engine in a worker thread and emits frames in order.
+
+    Live policy: at most one window is in the engine at a time. A frame that becomes ready while the
+    engine is busy goes out unrestored (``engine_busy``); a restoration that takes longer than
+    ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); an engine failure
+    does the same (``engine_error``). Output frame rate therefore equals input frame rate.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        window: TemporalWindow,
+        inbox: Channel[Frame],
+        outbox: Channel[Frame],
+        max_wait_s: float = 1.0,
+        stats: RestoreStats | None = None,
+    ) -> None:
+        self.engine = engine
+        self.window = window
+        self.inbox = inbox
+        self.outbox = outbox
+        self.max_wait_s = max_wait_s
+        self.stats = stats or RestoreStats()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"engine-{inbox.name}")
+        self._pending: deque[tuple[Frame, asyncio.Future[np.ndarray] | None]] = deque()
+        self._pending_changed = asyncio.Event()
+        self._in_flight: asyncio.Future[np.ndarray] | None = None
+        self._intake_done = False
+        self._last_error_log = 0.0
+        self._errors_since_log = 0
+
+    async def run(self) -> None:
+        emitter = asyncio.create_task(self._emit_loop(), name=f"restore-emit-{self.inbox.name}")
+        try:
+            await self._intake_loop()
+        finally:
+            self._intake_done = True
+            self._pending_changed.set()
+            try:
+                await emitter
+            finally:
+                self.outbox.close()
+
+    def stop(self) -> None:
+        self.inbox.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _intake_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                frame = await self.inbox.get()
+            except ChannelClosed:
+                break
+            self.stats.frames_in += 1
+            for ready, images in self.window.push(frame):
+                self._schedule(loop, ready, images)
+        for ready, images in self.window.flush():
+            self._schedule(loop, ready, images)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, frame: Frame, images: list[np.ndarray]) -> None:
+        if self._in_flight is None or self._in_flight.done():
+            future = loop.run_in_executor(self._executor, self._infer_timed, images)
+            self._in_flight = future
+            self._pending.append((frame, future))
+        else:
+            self.stats.degrade("engine_busy")
+            self._pending.append((frame, None))
+        self._pending_changed.set()
+
+    async def _emit_loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._intake_done:
+                    return
+                self._pending_changed.clear()
+                await self._pending_changed.wait()
+                continue
+            frame, future = self._pending.popleft()
+            if future is not None:
+                frame = await self._result(frame, future)
+            self.stats.frames_out += 1
+            self.outbox.put(frame)
+
+    async def _result(self, frame: Frame, future: asyncio.Future[np.ndarray]) -> Frame:
+        try:
+            image = await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
+        except asyncio.TimeoutError:
+            self.stats.degrade("engine_slow")
+            future.add_done_callback(_consume_result)
+            return frame
+        except Exception as error:
+            self.stats.degrade("engine_error")
+            self._log_error(error)
+            return frame
+        self.stats.restored += 1
+        return Frame(
+            image=image,
+            timestamp=frame.timestamp,
+            wallclock=frame.wallclock,
+            seq=frame.seq,
+            discontinuity=frame.discontinuity,
+            restored=True,
+        )
+
+    def _infer_timed(self, images: list[np.ndarray]) -> np.ndarray:
+        started = time.perf_counter()
+        image = self.engine.infer(images)
+        self.stats.engine_seconds.append(time.perf_counter() - started)
+        return image
+
+    def _log_error(self, error: BaseException) -> None:
+        """Aggregate engine errors: one log line per second at most."""
+        self._errors_since_log += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            log.error("engine failed %d time(s), frames pass unrestored: %s", self._errors_since_log, error)
+            self._last_error_log = now
+            self._errors_since_log = 0
+
+
+def _consume_result(future: asyncio.Future[np.ndarray]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,51 @@
+"""Record the restored stream to a file (mkv stays playable after a crash; mp4 needs a clean stop)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from streamer.config import FileSinkConfig
+from streamer.hub import StreamHub
+from streamer.sinks.base import H264Muxer, Sink
+
+log = logging.getLogger(__name__)
+
+
+class FileSink(Sink):
+    kind = "file"
+
+    def __init__(self, config: FileSinkConfig, hub: StreamHub) -> None:
+        self.path = Path(config.path).expanduser()
+        super().__init__(hub, f"file-{self.path.name}")
+        self.config = config
+
+    def _target(self, part: int) -> str:
+        if part == 0:
+            return str(self.path)
+        return str(self.path.with_name(f"{self.path.stem}.{part}{self.path.suffix}"))
+
+    async def run(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        muxer: H264Muxer | None = None
+        part = 0
+        try:
+            while True:
+                unit = await self.subscription.get()
+                if unit is None:
+                    break
+                if muxer is not None and (unit.width, unit.height) != muxer.size and unit.keyframe:
+                    await self.blocking(muxer.close)  # a new size starts a new file
+                    muxer, part = None, part + 1
+                if muxer is None:
+                    muxer = await self.blocking(H264Muxer, self._target(part), None, {}, unit)
+                    log.info("recording %s to %s", self.hub.name, self._target(part))
+                await self.blocking(muxer.write, unit)
+                self.units_written += 1
+        finally:
+            if muxer is not None:
+                await self.blocking(muxer.close)
+            self._executor.shutdown(wait=False)
+
+    def describe(self) -> str:
+        return f"file:{self.path}"

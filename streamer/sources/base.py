@@ -1,0 +1,181 @@
+"""The source interface and the worker-thread plumbing every source shares."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.graph.channel import Channel
+from streamer.graph.frames import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceStats:
+    frames: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    corrupt_packets: int = 0
+    skipped_until_keyframe: int = 0
+    size_changes: int = 0
+    connected: bool = False
+    last_error: str = ""
+
+
+class Timeline:
+    """Maps each segment's own timestamps onto one timeline that never goes back.
+
+    A camera that reconnects restarts its timestamps; the new segment is anchored after the old one,
+    at least one frame interval later and no earlier than the wallclock time that has passed.
+    """
+
+    def __init__(self) -> None:
+        self._origin = time.monotonic()
+        self._offset: float | None = None
+        self._last = -1.0
+        self._interval = 0.04
+
+    def new_segment(self) -> None:
+        self._offset = None
+
+    def map(self, local: float | None) -> float:
+        now = time.monotonic() - self._origin
+        if local is None:
+            local = now if self._offset is None else self._last - self._offset + self._interval
+        if self._offset is None:
+            self._offset = max(self._last + self._interval, now) - local
+        mapped = local + self._offset
+        if mapped <= self._last:  # non-monotonic input: keep order, nudge forward
+            mapped = self._last + 1e-3
+        elif self._last >= 0:
+            self._interval = min(max(mapped - self._last, 1e-3), 1.0)
+        self._last = mapped
+        return mapped
+
+
+class Source(abc.ABC):
+    """Produces frames from a blocking worker thread into ``channel``.
+
+    ``run`` returns when the worker exits (stop requested, or a finite source ended); ``stop`` is
+    idempotent and returns at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = SourceStats()
+        self.fps_hint = 25.0
+        self.timeline = Timeline()
+        self._stop = threading.Event()
+        self._channel: Channel[Frame] | None = None
+        self._seq = 0
+        self._last_size: tuple[int, int] | None = None
+        self._pending_discontinuity = False
+        self._stop_requested: asyncio.Event | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask the worker to end; ``run`` returns at once (a worker blocked in a network read ends with
+        its read timeout, on its own)."""
+        self._stop.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def run(self, channel: Channel[Frame]) -> None:
+        self._channel = channel
+        loop = asyncio.get_running_loop()
+        channel.bind(loop)
+        done: asyncio.Future[None] = loop.create_future()
+        self._stop_requested = asyncio.Event()
+        if self._stop.is_set():
+            self._stop_requested.set()
+
+        def worker() -> None:
+            try:
+                self._produce()
+            except Exception:
+                log.exception("source %s failed", self.name)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(_finish, done)
+                except RuntimeError:
+                    pass
+
+        thread = threading.Thread(target=worker, name=f"source-{self.name}", daemon=True)
+        thread.start()
+        stop_wait = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait([done, stop_wait], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+        finally:
+            stop_wait.cancel()
+            self.stop()
+            channel.close()
+
+    def sleep(self, seconds: float) -> bool:
+        """Interruptible pause in the worker; False when a stop was asked for."""
+        return not self._stop.wait(max(0.0, seconds))
+
+    def mark_discontinuity(self) -> None:
+        self._pending_discontinuity = True
+        self.timeline.new_segment()
+
+    def emit(self, image: np.ndarray, local_timestamp: float | None) -> None:
+        """Hand one RGB frame to the pipeline (called from the worker thread)."""
+        size = (int(image.shape[1]), int(image.shape[0]))
+        discontinuity = self._pending_discontinuity
+        if self._last_size is not None and size != self._last_size:
+            self.stats.size_changes += 1
+            discontinuity = True
+            log.info("source %s: frame size changed %s -> %s", self.name, self._last_size, size)
+        self._last_size = size
+        self._pending_discontinuity = False
+        frame = Frame(
+            image=image,
+            timestamp=self.timeline.map(local_timestamp),
+            wallclock=time.time(),
+            seq=self._seq,
+            discontinuity=discontinuity,
+        )
+        self._seq += 1
+        self.stats.frames += 1
+        if self._channel is not None:
+            self._channel.put_threadsafe(frame)
+
+    @abc.abstractmethod
+    def _produce(self) -> None:
+        """Worker-thread body: emit frames until ``stopping`` (or the source ends)."""
+
+
+def _finish(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+class Pacer:
+    """Releases frames at their presentation times in real time (for files and the demo)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._start: float | None = None
+
+    def wait(self, timestamp: float) -> bool:
+        now = time.monotonic()
+        if self._start is None or timestamp < 0:
+            self._start = now - max(timestamp, 0.0)
+        due = self._start + timestamp
+        if due - now > 1.0 or now - due > 1.0:  # jump in timestamps or stalled: re-anchor
+            self._start = now - timestamp
+            return not self.source.stopping
+        return self.source.sleep(due - now)
+
+    def reset(self) -> None:
+        self._start = None

@@ -1,0 +1,93 @@
+"""The engine interface, the CPU backend on a small ONNX model built here, the shipped model's contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from engines import DEFAULT_MODEL, EngineError, create_engine
+from engines.processing import pack_window, unpack_output
+
+
+def centre_frame_model(path: Path, window: int = 3, metadata: dict[str, str] | None = None) -> Path:
+    """An ONNX model of the engine contract whose 'restoration' returns the reference frame."""
+    reference = (window - 1) // 2
+    starts = helper.make_tensor("starts", TensorProto.INT64, [1], [3 * reference])
+    ends = helper.make_tensor("ends", TensorProto.INT64, [1], [3 * reference + 3])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["frames", "starts", "ends", "axes"], ["restored"])],
+        "centre",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, 3 * window, "h", "w"])],
+        [helper.make_tensor_value_info("restored", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        initializer=[starts, ends, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    props = {"streamer.window": str(window), "streamer.reference_index": str(reference), "streamer.pad_multiple": "4"}
+    props.update(metadata or {})
+    helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_pack_and_unpack_roundtrip_with_padding() -> None:
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (21, 30, 3), dtype=np.uint8) for _ in range(3)]
+    tensor = pack_window(frames, 8)
+    assert tensor.shape == (1, 9, 24, 32) and tensor.dtype == np.float32
+    assert np.all(tensor[0, 3:6, 21:, :30] == tensor[0, 3:6, 20:21, :30])  # edge replicated
+    assert np.array_equal(unpack_output(tensor[:, 3:6], 21, 30), frames[1])
+
+
+def test_cpu_engine_reads_metadata_and_runs(tmp_path: Path) -> None:
+    engine = create_engine("cpu", centre_frame_model(tmp_path / "m.onnx"), threads=1)
+    assert (engine.info.window, engine.info.reference_index, engine.info.lookahead) == (3, 1, 1)
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (37, 50, 3), dtype=np.uint8) for _ in range(3)]
+    with engine:
+        assert np.array_equal(engine.infer(frames), frames[1])
+        with pytest.raises(EngineError, match="wants 3 frames"):
+            engine.infer(frames[:2])
+
+
+def test_bad_models_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="not found"):
+        create_engine("cpu", tmp_path / "absent.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(EngineError, match="cannot read model"):
+        create_engine("cpu", tmp_path / "junk.onnx")
+    with pytest.raises(EngineError, match="colorspace"):
+        create_engine("cpu", centre_frame_model(tmp_path / "yuv.onnx", metadata={"streamer.colorspace": "yuv"}))
+
+
+def test_passthrough_engine() -> None:
+    with create_engine("passthrough") as engine:
+        frame = np.zeros((4, 4, 3), np.uint8)
+        assert engine.infer([frame]) is frame
+
+
+def test_shipped_model_follows_the_contract() -> None:
+    assert DEFAULT_MODEL.exists(), "the shipped lite model must be in the package"
+    engine = create_engine("cpu", DEFAULT_MODEL, threads=2)
+    assert engine.info.window == 5 and engine.info.scale == 1
+    rng = np.random.default_rng(2)
+    flat = np.full((90, 160, 3), 128, np.uint8)
+    noisy = [np.clip(flat + rng.normal(0, 20, flat.shape), 0, 255).astype(np.uint8) for _ in range(5)]
+    with engine:
+        out = engine.infer(noisy)
+    assert out.shape == flat.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(float) - 128).mean() < 0.5 * np.abs(noisy[2].astype(float) - 128).mean()
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_matches_cpu() -> None:
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(5)]
+    with create_engine("cpu") as cpu, create_engine("tensorrt", fp16=True) as gpu:
+        difference = np.abs(cpu.infer(frames).astype(int) - gpu.infer(frames).astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 8

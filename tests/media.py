@@ -1,0 +1,72 @@
+"""Small test media made by the tests themselves (no external files)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from streamer.sources.demo import DemoScene
+
+
+def clean_frames(width: int, height: int, count: int, seed: int = 3) -> list[np.ndarray]:
+    """Natural-looking moving content from the demo scene generator."""
+    scene = DemoScene(width, height, seed)
+    return [scene.frame(index * 3, 25.0) for index in range(count)]
+
+
+def add_noise(frames: list[np.ndarray], sigma: float, seed: int = 7) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [
+        np.clip(frame.astype(np.float32) + rng.normal(0, sigma, frame.shape), 0, 255).astype(np.uint8)
+        for frame in frames
+    ]
+
+
+def write_lossless(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    """FFV1 in Matroska: what the camera serves is exactly these pixels (before its own encode)."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def write_h264(path: Path, frames: list[np.ndarray], fps: int = 25, crf: int = 18) -> Path:
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def best_match_psnr(frame: np.ndarray, references: list[np.ndarray]) -> float:
+    """PSNR against the reference frame it matches best (viewers join a looping clip anywhere)."""
+    return max(psnr(frame, reference) for reference in references)
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]

@@ -1,0 +1,70 @@
+#!/usr/bin/python3
+"""An independent RTSP camera for tests: GStreamer's RTSP server (Debian packages), run with the system
+python3 (python3-gi), serving a video file in a loop as a live H.264 stream.
+
+    /usr/bin/python3 tests/peers/gst_rtsp_camera.py --port 8554 --path cam --file clip.mkv
+
+Prints READY once serving; runs until killed.
+"""
+
+import argparse
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", default="cam")
+    parser.add_argument("--file", required=True, help="video file to loop")
+    parser.add_argument("--width", type=int, required=True)
+    parser.add_argument("--height", type=int, required=True)
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--bitrate", type=int, default=3000, help="kbit/s of the camera's H.264")
+    args = parser.parse_args()
+    Gst.init(None)
+
+    channel = f"cam{args.port}"
+    player = Gst.parse_launch(
+        f"filesrc location={args.file} ! decodebin ! videoconvert ! videorate ! "
+        f"video/x-raw,format=I420,framerate={args.fps}/1 ! intervideosink channel={channel} sync=true"
+    )
+
+    def on_message(bus: Gst.Bus, message: Gst.Message) -> None:
+        if message.type == Gst.MessageType.EOS:
+            player.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0)
+        elif message.type == Gst.MessageType.ERROR:
+            error, _ = message.parse_error()
+            print(f"player error: {error}", file=sys.stderr, flush=True)
+
+    bus = player.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message", on_message)
+    player.set_state(Gst.State.PLAYING)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        f"( intervideosrc channel={channel} ! video/x-raw,format=I420,width={args.width},height={args.height},"
+        f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
+        f"bitrate={args.bitrate} ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
+    factory.set_shared(True)
+    server.get_mount_points().add_factory(f"/{args.path}", factory)
+    if server.attach(None) == 0:
+        print("cannot bind", file=sys.stderr, flush=True)
+        return 1
+    print("READY", flush=True)
+    GLib.MainLoop().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

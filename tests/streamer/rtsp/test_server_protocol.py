@@ -1,0 +1,122 @@
+"""The RTSP server against real clients (ffprobe/ffmpeg/gst) and hand-written requests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from tests.streamer.rtsp.conftest import RunningServer, frame_count
+
+
+def exchange(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"RTSP/1.0 ") else -1
+
+
+def ffmpeg_frames(url: str, transport: str, seconds: int = 2) -> tuple[int, str]:
+    result = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", transport, "-i", url, "-frames:v", str(25 * seconds),
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+        capture_output=True, timeout=30,
+    )
+    return frame_count(result.stdout), result.stderr.decode()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_ffmpeg_plays_over_tcp_and_udp(rtsp_server: RunningServer, transport: str) -> None:
+    frames, errors = ffmpeg_frames(rtsp_server.url(), transport)
+    assert frames == 50, errors
+
+
+def test_ffprobe_reads_the_sdp(rtsp_server: RunningServer) -> None:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height",
+         "-of", "csv=p=0", rtsp_server.url()],
+        capture_output=True, timeout=30, text=True,
+    )
+    assert result.stdout.strip() == "h264,160,96", result.stderr
+
+
+def test_describe_gives_sdp_with_parameter_sets(rtsp_server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", rtsp_server.port), timeout=5) as sock:
+        sock.sendall(f"DESCRIBE {rtsp_server.url()} RTSP/1.0\r\nCSeq: 7\r\n\r\n".encode())
+        data = b""
+        while b"m=video" not in data or not data.endswith(b"\r\n"):
+            data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert status(head) == 200 and b"CSeq: 7" in head
+    assert f"Content-Base: {rtsp_server.url()}/".encode() in head
+    assert b"sprop-parameter-sets=" in body and b"packetization-mode=1" in body
+    assert b"a=rtpmap:96 H264/90000" in body and b"a=control:trackID=0" in body
+
+
+@pytest.mark.parametrize(
+    ("request_text", "expected"),
+    [
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n", 200),
+        ("DESCRIBE rtsp://127.0.0.1/nothere RTSP/1.0\r\nCSeq: 2\r\n\r\n", 404),
+        ("PLAY rtsp://127.0.0.1/live RTSP/1.0\r\nCSeq: 3\r\nSession: bogus\r\n\r\n", 454),
+        ("SETUP rtsp://127.0.0.1/live/trackID=0 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP;multicast\r\n\r\n", 461),
+        ("SETUP rtsp://127.0.0.1/live/trackID=0 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/SAVP;unicast\r\n\r\n", 461),
+        ("SETUP rtsp://127.0.0.1/live/trackID=9 RTSP/1.0\r\nCSeq: 5\r\nTransport: RTP/AVP/TCP\r\n\r\n", 404),
+        ("RECORD rtsp://127.0.0.1/live RTSP/1.0\r\nCSeq: 6\r\n\r\n", 501),
+        ("DESCRIBE rtsp://127.0.0.1/live RTSP/1.0\r\n\r\n", 400),
+        ("DESCRIBE rtsp://127.0.0.1/live RTSP/2.0\r\nCSeq: 1\r\n\r\n", 505),
+        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 505),
+        ("hello\r\n\r\n", 400),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 99999999\r\n\r\n", 413),
+    ],
+)
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(
+    rtsp_server: RunningServer, request_text: str, expected: int
+) -> None:
+    assert status(exchange(rtsp_server.port, request_text.encode())) == expected
+    assert status(exchange(rtsp_server.port, b"OPTIONS * RTSP/1.0\r\nCSeq: 9\r\n\r\n")) == 200
+
+
+def test_teardown_ends_the_session(rtsp_server: RunningServer) -> None:
+    url = rtsp_server.url()
+    with socket.create_connection(("127.0.0.1", rtsp_server.port), timeout=5) as sock:
+        sock.sendall(f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n".encode())
+        head = sock.recv(4096).decode()
+        assert " 200 " in head.split("\r\n")[0]
+        session = next(line.split(":", 1)[1].split(";")[0].strip() for line in head.split("\r\n") if line.startswith("Session"))
+        assert session in rtsp_server.server.sessions
+        sock.sendall(f"TEARDOWN {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n".encode())
+        assert " 200 " in sock.recv(4096).decode().split("\r\n")[0]
+        assert session not in rtsp_server.server.sessions
+
+
+def test_auth_refuses_without_credentials(rtsp_server_with_auth: RunningServer) -> None:
+    response = exchange(rtsp_server_with_auth.port, f"DESCRIBE {rtsp_server_with_auth.url()} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+    assert status(response) == 401 and b"WWW-Authenticate" in response
+
+
+def test_auth_admits_real_clients_with_credentials(rtsp_server_with_auth: RunningServer) -> None:
+    good, errors = ffmpeg_frames(rtsp_server_with_auth.url(credentials="viewer:s3cret@"), "tcp", seconds=1)
+    assert good == 25, errors
+    bad, _ = ffmpeg_frames(rtsp_server_with_auth.url(credentials="viewer:wrong@"), "tcp", seconds=1)
+    assert bad == 0
+
+
+def test_gstreamer_plays_over_udp(rtsp_server: RunningServer) -> None:
+    result = subprocess.run(
+        ["gst-launch-1.0", "-q", "rtspsrc", f"location={rtsp_server.url()}", "protocols=udp", "latency=100", "!",
+         "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=RGB",
+         "!", "identity", "eos-after=40", "!", "fdsink", "fd=1"],
+        capture_output=True, timeout=30,
+    )
+    assert frame_count(result.stdout) >= 39, result.stderr.decode()[-500:]
