@@ -91,23 +91,30 @@ class H264Encoder:
         self._size = (width, height)
         self._last_key_ts = None
 
-    def encode(self, frame: Frame) -> list[AccessUnit]:
-        height, width = frame.image.shape[:2]
+    def _video_frame(self, frame: Frame) -> Any:
+        """The frame as PyAV wants it: the decoder's own frame where it was not restored (no RGB round trip)."""
+        if frame.video is not None and not frame.restored and frame.video.width % 2 == 0 and frame.video.height % 2 == 0:
+            return frame.video
+        image = frame.image
+        height, width = image.shape[:2]
         if width % 2 or height % 2:
-            image = frame.image[: height - height % 2, : width - width % 2]
-            height, width = image.shape[:2]
-        else:
-            image = frame.image
+            image = image[: height - height % 2, : width - width % 2]
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+
+    def encode(self, frame: Frame) -> list[AccessUnit]:
+        video = self._video_frame(frame)
+        width, height = video.width, video.height
         if self._size != (width, height):
             if self._context is not None:
                 self._flush_context()
             self._open(width, height)
-        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         video.pts = self._next_pts
         self._next_pts += 1
         if self._last_key_ts is None or frame.timestamp - self._last_key_ts >= self.config.gop_s - 1e-3:
             video.pict_type = av.video.frame.PictureType.I
             self._last_key_ts = frame.timestamp
+        else:
+            video.pict_type = av.video.frame.PictureType.NONE
         self._meta[int(video.pts)] = frame
         return self._collect(self._context.encode(video))
 

@@ -60,11 +60,11 @@ class FileRestorer:
             try:
                 for index, decoded in enumerate(reader.decode(stream)):
                     frame = Frame(decoded.to_ndarray(format="rgb24"), index / float(rate), 0.0, index)
-                    for ready, images in self.window.push(frame):
-                        output, out_stream = self._write(ready, images, target, rate, output, out_stream)
+                    for ready, neighbours in self.window.push(frame):
+                        output, out_stream = self._write(ready, neighbours, target, rate, output, out_stream)
                         bar.update(1)
-                for ready, images in self.window.flush():
-                    output, out_stream = self._write(ready, images, target, rate, output, out_stream)
+                for ready, neighbours in self.window.flush():
+                    output, out_stream = self._write(ready, neighbours, target, rate, output, out_stream)
                     bar.update(1)
                 if out_stream is not None:
                     for packet in out_stream.encode(None):
@@ -75,9 +75,9 @@ class FileRestorer:
                     output.close()
         return self.frames_written
 
-    def _write(self, frame: Frame, images: list[np.ndarray], target: Path, rate: Fraction, output: Any,
+    def _write(self, frame: Frame, neighbours: list[Frame], target: Path, rate: Fraction, output: Any,
                out_stream: Any) -> tuple[Any, Any]:
-        restored = self.engine.infer(images)
+        restored = self.engine.infer([item.image for item in neighbours])
         height, width = restored.shape[:2]
         if not self.lossless:
             restored = restored[: height - height % 2, : width - width % 2]

@@ -89,14 +89,16 @@ class RestoreStage:
             except ChannelClosed:
                 break
             self.stats.frames_in += 1
-            for ready, images in self.window.push(frame):
-                self._schedule(loop, ready, images)
-        for ready, images in self.window.flush():
-            self._schedule(loop, ready, images)
+            for ready, neighbours in self.window.push(frame):
+                self._schedule(loop, ready, neighbours)
+        for ready, neighbours in self.window.flush():
+            self._schedule(loop, ready, neighbours)
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop, frame: Frame, images: list[np.ndarray]) -> None:
-        if self._in_flight is None or self._in_flight.done():
-            future = loop.run_in_executor(self._executor, self._infer_timed, images)
+    def _schedule(self, loop: asyncio.AbstractEventLoop, frame: Frame, neighbours: list[Frame]) -> None:
+        if self.engine.backend == "passthrough":
+            self._pending.append((frame, None))  # nothing to restore: no thread hop, no RGB conversion
+        elif self._in_flight is None or self._in_flight.done():
+            future = loop.run_in_executor(self._executor, self._infer_timed, neighbours)
             self._in_flight = future
             self._pending.append((frame, future))
         else:
@@ -139,9 +141,9 @@ class RestoreStage:
             restored=True,
         )
 
-    def _infer_timed(self, images: list[np.ndarray]) -> np.ndarray:
+    def _infer_timed(self, neighbours: list[Frame]) -> np.ndarray:
         started = time.perf_counter()
-        image = self.engine.infer(images)
+        image = self.engine.infer([frame.image for frame in neighbours])  # RGB conversion in the thread
         self.stats.engine_seconds.append(time.perf_counter() - started)
         return image
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np
-
 from streamer.graph.frames import Frame
 
 
 class TemporalWindow:
-    """Collects frames and hands out, for each frame in order, the window the model restores it from.
+    """Collects frames and hands out, for each frame in order, the frames the model restores it from.
 
     The model wants ``model_window`` frames with the frame to restore at ``model_reference``. The user's
     window (``size`` frames, ``lookahead`` of them in the future) limits which neighbours may be used:
@@ -39,8 +37,8 @@ class TemporalWindow:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def push(self, frame: Frame) -> list[tuple[Frame, list[np.ndarray]]]:
-        ready: list[tuple[Frame, list[np.ndarray]]] = []
+    def push(self, frame: Frame) -> list[tuple[Frame, list[Frame]]]:
+        ready: list[tuple[Frame, list[Frame]]] = []
         if self._frames and (frame.discontinuity or frame.size != self._frames[-1].size):
             ready.extend(self.flush())
             self.resets += 1
@@ -50,25 +48,25 @@ class TemporalWindow:
             ready.append(self._take())
         return ready
 
-    def flush(self) -> list[tuple[Frame, list[np.ndarray]]]:
+    def flush(self) -> list[tuple[Frame, list[Frame]]]:
         """Hand out every pending frame (future edge-padded) and start afresh."""
         ready = [self._take() for _ in range(self._next_index, self._count)]
         self._frames.clear()
         self._first_index = self._next_index = self._count = 0
         return ready
 
-    def _take(self) -> tuple[Frame, list[np.ndarray]]:
+    def _take(self) -> tuple[Frame, list[Frame]]:
         index = self._next_index
         last = self._count - 1
-        images = []
+        neighbours = []
         for offset in range(-self.model_reference, self.model_window - self.model_reference):
             allowed = min(max(offset, -self.past), self.lookahead)
             source = min(max(index + allowed, self._first_index), last)
-            images.append(self._frames[source - self._first_index].image)
+            neighbours.append(self._frames[source - self._first_index])
         frame = self._frames[index - self._first_index]
         self._next_index += 1
         # Frames older than anything a later window can use are let go.
         while self._first_index < self._next_index - self.past:
             self._frames.popleft()
             self._first_index += 1
-        return frame, images
+        return frame, neighbours

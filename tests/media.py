@@ -11,10 +11,16 @@ import numpy as np
 from streamer.sources.demo import DemoScene
 
 
+def yuv420_roundtrip(image: np.ndarray) -> np.ndarray:
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+    return frame.to_ndarray(format="rgb24")
+
+
 def clean_frames(width: int, height: int, count: int, seed: int = 3) -> list[np.ndarray]:
-    """Natural-looking moving content from the demo scene generator."""
+    """Natural-looking moving content from the demo scene generator, as a camera's YUV 4:2:0 carries it
+    (so that a perfect restoration of what the camera sends can match it)."""
     scene = DemoScene(width, height, seed)
-    return [scene.frame(index * 3, 25.0) for index in range(count)]
+    return [yuv420_roundtrip(scene.frame(index * 3, 25.0)) for index in range(count)]
 
 
 def add_noise(frames: list[np.ndarray], sigma: float, seed: int = 7) -> list[np.ndarray]:

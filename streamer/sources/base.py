@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -128,9 +129,10 @@ class Source(abc.ABC):
         self._pending_discontinuity = True
         self.timeline.new_segment()
 
-    def emit(self, image: np.ndarray, local_timestamp: float | None) -> None:
-        """Hand one RGB frame to the pipeline (called from the worker thread)."""
-        size = (int(image.shape[1]), int(image.shape[0]))
+    def emit(self, image: np.ndarray | None, local_timestamp: float | None, video: Any = None) -> None:
+        """Hand one frame to the pipeline (called from the worker thread): an RGB array, or a decoded
+        ``av.VideoFrame`` that is converted only if the frame gets restored."""
+        size = (int(image.shape[1]), int(image.shape[0])) if image is not None else (video.width, video.height)
         discontinuity = self._pending_discontinuity
         if self._last_size is not None and size != self._last_size:
             self.stats.size_changes += 1
@@ -144,6 +146,7 @@ class Source(abc.ABC):
             wallclock=time.time(),
             seq=self._seq,
             discontinuity=discontinuity,
+            video=video,
         )
         self._seq += 1
         self.stats.frames += 1

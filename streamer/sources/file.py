@@ -51,7 +51,7 @@ class FileSource(Source):
                     index += 1
                     if not pacer.wait(timestamp):
                         return
-                    self.emit(frame.to_ndarray(format="rgb24"), timestamp)
+                    self.emit(None, timestamp, video=frame)
                     last = timestamp
             if not self.config.loop or index == 0:
                 return

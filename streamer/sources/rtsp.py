@@ -120,7 +120,7 @@ class RtspSource(Source):
                 if frame.is_corrupt:
                     self.stats.corrupt_packets += 1
                 timestamp = float(frame.pts * time_base) if frame.pts is not None and time_base else None
-                self.emit(frame.to_ndarray(format="rgb24"), timestamp)
+                self.emit(None, timestamp, video=frame)
                 decoded_any = True
                 last_frame_at = time.monotonic()
             if time.monotonic() - last_frame_at > self.config.no_frames_timeout_s:

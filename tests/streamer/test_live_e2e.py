@@ -87,3 +87,37 @@ def test_camera_restarts_are_survived_by_pipeline_and_viewers(camera: GstCamera)
         for capture in viewers:
             capture.stop()
         streamer.kill()
+
+
+@pytest.mark.slow
+def test_resolution_change_mid_stream(camera: GstCamera, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import urllib.request
+
+    from tests.media import clean_frames, write_lossless
+
+    def streams() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{streamer.http_port}/api/streams", timeout=5) as response:
+            return json.loads(response.read())["streams"][0]
+
+    streamer = StreamerProcess(camera.url, "--engine", "cpu").start()
+    viewer = start_viewer("ffmpeg", streamer.url(), WIDTH, HEIGHT, "tcp")
+    try:
+        assert viewer.first_frame.wait(30)
+        assert streams()["size"] == [WIDTH, HEIGHT]
+        camera.kill()
+        small = write_lossless(tmp_path / "small.mkv", clean_frames(256, 144, 50))
+        camera.clip, camera.width, camera.height = small, 256, 144
+        camera.start()
+        deadline = time.monotonic() + 20
+        while streams()["size"] != [256, 144] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert streams()["size"] == [256, 144], "the restored stream should follow the camera's new size"
+        count = len(viewer.arrivals)
+        deadline = time.monotonic() + 15
+        while len(viewer.arrivals) < count + 25 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(viewer.arrivals) >= count + 25, "the viewer should keep decoding after the size change"
+    finally:
+        viewer.stop()
+        streamer.kill()

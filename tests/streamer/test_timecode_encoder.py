@@ -6,8 +6,7 @@ import numpy as np
 from streamer.config import EncoderConfig
 from streamer.encoder import H264Encoder, split_annexb
 from streamer.graph.frames import Frame
-from streamer.timecode import read_timecode
-from streamer.timecode import draw_timecode
+from streamer.timecode import draw_timecode, read_timecode
 from tests.media import clean_frames
 
 

@@ -11,8 +11,8 @@ def frame(seq: int, size: int = 8, discontinuity: bool = False) -> Frame:
     return Frame(np.full((size, size, 3), seq, np.uint8), seq / 25, 0.0, seq, discontinuity)
 
 
-def ids(images: list[np.ndarray]) -> list[int]:
-    return [int(image[0, 0, 0]) for image in images]
+def ids(neighbours: list[Frame]) -> list[int]:
+    return [int(item.image[0, 0, 0]) for item in neighbours]
 
 
 def run(window: TemporalWindow, frames: list[Frame]) -> list[tuple[int, list[int]]]:

@@ -1,0 +1,88 @@
+"""The command line as a user types it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streamer.timecode import read_timecode
+from tests.media import add_noise, clean_frames, psnr, read_video, write_h264
+from tests.peers.processes import StreamerProcess, start_viewer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def streamer(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamer", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_command_and_option() -> None:
+    result = streamer("--help")
+    assert result.returncode == 0 and all(word in result.stdout for word in ("run", "restore", "validate-config"))
+    run_help = streamer("run", "--help").stdout
+    for option in ("--name", "--rtsp-port", "--http-port", "--engine", "--window", "--lookahead", "--config", "--record", "--publish"):
+        assert option in run_help
+
+
+def test_validate_config_good_and_bad(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("cameras:\n  - name: cam1\n    source: {type: demo}\n")
+    result = streamer("validate-config", str(good))
+    assert result.returncode == 0 and "cam1" in result.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - name: cam1\n    source: {type: rtsp, url: rtsp://x/y, transport: sctp}\n")
+    result = streamer("validate-config", str(bad))
+    assert result.returncode == 2
+    assert "cameras.0.source.rtsp.transport" in result.stderr
+
+
+def test_shipped_configs_are_valid() -> None:
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        result = streamer("validate-config", str(path))
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+
+
+def test_run_without_source_is_a_clear_error() -> None:
+    result = streamer("run")
+    assert result.returncode == 2 and "nothing to run" in result.stderr
+
+
+def test_restore_file_every_frame_lossless(tmp_path: Path) -> None:
+    clean = clean_frames(160, 96, 12)
+    source = write_h264(tmp_path / "noisy.mp4", add_noise(clean, 20), crf=10)
+    output = tmp_path / "restored.mkv"
+    result = streamer("restore", str(source), str(output), "--lossless", "--engine", "cpu")
+    assert result.returncode == 0, result.stderr
+    restored = read_video(output)
+    noisy = read_video(source)
+    assert len(restored) == 12 and restored[0].shape == (96, 160, 3)
+    gain = sum(psnr(r, c) - psnr(n, c) for r, n, c in zip(restored, noisy, clean, strict=True)) / 12
+    assert gain > 2.0, f"restoration gained only {gain:.2f} dB"
+
+
+def test_restore_refuses_lossless_mp4(tmp_path: Path) -> None:
+    source = write_h264(tmp_path / "in.mp4", clean_frames(64, 64, 3))
+    result = streamer("restore", str(source), str(tmp_path / "out.mp4"), "--lossless", "--engine", "passthrough")
+    assert result.returncode == 2 and ".mkv" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_with_no_camera_and_carries_a_timecode() -> None:
+    process = StreamerProcess("demo").start()
+    viewer = start_viewer("ffmpeg", process.url(), 640, 360, "tcp")
+    try:
+        assert viewer.first_frame.wait(60), "no frame from the demo"
+        deadline = time.monotonic() + 20
+        while len(viewer.frames) < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        codes = [read_timecode(frame) for frame in viewer.frames[-10:]]
+        assert sum(code is not None for code in codes) >= 8, "the demo's timecode should survive the pipeline"
+        latencies = [time.time() * 1000 - code[0] for code in codes if code is not None]
+        assert all(0 <= latency < 5000 for latency in latencies)
+    finally:
+        viewer.stop()
+        process.kill()
