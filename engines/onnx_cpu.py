@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError, ModelInfo
-from engines.processing import pack_window, unpack_output
+from engines.processing import WindowPacker, unpack_output
 
 
 def read_model_info(path: Path) -> ModelInfo:
@@ -34,7 +34,7 @@ class OnnxCpuEngine(Engine):
         self.threads = threads or (os.cpu_count() or 1)
         self.info = read_model_info(model_path)
         self._session: Any = None
-        self._input: np.ndarray | None = None
+        self._packer = WindowPacker(self.info.pad_multiple)
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -59,11 +59,11 @@ class OnnxCpuEngine(Engine):
 
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
         height, width = window[0].shape[:2]
-        self._input = pack_window(window, self.info.pad_multiple, self._input)
-        (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: self._input})
+        tensor = self._packer.pack(window)
+        (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: tensor})
         scale = self.info.scale
         return unpack_output(output, height * scale, width * scale)
 
     def _deactivate(self) -> None:
         self._session = None
-        self._input = None
+        self._packer = WindowPacker(self.info.pad_multiple)

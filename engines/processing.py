@@ -37,3 +37,34 @@ def unpack_output(tensor: np.ndarray, height: int, width: int) -> np.ndarray:
     planes = tensor[0, :, :height, :width]
     scaled = np.clip(planes, 0.0, 1.0) * 255.0 + 0.5
     return np.ascontiguousarray(scaled.transpose(1, 2, 0)).astype(np.uint8)
+
+
+class WindowPacker:
+    """``pack_window`` for a sliding window: each frame is converted to float once, not once per window.
+
+    Converted planes are cached by frame identity (the cache holds the frame, so an id is never reused
+    while cached) and forgotten as soon as the frame leaves the window.
+    """
+
+    def __init__(self, multiple: int) -> None:
+        self.multiple = multiple
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._out: np.ndarray | None = None
+
+    def pack(self, frames: list[np.ndarray]) -> np.ndarray:
+        height, width = frames[0].shape[:2]
+        padded_h, padded_w = padded_size(height, width, self.multiple)
+        shape = (1, 3 * len(frames), padded_h, padded_w)
+        if self._out is None or self._out.shape != shape:
+            self._out = np.empty(shape, dtype=np.float32)
+            self._cache.clear()
+        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for index, frame in enumerate(frames):
+            key = id(frame)
+            entry = cache.get(key) or self._cache.get(key)
+            if entry is None:
+                entry = (frame, pack_window([frame], self.multiple)[0])
+            cache[key] = entry
+            self._out[0, 3 * index : 3 * index + 3] = entry[1]
+        self._cache = cache
+        return self._out

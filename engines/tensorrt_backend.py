@@ -16,7 +16,7 @@ import numpy as np
 from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError
 from engines.cache import EngineCacheKey, cached_engine_path, file_sha256
 from engines.onnx_cpu import read_model_info
-from engines.processing import pack_window, padded_size, unpack_output
+from engines.processing import WindowPacker, unpack_output
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class TensorRTEngine(Engine):
         self._shape: tuple[int, ...] | None = None
         self._device_in = 0
         self._device_out = 0
+        self._packer = WindowPacker(self.info.pad_multiple)
         self._host_in: np.ndarray | None = None
         self._host_out: np.ndarray | None = None
 
@@ -92,10 +93,11 @@ class TensorRTEngine(Engine):
     # -- inference -------------------------------------------------------------------------------------
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
         height, width = window[0].shape[:2]
-        self._host_in = pack_window(window, self.info.pad_multiple, self._host_in)
-        if self._shape != self._host_in.shape:
+        self._host_in = np.ascontiguousarray(self._packer.pack(window))
+        if self._shape != self._host_in.shape or self._host_out is None:
             self._prepare(tuple(self._host_in.shape))
-        assert self._host_out is not None  # set by _prepare
+        if self._host_out is None:
+            raise EngineError("TensorRT output buffer missing")
         cudart = self._cudart
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -113,9 +115,8 @@ class TensorRTEngine(Engine):
         self._context = self._engine.create_execution_context()
         self._context.set_input_shape(INPUT_NAME, shape)
         out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
-        self._host_in = np.empty(shape, dtype=np.float32)
         self._host_out = np.empty(out_shape, dtype=np.float32)
-        self._device_in = _check(self._cudart.cudaMalloc(self._host_in.nbytes))
+        self._device_in = _check(self._cudart.cudaMalloc(int(np.prod(shape)) * 4))
         self._device_out = _check(self._cudart.cudaMalloc(self._host_out.nbytes))
         self._context.set_tensor_address(INPUT_NAME, int(self._device_in))
         self._context.set_tensor_address(OUTPUT_NAME, int(self._device_out))
@@ -179,7 +180,3 @@ def build_serialized_engine(trt: Any, model_path: Path, shape: tuple[int, ...], 
         raise EngineError(f"TensorRT failed to build an engine for {model_path} at {shape}")
     return bytes(plan)
 
-
-def padded_input_shape(window: int, height: int, width: int, multiple: int) -> tuple[int, int, int, int]:
-    padded_h, padded_w = padded_size(height, width, multiple)
-    return (1, 3 * window, padded_h, padded_w)

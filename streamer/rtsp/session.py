@@ -134,12 +134,13 @@ class RtspSession:
         self._on_end(self)
 
     async def _send_loop(self) -> None:
-        assert self.subscription is not None and self.transport is not None
-        transport = self.transport
+        transport, subscription = self.transport, self.subscription
+        if transport is None or subscription is None:
+            return
         last_report = 0.0
         try:
             while True:
-                unit = await self.subscription.get()
+                unit = await subscription.get()
                 if unit is None:
                     break
                 for packet in self.rtp.packetize(unit):

@@ -91,3 +91,16 @@ def test_tensorrt_engine_matches_cpu() -> None:
     with create_engine("cpu") as cpu, create_engine("tensorrt", fp16=True) as gpu:
         difference = np.abs(cpu.infer(frames).astype(int) - gpu.infer(frames).astype(int))
     assert difference.mean() < 1.0 and difference.max() <= 8
+
+
+def test_window_packer_matches_pack_window_as_the_window_slides() -> None:
+    from engines.processing import WindowPacker
+
+    rng = np.random.default_rng(4)
+    stream = [rng.integers(0, 256, (13, 22, 3), dtype=np.uint8) for _ in range(8)]
+    packer = WindowPacker(4)
+    for start in range(4):
+        window = stream[start : start + 5]
+        assert np.array_equal(packer.pack(window), pack_window(window, 4))
+    padded_edge = [stream[0], stream[0], stream[0], stream[1], stream[2]]
+    assert np.array_equal(packer.pack(padded_edge), pack_window(padded_edge, 4))

@@ -46,13 +46,15 @@ def main() -> int:
     bus.add_signal_watch()
     bus.connect("message", on_message)
     player.set_state(Gst.State.PLAYING)
+    player.get_state(10 * Gst.SECOND)  # the file is decoding before any client can connect
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(
-        f"( intervideosrc channel={channel} ! video/x-raw,format=I420,width={args.width},height={args.height},"
+        # A late frame (a loaded machine) repeats the last one instead of turning black after 1 s.
+        f"( intervideosrc channel={channel} timeout={60 * Gst.SECOND} ! video/x-raw,format=I420,width={args.width},height={args.height},"
         f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
         f"bitrate={args.bitrate} ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1 )"
     )

@@ -165,7 +165,7 @@ def test_sigterm_exits_quickly_and_recording_is_playable(camera: GstCamera, tmp_
         frames = read_video(record)
         assert len(frames) >= 2 * FPS, f"recording holds {len(frames)} frames"
         assert frames[-1].shape == (HEIGHT, WIDTH, 3)
-        assert float(np.std(frames[-1])) > 5, "recorded frames should carry picture content"
+        assert float(np.median([np.std(frame) for frame in frames])) > 5, "recorded frames should carry pictures"
     finally:
         streamer.kill()
 

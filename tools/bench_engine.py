@@ -1,0 +1,47 @@
+"""Engine throughput: frames restored per second and latency, per backend and frame size.
+
+Times ``Engine.infer`` end to end (packing the window, inference, unpacking), as the live path calls it.
+
+    python -m tools.bench_engine --engine cpu --sizes 640x360 1280x720 --frames 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from engines import create_engine
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", default="cpu", choices=["cpu", "tensorrt", "auto", "passthrough"])
+    parser.add_argument("--model", help="ONNX model (default: shipped lite)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720"])
+    parser.add_argument("--frames", type=int, default=40, help="timed inferences per size (after 3 warm-up)")
+    args = parser.parse_args(argv)
+    engine = create_engine(args.engine, args.model, args.threads)
+    with engine:
+        print(f"{engine.describe()}")
+        for size in args.sizes:
+            width, height = (int(part) for part in size.lower().split("x"))
+            rng = np.random.default_rng(0)
+            frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(engine.info.window)]
+            for _ in range(3):
+                engine.infer(frames)
+            timings = []
+            for _ in range(args.frames):
+                started = time.perf_counter()
+                engine.infer(frames)
+                timings.append(time.perf_counter() - started)
+            milliseconds = np.array(timings) * 1000
+            print(f"{size}: {1000 / milliseconds.mean():.1f} fps, p50 {np.percentile(milliseconds, 50):.1f} ms, "
+                  f"p95 {np.percentile(milliseconds, 95):.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
