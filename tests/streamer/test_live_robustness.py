@@ -47,7 +47,7 @@ def rtsp_play_tcp(url: str) -> socket.socket:
 
 @pytest.mark.slow
 def test_slow_viewer_does_not_reduce_another_viewers_frames(camera: GstCamera) -> None:
-    streamer = StreamerProcess(camera.url, "--engine", "passthrough").start()
+    streamer = StreamerProcess(camera.url, "--engine", "passthrough", "--transport", "udp").start()  # UDP ingest
     normal = start_viewer("ffmpeg", streamer.url(), WIDTH, HEIGHT, "tcp")
     slow = rtsp_play_tcp(streamer.url())
     stop = threading.Event()

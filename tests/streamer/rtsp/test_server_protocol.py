@@ -120,3 +120,27 @@ def test_gstreamer_plays_over_udp(rtsp_server: RunningServer) -> None:
         capture_output=True, timeout=30,
     )
     assert frame_count(result.stdout) >= 39, result.stderr.decode()[-500:]
+
+
+def test_udp_session_without_keepalive_times_out(rtsp_server: RunningServer) -> None:
+    import time
+
+    url = rtsp_server.url()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp:
+        rtp.bind(("127.0.0.1", 0))
+        rtcp.bind(("127.0.0.1", 0))
+        ports = f"{rtp.getsockname()[1]}-{rtcp.getsockname()[1]}"
+        with socket.create_connection(("127.0.0.1", rtsp_server.port), timeout=5) as sock:
+            sock.sendall(f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port={ports}\r\n\r\n".encode())
+            head = sock.recv(4096).decode()
+            assert "server_port=" in head and "timeout=5" in head
+            session = next(line.split(":", 1)[1].split(";")[0].strip() for line in head.split("\r\n") if line.startswith("Session"))
+            sock.sendall(f"PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n".encode())
+            assert "RTP-Info: url=" in sock.recv(4096).decode()
+            rtp.settimeout(5)
+            packet = rtp.recv(2048)
+            assert packet[0] >> 6 == 2 and packet[1] & 0x7F == 96  # RTP version 2, payload type 96
+        deadline = time.monotonic() + 10
+        while session in rtsp_server.server.sessions and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert session not in rtsp_server.server.sessions, "a silent UDP session should expire"
