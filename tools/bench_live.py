@@ -2,7 +2,8 @@
 
 The camera is ``streamer run demo --engine passthrough`` (a separate process): a 640x360 25 fps H.264 RTSP
 stream whose frames carry a wallclock barcode. The streamer under test restores it; an ffmpeg viewer
-decodes its output and the barcode gives the camera-to-viewer latency of every frame. CPU time and RSS of
+decodes its output and the barcode gives the camera-to-viewer latency of every frame. A second, identical
+viewer watches the camera directly: the difference is the latency the streamer adds. CPU time and RSS of
 the streamer process come from /proc. With ``--relay-baseline`` the same camera also feeds an
 ``ffmpeg ... -c:v libx264 -preset ultrafast -tune zerolatency -f rtsp`` relay into a receiver, measured in
 the same run, and the CPU-time ratio is reported.
@@ -154,6 +155,8 @@ def main() -> int:
     stop = threading.Event()
     log = ViewerLog()
     viewer = view(f"rtsp://127.0.0.1:{rtsp_port}/restored", args.width, args.height, log, stop)
+    direct_log = ViewerLog()  # the same kind of viewer on the camera itself: the latency we did not add
+    direct = view(camera_url, args.width, args.height, direct_log, stop)
     try:
         time.sleep(5.0)  # warm-up: connections, engine first runs, ffmpeg's probe burst
         begin = time.monotonic()
@@ -162,6 +165,7 @@ def main() -> int:
         restored0 = metric(http_port, "streamer_frames_restored_total")
         out0 = metric(http_port, "streamer_frames_out_total")
         first_index = len(log.latencies_ms)
+        direct_first = len(direct_log.latencies_ms)
         rss = []
         while time.monotonic() - begin < args.seconds:
             time.sleep(1.0)
@@ -173,6 +177,7 @@ def main() -> int:
         out = metric(http_port, "streamer_frames_out_total") - out0
         degraded = metric(http_port, 'streamer_frames_degraded_total{camera="restored",reason="engine_busy"}')
         latencies = np.array(log.latencies_ms[first_index:])
+        direct_latencies = np.array(direct_log.latencies_ms[direct_first:])
         frames = sum(1 for arrival in log.arrivals if begin <= arrival < begin + elapsed)
         result = {
             "engine": args.engine,
@@ -186,6 +191,8 @@ def main() -> int:
             "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
             "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies.size else None,
             "timecodes_read": int(latencies.size),
+            "camera_direct_latency_ms_p50": round(float(np.percentile(direct_latencies, 50)), 1)
+            if direct_latencies.size else None,
             "cpu_percent": round(100 * cpu / elapsed, 1),
             "rss_mb_max": round(max(rss), 1),
         }
@@ -197,10 +204,11 @@ def main() -> int:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     finally:
         stop.set()
-        for process in (viewer, relay, receiver, under_test, camera):
+        processes = (viewer, direct, relay, receiver, under_test, camera)
+        for process in processes:
             if process is not None and process.poll() is None:
                 process.terminate()
-        for process in (viewer, relay, receiver, under_test, camera):
+        for process in processes:
             if process is not None:
                 try:
                     process.wait(10)
