@@ -86,3 +86,25 @@ def test_demo_runs_with_no_camera_and_carries_a_timecode() -> None:
     finally:
         viewer.stop()
         process.kill()
+
+
+@pytest.mark.slow
+def test_config_with_several_cameras_serves_each_path(tmp_path: Path) -> None:
+    clip = write_h264(tmp_path / "clip.mp4", clean_frames(256, 144, 50))
+    config = tmp_path / "two.yaml"
+    config.write_text(
+        "cameras:\n"
+        "  - name: yard\n    source: {type: demo, width: 320, height: 180}\n    engine: {type: passthrough}\n"
+        f"  - name: gate\n    source: {{type: file, path: '{clip}'}}\n    engine: {{type: cpu}}\n"
+    )
+    process = StreamerProcess("--config", str(config)).start()
+    try:
+        for name, size in (("yard", "320,180"), ("gate", "256,144")):
+            result = subprocess.run(
+                ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height",
+                 "-of", "csv=p=0", process.url(name)],
+                capture_output=True, text=True, timeout=30,
+            )
+            assert result.stdout.strip() == f"h264,{size}", result.stderr
+    finally:
+        process.kill()
