@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "STREAMER__"
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
@@ -23,6 +31,15 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names each bad field."""
 
 
+def check_rtsp_url(value: str) -> str:
+    if not re.match(r"^rtsps?://[^/\s]+", value):
+        raise ValueError("must look like rtsp://host[:port]/path")
+    return value
+
+
+RtspUrl = Annotated[str, AfterValidator(check_rtsp_url)]
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -30,7 +47,7 @@ class StrictModel(BaseModel):
 # --------------------------------------------------------------------------------------------- sources
 class RtspSourceConfig(StrictModel):
     type: Literal["rtsp"] = "rtsp"
-    url: str = Field(description="Camera URL, rtsp://[user:pass@]host[:port]/path (rtsps:// too)")
+    url: RtspUrl = Field(description="Camera URL, rtsp://[user:pass@]host[:port]/path (rtsps:// too)")
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTP transport asked of the camera")
     open_timeout_s: float = Field(5.0, ge=0.5, le=120, description="Give up connecting after this long")
     read_timeout_s: float = Field(5.0, ge=0.5, le=120, description="Reconnect when no packet arrives for this long")
@@ -43,13 +60,6 @@ class RtspSourceConfig(StrictModel):
         max_length=16,
         description="Pauses between reconnect attempts; the last one repeats",
     )
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not re.match(r"^rtsps?://[^/\s]+", value):
-            raise ValueError("must look like rtsp://host[:port]/path")
-        return value
 
     @field_validator("reconnect_backoff_s")
     @classmethod
@@ -127,16 +137,9 @@ class EncoderConfig(StrictModel):
 
 class RtspPublishSinkConfig(StrictModel):
     type: Literal["rtsp_publish"] = "rtsp_publish"
-    url: str = Field(description="rtsp://server:port/path to push the restored stream to (RTSP ANNOUNCE/RECORD)")
+    url: RtspUrl = Field(description="rtsp://server:port/path to push the restored stream to (RTSP ANNOUNCE/RECORD)")
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTP transport for the push")
     reconnect_s: float = Field(2.0, ge=0.1, le=300, description="Pause before pushing again after a failure")
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not re.match(r"^rtsps?://[^/\s]+", value):
-            raise ValueError("must look like rtsp://host[:port]/path")
-        return value
 
 
 class FileSinkConfig(StrictModel):

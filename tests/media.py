@@ -31,12 +31,12 @@ def add_noise(frames: list[np.ndarray], sigma: float, seed: int = 7) -> list[np.
     ]
 
 
-def write_lossless(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
-    """FFV1 in Matroska: what the camera serves is exactly these pixels (before its own encode)."""
+def write_clip(path: Path, frames: list[np.ndarray], codec: str, options: dict[str, str], fps: int = 25) -> Path:
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=Fraction(fps))
+        stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = options
         for index, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
@@ -45,22 +45,15 @@ def write_lossless(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+def write_lossless(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    """FFV1 in Matroska: what the camera serves is exactly these pixels (before its own encode)."""
+    return write_clip(path, frames, "ffv1", {}, fps)
 
 
 def write_h264(path: Path, frames: list[np.ndarray], fps: int = 25, crf: int = 18) -> Path:
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "ultrafast"}
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_clip(path, frames, "libx264", {"crf": str(crf), "preset": "ultrafast"}, fps)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

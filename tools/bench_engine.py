@@ -12,7 +12,17 @@ import time
 
 import numpy as np
 
-from engines import create_engine
+from engines import Engine, create_engine
+
+
+def time_engine(engine: Engine, frames: list[np.ndarray], runs: int) -> np.ndarray:
+    """Milliseconds of each of ``runs`` calls of ``engine.infer(frames)`` (activated engine)."""
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        engine.infer(frames)
+        timings.append(time.perf_counter() - started)
+    return np.array(timings) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             width, height = (int(part) for part in size.lower().split("x"))
             rng = np.random.default_rng(0)
             frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(engine.info.window)]
-            for _ in range(3):
-                engine.infer(frames)
-            timings = []
-            for _ in range(args.frames):
-                started = time.perf_counter()
-                engine.infer(frames)
-                timings.append(time.perf_counter() - started)
-            milliseconds = np.array(timings) * 1000
+            time_engine(engine, frames, 3)  # warm-up
+            milliseconds = time_engine(engine, frames, args.frames)
             print(f"{size}: {1000 / milliseconds.mean():.1f} fps, p50 {np.percentile(milliseconds, 50):.1f} ms, "
                   f"p95 {np.percentile(milliseconds, 95):.1f} ms")
     return 0

@@ -17,6 +17,7 @@ import numpy as np
 
 from engines import DEFAULT_MODEL, EngineError
 from engines.tensorrt_backend import TensorRTEngine, tensorrt_available
+from tools.bench_engine import time_engine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,15 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             engine.infer(frames)  # builds or loads the cached engine
             print(f"engine ready in {time.perf_counter() - started:.1f} s (cache: {args.cache_dir})")
-            timings = []
-            for _ in range(args.runs):
-                started = time.perf_counter()
-                engine.infer(frames)
-                timings.append(time.perf_counter() - started)
+            milliseconds = time_engine(engine, frames, args.runs)
     except EngineError as error:
         print(f"build_engine: {error}")
         return 1
-    milliseconds = np.array(timings) * 1000
     print(f"{args.size} {'fp32' if args.fp32 else 'fp16'}: p50 {np.percentile(milliseconds, 50):.2f} ms, "
           f"p95 {np.percentile(milliseconds, 95):.2f} ms, {1000 / np.mean(milliseconds):.1f} fps (incl. host copies)")
     return 0

@@ -145,26 +145,23 @@ def parse_transport(header: str) -> dict[str, str]:
     return result
 
 
-def parse_port_pair(text: str) -> tuple[int, int]:
+def _parse_pair(text: str, minimum: int, maximum: int, what: str) -> tuple[int, int]:
     first, _, second = text.partition("-")
     try:
         low = int(first)
         high = int(second) if second else low + 1
     except ValueError:
-        raise BadRequest(461, f"bad port range {text[:20]!r}", fatal=False) from None
-    if not (0 < low < 65536 and 0 < high < 65536):
-        raise BadRequest(461, "port out of range", fatal=False)
+        raise BadRequest(461, f"bad {what} {text[:20]!r}", fatal=False) from None
+    if not (minimum <= low <= maximum and minimum <= high <= maximum):
+        raise BadRequest(461, f"{what} out of range", fatal=False)
     return low, high
+
+
+def parse_port_pair(text: str) -> tuple[int, int]:
+    """The ``client_port=a-b`` UDP ports of a transport."""
+    return _parse_pair(text, 1, 65535, "port range")
 
 
 def parse_channel_pair(text: str) -> tuple[int, int]:
     """The ``interleaved=a-b`` channels of a TCP transport (0-255)."""
-    first, _, second = text.partition("-")
-    try:
-        low = int(first)
-        high = int(second) if second else low + 1
-    except ValueError:
-        raise BadRequest(461, f"bad interleaved channels {text[:20]!r}", fatal=False) from None
-    if not (0 <= low <= 255 and 0 <= high <= 255):
-        raise BadRequest(461, "interleaved channel out of range", fatal=False)
-    return low, high
+    return _parse_pair(text, 0, 255, "interleaved channels")
