@@ -77,6 +77,7 @@ class RtspSource(Source):
             return failures
         steps = self.config.reconnect_backoff_s
         pause = steps[min(failures, len(steps) - 1)]
+        message = message.replace(self.config.url, self.url_for_logs)  # FFmpeg errors quote the URL
         self.stats.last_error = message
         self.stats.reconnects += 1
         log.warning("source %s: %s; reconnecting in %.1f s", self.name, message, pause)

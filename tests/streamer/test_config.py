@@ -75,3 +75,10 @@ def test_source_argument() -> None:
     assert source_from_argument("demo") == {"type": "demo"}
     assert source_from_argument("rtsp://cam/s") == {"type": "rtsp", "url": "rtsp://cam/s"}
     assert source_from_argument("clip.mp4") == {"type": "file", "path": "clip.mp4"}
+
+
+def test_passwords_are_redacted_from_logged_urls() -> None:
+    from streamer.sources.rtsp import redact
+
+    assert redact("rtsp://admin:hunter2@cam:554/s") == "rtsp://admin:***@cam:554/s"
+    assert redact("rtsp://cam/s") == "rtsp://cam/s"
