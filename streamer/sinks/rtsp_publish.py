@@ -57,6 +57,7 @@ class RtspPublishSink(Sink):
             self._executor.shutdown(wait=False)
 
     async def _failed(self, message: str) -> None:
+        message = message.replace(self.config.url, redact(self.config.url))  # FFmpeg errors quote the URL
         self.errors += 1
         log.warning("%s; retrying in %.1f s", message, self.config.reconnect_s)
         await asyncio.sleep(self.config.reconnect_s)
