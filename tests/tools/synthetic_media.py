@@ -1,0 +1,43 @@
+"""Tiny synthetic media for the tools tests (no external data needed)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def textured_image(height: int, width: int, seed: int) -> np.ndarray:
+    """Random smooth colour texture with edges, uint8 [H, W, 3]."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
+    image = np.kron(coarse, np.ones((8, 8, 1)))[:height, :width]
+    image += rng.normal(0, 6, size=image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def moving_frames(count: int, height: int, width: int, seed: int) -> np.ndarray:
+    canvas = textured_image(height + 2 * count, width + 2 * count, seed)
+    return np.stack([canvas[i : i + height, 2 * i : 2 * i + width] for i in range(count)])
+
+
+def write_clip(path: Path, frames: np.ndarray) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "12", "preset": "ultrafast"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path

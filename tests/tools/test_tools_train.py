@@ -1,0 +1,75 @@
+"""A tiny training run on synthetic media builds its cache, checkpoints, and resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from synthetic_media import moving_frames, textured_image, write_clip, write_png
+
+from tools import degrade, train
+
+
+def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(20, 48, 64, seed=1))
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    for index in range(2):
+        write_png(stills / f"still{index}.png", textured_image(96, 96, seed=10 + index))
+    common = [
+        "--clips",
+        str(clip),
+        "--stills",
+        str(stills),
+        "--cache",
+        str(tmp_path / "cache.npz"),
+        "--out",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+        "--cache-sequences",
+        "8",
+        "--sequence-length",
+        "6",
+        "--sequence-size",
+        "32",
+        "--crop",
+        "32",
+        "--batch",
+        "2",
+        "--val-sequences",
+        "2",
+        "--val-every",
+        "2",
+        "--clip-size",
+        "64x48",
+    ]
+    train.main([*common, "--steps", "2"])
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert first["step"] == 2
+    assert set(first["val"]) == {"sigma25", "mixed"}
+    assert (tmp_path / "cache.npz").exists()
+    train.main([*common, "--steps", "4"])
+    second = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert second["step"] == 4
+    events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    starts = [event["step"] for event in events if event.get("event") == "start"]
+    assert starts == [0, 2]
+    assert not torch.equal(first["model"]["body.0.weight"], second["model"]["body.0.weight"])
+
+
+def test_degradations_keep_shapes_and_change_content() -> None:
+    rng = np.random.default_rng(0)
+    clean = moving_frames(6, 32, 48, seed=3)
+    for degraded in (
+        degrade.add_gaussian_noise(clean, 25, rng),
+        degrade.add_poisson_gaussian_noise(clean, 0.01, 5, rng),
+        degrade.x264_roundtrip(clean, 35),
+    ):
+        assert degraded.shape == clean.shape and degraded.dtype == np.uint8
+        assert np.abs(degraded.astype(int) - clean).mean() > 0.5
+    video = degrade.pseudo_video(textured_image(80, 80, seed=4), 5, 32, rng)
+    assert video.shape == (5, 32, 32, 3)
+    assert degrade.darken(clean, 0.5).mean() < clean.mean() * 0.6

@@ -1,0 +1,171 @@
+"""Degradations and media helpers shared by tools/train.py and tools/eval.py (numpy + PyAV, no torch).
+
+Frames are uint8 RGB arrays shaped [T, H, W, 3]. Every random choice takes a ``numpy.random.Generator`` so runs
+are reproducible from a seed.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Quantise float frames in [0, 1] to uint8 with rounding and clipping."""
+    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+
+
+def add_gaussian_noise(frames: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add i.i.d. Gaussian noise of standard deviation ``sigma`` (0-255 scale); returns uint8."""
+    noisy = frames.astype(np.float32) + rng.standard_normal(frames.shape, dtype=np.float32) * sigma
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def add_poisson_gaussian_noise(
+    frames: np.ndarray, shot: float, read_sigma: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Heteroscedastic sensor noise: variance = shot * x + (read_sigma / 255)^2 with x in [0, 1]; returns uint8."""
+    signal = frames.astype(np.float32) / 255.0
+    std = np.sqrt(shot * signal + (read_sigma / 255.0) ** 2)
+    noisy = signal + rng.standard_normal(frames.shape, dtype=np.float32) * std
+    return to_uint8(noisy)
+
+
+def darken(frames: np.ndarray, gain: float, gamma: float = 1.0) -> np.ndarray:
+    """Simulate under-exposure: scale intensities by ``gain`` after an optional gamma; returns uint8."""
+    signal = frames.astype(np.float32) / 255.0
+    return to_uint8(np.power(signal, gamma) * gain)
+
+
+def x264_roundtrip(
+    frames: np.ndarray, crf: int, preset: str = "medium", bframes: int | None = None
+) -> np.ndarray:
+    """Encode frames with libx264 (yuv420p, given CRF) in memory and decode them back to RGB uint8.
+
+    H and W must be even. ``bframes=0`` mimics a low-latency live encoder.
+    """
+    count, height, width, _ = frames.shape
+    options = {"crf": str(crf), "preset": preset}
+    if bframes is not None:
+        options["bf"] = str(bframes)
+    encoded: list[bytes] = []
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = Fraction(1, 25)
+    codec.options = options
+    for index in range(count):
+        frame = av.VideoFrame.from_ndarray(frames[index], format="rgb24").reformat(format="yuv420p")
+        frame.pts = index
+        encoded.extend(bytes(packet) for packet in codec.encode(frame))
+    encoded.extend(bytes(packet) for packet in codec.encode(None))
+    decoder = av.CodecContext.create("h264", "r")
+    decoded: list[np.ndarray] = []
+    for payload in encoded:
+        for frame in decoder.decode(av.Packet(payload)):
+            decoded.append(frame.to_ndarray(format="rgb24"))
+    for frame in decoder.decode(None):
+        decoded.append(frame.to_ndarray(format="rgb24"))
+    if len(decoded) != count:
+        raise RuntimeError(f"x264 round trip returned {len(decoded)} frames for {count}")
+    return np.stack(decoded)
+
+
+def bilinear_sample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sample a float32 [H, W, C] image at fractional coordinates with edge clamping."""
+    height, width = image.shape[:2]
+    rows = np.clip(rows, 0, height - 1.001)
+    cols = np.clip(cols, 0, width - 1.001)
+    top = np.floor(rows).astype(np.int64)
+    left = np.floor(cols).astype(np.int64)
+    frac_r = (rows - top)[..., None]
+    frac_c = (cols - left)[..., None]
+    upper = image[top, left] * (1 - frac_c) + image[top, left + 1] * frac_c
+    lower = image[top + 1, left] * (1 - frac_c) + image[top + 1, left + 1] * frac_c
+    return upper * (1 - frac_r) + lower * frac_r
+
+
+def pseudo_video(
+    image: np.ndarray, count: int, size: int, rng: np.random.Generator, max_speed: float = 4.0
+) -> np.ndarray:
+    """Make ``count`` frames of ``size`` x ``size`` from one still with random global motion.
+
+    Motion: constant-velocity translation with jitter, a slow zoom and a small rotation, plus a random base
+    downscale (which also makes the still's own noise/compression smaller).
+    """
+    source = image.astype(np.float32)
+    height, width = source.shape[:2]
+    scale = rng.uniform(1.0, 2.0)  # source pixels per output pixel
+    scale = min(scale, (min(height, width) - 2) / (size * 1.25))
+    scale = max(scale, 0.5)
+    velocity = rng.uniform(-max_speed, max_speed, size=2) * rng.choice([0.0, 0.3, 1.0], p=[0.15, 0.35, 0.5])
+    zoom_rate = 1.0 + rng.uniform(-0.015, 0.015)
+    rotation_rate = np.deg2rad(rng.uniform(-0.6, 0.6))
+    margin = size * scale * 0.8
+    centre = np.array(
+        [
+            rng.uniform(margin, max(margin + 1, height - margin)),
+            rng.uniform(margin, max(margin + 1, width - margin)),
+        ]
+    )
+    grid = (np.arange(size, dtype=np.float32) - size / 2)[:, None]
+    out_rows, out_cols = np.meshgrid(grid[:, 0], grid[:, 0], indexing="ij")
+    frames = []
+    position = centre.copy()
+    for index in range(count):
+        zoom = scale * zoom_rate**index
+        angle = rotation_rate * index
+        cos, sin = np.cos(angle) * zoom, np.sin(angle) * zoom
+        rows = position[0] + cos * out_rows - sin * out_cols
+        cols = position[1] + sin * out_rows + cos * out_cols
+        frames.append(bilinear_sample(source, rows, cols))
+        position += velocity * scale + rng.normal(0, 0.3, size=2)
+    return np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8)
+
+
+def load_still(path: Path) -> np.ndarray:
+    """Decode one image file (png/jpg/tif) to RGB uint8 with FFmpeg's decoders via PyAV."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return frame.to_ndarray(format="rgb24")
+
+
+def list_stills(folders: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for folder in folders:
+        files += sorted(p for p in folder.rglob("*") if p.suffix.lower() in STILL_SUFFIXES)
+    return files
+
+
+def count_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for _ in container.decode(video=0))
+
+
+def read_clip(
+    path: Path, start: int, stop: int, size: tuple[int, int] = (640, 360), step: int = 1
+) -> np.ndarray:
+    """Decode frames [start, stop) (every ``step``-th) of a video, resized to ``size`` = (W, H), as RGB uint8."""
+    width, height = size
+    frames: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index >= stop:
+                break
+            if index >= start and (index - start) % step == 0:
+                rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+                frames.append(rgb.to_ndarray())
+    return np.stack(frames)
+
+
+def split_bounds(total: int, train_fraction: float = 0.6) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Frame ranges (train, held-out) of a clip: the first ``train_fraction`` trains, the rest evaluates."""
+    cut = int(total * train_fraction)
+    return (0, cut), (cut, total)

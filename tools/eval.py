@@ -1,0 +1,351 @@
+"""Evaluate restoration models against FFmpeg denoisers on degraded versions of held-out real clips.
+
+Each clip contributes ``--frames`` frames taken from its held-out tail (the part after ``--train-fraction``;
+tools/train.py trains only on the leading part), resized to 640x360. Degradations: Gaussian sigma 15 and 25,
+H.264 CRF 37 re-encode, and low light (darkened, Poisson-Gaussian noise, CRF 30). Reported per clip and mean:
+RGB PSNR, SSIM (luma), temporal flicker (RMS of the difference between restored and clean frame-to-frame
+changes, 0-255 scale; lower is better) and fps. FFmpeg filters are tuned by a small grid search on the same
+frames (an optimistic, oracle tuning for them). Example:
+
+    python -m tools.eval --clips /data/clips --model lite=engines/models/lite.onnx --out-dir /scratch/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tools import degrade
+from tools.train import list_clips
+
+FFMPEG_GRIDS: dict[str, list[str]] = {
+    "hqdn3d": [f"hqdn3d={s}:{s}:{t}:{t}" for s, t in [(4, 6), (10, 15), (20, 30), (30, 40), (45, 60)]],
+    "atadenoise": [
+        f"atadenoise=0a={a}:1a={a}:2a={a}:0b={b}:1b={b}:2b={b}"
+        for a, b in [(0.02, 0.04), (0.1, 0.2), (0.2, 0.4), (0.3, 1.0)]
+    ],
+    "vaguedenoiser": [f"vaguedenoiser=threshold={t}" for t in (2, 6, 12, 25, 40)],
+    "fftdnoiz": [f"fftdnoiz=sigma={s}" for s in (3, 8, 16, 30)],
+    "nlmeans": [f"nlmeans=s={s}" for s in (4, 8, 14, 22)],
+    "deblock": [
+        "deblock=filter=weak:block=8",
+        "deblock=filter=strong:block=8",
+        "deblock=filter=weak:block=4",
+        "deblock=filter=strong:block=16",
+    ],
+}
+SLOW_FILTERS = ("nlmeans",)
+
+
+def psnr(restored: np.ndarray, clean: np.ndarray) -> float:
+    """Mean over frames of RGB PSNR (uint8 frames [T, H, W, 3] or a single frame)."""
+    difference = restored.astype(np.int32).reshape(-1, *clean.shape[-3:]) - clean.reshape(
+        -1, *clean.shape[-3:]
+    )
+    mse = np.maximum(np.mean(np.square(difference), axis=(1, 2, 3), dtype=np.float64), 1e-10)
+    return float(np.mean(10 * np.log10(255.0**2 / mse)))
+
+
+def _gaussian_blur(image: np.ndarray, sigma: float = 1.5, radius: int = 5) -> np.ndarray:
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1, dtype=np.float32) / sigma) ** 2)
+    taps /= taps.sum()
+    rows = np.lib.stride_tricks.sliding_window_view(image, 2 * radius + 1, axis=0) @ taps
+    return np.lib.stride_tricks.sliding_window_view(rows, 2 * radius + 1, axis=1) @ taps
+
+
+def ssim(restored: np.ndarray, clean: np.ndarray) -> float:
+    """Mean over frames of SSIM on BT.601 luma (Gaussian window 11, sigma 1.5, valid region)."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    first = restored.reshape(-1, *clean.shape[-3:]).astype(np.float32) @ weights
+    second = clean.reshape(-1, *clean.shape[-3:]).astype(np.float32) @ weights
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    scores = []
+    for x, y in zip(first, second, strict=True):
+        mu_x, mu_y = _gaussian_blur(x), _gaussian_blur(y)
+        var_x = _gaussian_blur(x * x) - mu_x**2
+        var_y = _gaussian_blur(y * y) - mu_y**2
+        cov = _gaussian_blur(x * y) - mu_x * mu_y
+        ratio = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        scores.append(float(np.mean(ratio, dtype=np.float64)))
+    return float(np.mean(scores))
+
+
+def flicker(restored: np.ndarray, clean: np.ndarray) -> float:
+    """RMS (0-255) of (restored[t] - restored[t-1]) - (clean[t] - clean[t-1]), averaged over t."""
+    restored_i, clean_i = restored.astype(np.int32), clean.astype(np.int32)
+    difference = np.diff(restored_i, axis=0) - np.diff(clean_i, axis=0)
+    return float(np.mean(np.sqrt(np.mean(np.square(difference), axis=(1, 2, 3), dtype=np.float64))))
+
+
+def degrade_clip(name: str, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (reference, degraded) for one named degradation."""
+    rng = np.random.default_rng(seed)
+    if name.startswith("sigma"):
+        return clean, degrade.add_gaussian_noise(clean, float(name[5:]), rng)
+    if name.startswith("crf"):
+        return clean, degrade.x264_roundtrip(clean, int(name[3:]))
+    if name == "lowlight":
+        dark = degrade.darken(clean, 0.3, 1.3)
+        noisy = degrade.add_poisson_gaussian_noise(dark, 0.008, 5.0, rng)
+        return dark, degrade.x264_roundtrip(noisy, 30)
+    raise ValueError(f"unknown degradation {name}")
+
+
+def run_ffmpeg(frames: np.ndarray, filter_chain: str, threads: int) -> tuple[np.ndarray, float]:
+    """Filter raw RGB frames through an ffmpeg subprocess; returns (output, wall seconds)."""
+    _count, height, width, _ = frames.shape
+    command = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-threads",
+        str(threads),
+        "-filter_threads",
+        str(threads),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        "25",
+        "-i",
+        "-",
+        "-vf",
+        f"format=gbrp,{filter_chain}",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "-",
+    ]
+    started = time.perf_counter()
+    # note: FFmpeg 5.1 atadenoise hangs at EOF when given fewer frames than its window (9): use >= 9 frames
+    result = subprocess.run(command, input=frames.tobytes(), capture_output=True, check=True, timeout=600)
+    seconds = time.perf_counter() - started
+    output = np.frombuffer(result.stdout, np.uint8)
+    if output.size != frames.size:
+        raise RuntimeError(f"ffmpeg {filter_chain} returned {output.size} bytes, expected {frames.size}")
+    return output.reshape(frames.shape), seconds
+
+
+class OnnxRestorer:
+    """Sliding-window restoration with an exported model (edge frames replicated at the clip ends)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.window = int(meta["streamer.window"])
+        self.reference = int(meta["streamer.reference_index"])
+        self.multiple = int(meta["streamer.pad_multiple"])
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
+        count, height, width, _ = frames.shape
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        planar = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        planar = np.pad(planar, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+        outputs, seconds = [], 0.0
+        for index in range(count):
+            picks = np.clip(np.arange(self.window) - self.reference + index, 0, count - 1)
+            window = planar[picks].reshape(1, -1, height + pad_h, width + pad_w)
+            started = time.perf_counter()
+            restored = self.session.run(["restored"], {"frames": window})[0]
+            seconds += time.perf_counter() - started
+            outputs.append(restored[0, :, :height, :width])
+        return degrade.to_uint8(np.stack(outputs).transpose(0, 2, 3, 1)), seconds
+
+
+@dataclass
+class MethodResult:
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+    flicker: list[float] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+    setting: str = ""
+    baseline_seconds: float = 0.0
+
+    def fps(self) -> float:
+        """Frames per second; for FFmpeg, the pass-through run's time (I/O, startup) is subtracted (floor 5%)."""
+        busy = max(self.seconds - self.baseline_seconds, 0.05 * self.seconds)
+        return self.frames / busy if busy > 0 else float("nan")
+
+
+def tune_filter(name: str, pairs: list[tuple[np.ndarray, np.ndarray]], frames: int, threads: int) -> str:
+    """Pick the grid setting with the best mean PSNR over the first ``frames`` frames of every clip."""
+    best, best_score = FFMPEG_GRIDS[name][0], -1.0
+    for setting in FFMPEG_GRIDS[name]:
+        score = float(
+            np.mean([psnr(run_ffmpeg(d[:frames], setting, threads)[0], c[:frames]) for c, d in pairs])
+        )
+        if score > best_score:
+            best, best_score = setting, score
+    return best
+
+
+def evaluate_degradation(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    models: dict[str, OnnxRestorer],
+    filters: list[str],
+    args: argparse.Namespace,
+) -> dict[str, MethodResult]:
+    results: dict[str, MethodResult] = {"input": MethodResult(setting="degraded input")}
+    methods: dict[str, Callable[[np.ndarray], tuple[np.ndarray, float]]] = {}
+    for name in filters:
+        limit = 2 if name in SLOW_FILTERS else args.tune_frames
+        setting = tune_filter(name, pairs, limit, args.threads)
+        results[name] = MethodResult(setting=setting)
+        methods[name] = functools.partial(run_ffmpeg, filter_chain=setting, threads=args.threads)
+    for name, model in models.items():
+        results[name] = MethodResult(setting="onnxruntime CPU")
+        methods[name] = model
+    for clean, degraded in pairs:
+        results["input"].psnr.append(psnr(degraded, clean))
+        results["input"].ssim.append(ssim(degraded, clean))
+        results["input"].flicker.append(flicker(degraded, clean))
+        baseline_seconds = run_ffmpeg(degraded, "null", args.threads)[1]
+        for name, method in methods.items():
+            count = args.slow_frames if name in SLOW_FILTERS else len(clean)
+            restored, seconds = method(degraded[:count])
+            result = results[name]
+            if name in filters:
+                result.baseline_seconds += baseline_seconds * count / len(clean)
+            result.psnr.append(psnr(restored, clean[:count]))
+            result.ssim.append(ssim(restored, clean[:count]))
+            result.flicker.append(flicker(restored, clean[:count]) if count > 1 else float("nan"))
+            result.frames += count
+            result.seconds += seconds
+    return results
+
+
+def markdown_table(title: str, clip_names: list[str], results: dict[str, MethodResult]) -> str:
+    header = ["method", *clip_names, "mean PSNR", "Δ vs input", "SSIM", "flicker", "fps", "setting"]
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    reference = float(np.mean(results["input"].psnr))
+    for name, result in results.items():
+        mean = float(np.mean(result.psnr))
+        fps = f"{result.fps():.1f}" if result.seconds > 0 else "-"
+        cells = [
+            name,
+            *(f"{v:.2f}" for v in result.psnr),
+            f"**{mean:.2f}**",
+            f"{mean - reference:+.2f}",
+            f"{np.mean(result.ssim):.4f}",
+            f"{np.nanmean(result.flicker):.2f}",
+            fps,
+            f"`{result.setting}`",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_pareto(all_results: dict[str, dict[str, MethodResult]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(all_results), figsize=(5 * len(all_results), 4.2), squeeze=False)
+    for axis, (title, results) in zip(axes[0], all_results.items(), strict=True):
+        for name, result in results.items():
+            if result.seconds <= 0:
+                axis.axhline(np.mean(result.psnr), color="grey", linestyle="--", label="input")
+                continue
+            axis.scatter(result.fps(), np.mean(result.psnr), label=name)
+            axis.annotate(name, (result.fps(), np.mean(result.psnr)), fontsize=8)
+        axis.set_xscale("log")
+        axis.set_xlabel("fps (640x360, 2 CPU threads)")
+        axis.set_ylabel("RGB PSNR (dB)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clips", type=Path, nargs="+", required=True, help="video files or folders")
+    parser.add_argument("--model", action="append", default=[], help="NAME=PATH.onnx (repeatable)")
+    parser.add_argument("--degradations", nargs="+", default=["sigma15", "sigma25", "crf37", "lowlight"])
+    parser.add_argument("--filters", nargs="*", default=list(FFMPEG_GRIDS))
+    parser.add_argument("--frames", type=int, default=30, help="held-out frames per clip")
+    parser.add_argument(
+        "--slow-frames", type=int, default=6, help="frames per clip for slow filters (nlmeans)"
+    )
+    parser.add_argument(
+        "--tune-frames", type=int, default=12, help="frames per clip for the filter grid search (>= 9)"
+    )
+    parser.add_argument("--train-fraction", type=float, default=0.6)
+    parser.add_argument("--size", default="640x360", help="WxH the clips are resized to")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if min(args.frames, args.tune_frames) < 9:
+        raise SystemExit(
+            "--frames and --tune-frames must be >= 9 (FFmpeg atadenoise hangs on shorter inputs)"
+        )
+    width, height = (int(v) for v in args.size.split("x"))
+    clips = list_clips(args.clips)
+    cleans = []
+    for clip in clips:
+        _, (start, stop) = degrade.split_bounds(degrade.count_frames(clip), args.train_fraction)
+        cleans.append(degrade.read_clip(clip, start, min(stop, start + args.frames), (width, height)))
+    models = {
+        spec.split("=", 1)[0]: OnnxRestorer(Path(spec.split("=", 1)[1]), args.threads) for spec in args.model
+    }
+    names = [clip.stem for clip in clips]
+    all_results: dict[str, dict[str, MethodResult]] = {}
+    report = [
+        f"Clips: {len(clips)}, {args.frames} held-out frames each at {args.size}; nlmeans on the first "
+        f"{args.slow_frames} frames only. PSNR columns are per clip (dB).\n"
+    ]
+    for index, name in enumerate(args.degradations):
+        pairs = [degrade_clip(name, clean, args.seed + 1000 * index + k) for k, clean in enumerate(cleans)]
+        all_results[name] = evaluate_degradation(pairs, models, args.filters, args)
+        report.append(markdown_table(name, names, all_results[name]))
+        print(report[-1], flush=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "results.md").write_text("\n".join(report))
+    summary = {
+        d: {
+            m: {
+                "psnr": r.psnr,
+                "ssim": r.ssim,
+                "flicker": r.flicker,
+                "frames": r.frames,
+                "seconds": r.seconds,
+                "fps": r.fps(),
+                "setting": r.setting,
+            }
+            for m, r in res.items()
+        }
+        for d, res in all_results.items()
+    }
+    (args.out_dir / "results.json").write_text(json.dumps({"clips": names, "results": summary}, indent=1))
+    plot_pareto(all_results, args.out_dir / "pareto.png")
+
+
+if __name__ == "__main__":
+    main()

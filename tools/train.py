@@ -1,0 +1,389 @@
+"""Train a temporal-window restoration model (engines/arch.py) for blind denoising + H.264 artifact removal.
+
+Data: real clips (only the first ``--train-fraction`` of each clip's frames; the rest is held out for
+tools/eval.py) and pseudo-videos made from still photos with random global motion. A cache of short sequences
+(clean + codec-degraded, x264 in the loop) is built once under ``--cache``; sensor-noise-only samples are also
+synthesised on the fly from the cached clean sequences. Example:
+
+    python -m tools.train --clips /data/clips --stills /data/stills/kodak24 /data/stills/cbsd68 \
+        --cache /scratch/cache.npz --out /scratch/run1 --steps 20000 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engines.arch import ArchConfig, WindowRestorer, build_model, preset
+from tools import degrade
+
+CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
+
+
+def list_clips(paths: list[Path]) -> list[Path]:
+    clips: list[Path] = []
+    for path in paths:
+        clips += (
+            sorted(p for p in path.iterdir() if p.suffix.lower() in CLIP_SUFFIXES)
+            if path.is_dir()
+            else [path]
+        )
+    return clips
+
+
+CACHE_PROFILES: dict[str, dict[str, float]] = {
+    # share of each degradation kind in a cache; "codec" emphasises heavy H.264 (CRF 26-42) with light noise
+    "mixed": {"codec": 0.3, "noise_codec": 0.35, "lowlight": 0.2, "noise": 0.15},
+    "codec": {"codec": 0.6, "noise_codec": 0.25, "lowlight": 0.15, "noise": 0.0},
+}
+
+
+def degrade_for_cache(
+    clean: np.ndarray, rng: np.random.Generator, profile: str = "mixed"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (target, degraded) for one sequence: codec only, noise then codec, low light, or noise only."""
+    shares = CACHE_PROFILES[profile]
+    kind = rng.choice(list(shares), p=list(shares.values()))
+    heavy = profile == "codec"
+    target = clean
+    if kind == "lowlight":
+        target = degrade.darken(clean, rng.uniform(0.12, 0.6), rng.uniform(1.0, 1.6))
+    noisy = target
+    if kind in ("noise_codec", "noise", "lowlight"):
+        if rng.random() < 0.5:
+            noisy = degrade.add_gaussian_noise(target, rng.uniform(2, 20 if heavy else 45), rng)
+        else:
+            noisy = degrade.add_poisson_gaussian_noise(target, rng.uniform(0, 0.02), rng.uniform(0, 12), rng)
+    if kind == "noise":
+        return target, noisy
+    low = 26 if heavy else 18
+    crf = int(rng.integers(low, 43 if heavy else 41)) if kind == "codec" else int(rng.integers(low, 36))
+    preset_name = str(rng.choice(["veryfast", "medium"]))
+    bframes = 0 if rng.random() < 0.5 else None
+    return target, degrade.x264_roundtrip(noisy, crf, preset_name, bframes)
+
+
+def build_cache(
+    clips: list[Path],
+    stills: list[Path],
+    count: int,
+    length: int,
+    size: int,
+    train_fraction: float,
+    seed: int,
+    clip_size: tuple[int, int] = (640, 360),
+    profile: str = "mixed",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build ``count`` sequences [length, size, size, 3] (half from clips, half from stills)."""
+    rng = np.random.default_rng(seed)
+    targets = np.zeros((count, length, size, size, 3), np.uint8)
+    degraded = np.zeros_like(targets)
+    sources: list[np.ndarray] = []
+    per_clip = (count // 2) // max(1, len(clips)) if stills else count // max(1, len(clips))
+    progress = tqdm(total=count, desc="cache")
+    index = 0
+    for clip in clips:
+        (start, stop), _ = degrade.split_bounds(degrade.count_frames(clip), train_fraction)
+        frames = degrade.read_clip(clip, start, stop, clip_size)
+        for _ in range(per_clip):
+            first = int(rng.integers(0, len(frames) - length + 1))
+            top = int(rng.integers(0, frames.shape[1] - size + 1))
+            left = int(rng.integers(0, frames.shape[2] - size + 1))
+            sequence = np.ascontiguousarray(
+                frames[first : first + length, top : top + size, left : left + size]
+            )
+            targets[index], degraded[index] = degrade_for_cache(sequence, rng, profile)
+            index += 1
+            progress.update(1)
+    sources = [degrade.load_still(path) for path in stills]
+    while index < count:
+        image = sources[int(rng.integers(0, len(sources)))]
+        sequence = degrade.pseudo_video(image, length, size, rng)
+        targets[index], degraded[index] = degrade_for_cache(sequence, rng, profile)
+        index += 1
+        progress.update(1)
+    progress.close()
+    order = rng.permutation(count)
+    return targets[order], degraded[order]
+
+
+def synthesise_noise(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """On-the-fly sensor noise (Gaussian sigma 0-50, Poisson-Gaussian, or low light) without the codec."""
+    choice = rng.random()
+    if choice < 0.5:
+        return clean, degrade.add_gaussian_noise(clean, rng.uniform(0, 50), rng)
+    if choice < 0.8:
+        return clean, degrade.add_poisson_gaussian_noise(clean, rng.uniform(0, 0.03), rng.uniform(0, 15), rng)
+    dark = degrade.darken(clean, rng.uniform(0.12, 0.6), rng.uniform(1.0, 1.6))
+    return dark, degrade.add_poisson_gaussian_noise(dark, rng.uniform(0, 0.01), rng.uniform(1, 12), rng)
+
+
+def to_tensor(windows: np.ndarray) -> torch.Tensor:
+    """uint8 [B, N, H, W, 3] -> float [B, N*3, H, W] in [0, 1] (frames oldest first)."""
+    batch, count, height, width, _ = windows.shape
+    tensor = torch.from_numpy(np.ascontiguousarray(windows)).permute(0, 1, 4, 2, 3)
+    return tensor.reshape(batch, count * 3, height, width).float().div_(255.0)
+
+
+def sample_batch(
+    targets: np.ndarray,
+    degraded: np.ndarray,
+    config: ArchConfig,
+    batch: int,
+    crop: int,
+    onfly_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    window = config.window
+    inputs = np.empty((batch, window, crop, crop, 3), np.uint8)
+    labels = np.empty((batch, crop, crop, 3), np.uint8)
+    length, size = targets.shape[1], targets.shape[2]
+    for item in range(batch):
+        sequence = int(rng.integers(0, len(targets)))
+        first = int(rng.integers(0, length - window + 1))
+        top, left = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
+        span = (sequence, slice(first, first + window), slice(top, top + crop), slice(left, left + crop))
+        clean = targets[span]
+        noisy = degraded[span]
+        if rng.random() < onfly_fraction:
+            clean, noisy = synthesise_noise(clean, rng)
+        if rng.random() < 0.5:
+            clean, noisy = clean[:, :, ::-1], noisy[:, :, ::-1]
+        if rng.random() < 0.5:
+            clean, noisy = clean[:, ::-1], noisy[:, ::-1]
+        if rng.random() < 0.5:
+            clean, noisy = clean.transpose(0, 2, 1, 3), noisy.transpose(0, 2, 1, 3)
+        if config.reference_index == window // 2 and window % 2 == 1 and rng.random() < 0.5:
+            clean, noisy = clean[::-1], noisy[::-1]
+        inputs[item] = noisy
+        labels[item] = clean[config.reference_index]
+    return to_tensor(inputs), to_tensor(labels[:, None])
+
+
+def psnr(restored: torch.Tensor, clean: torch.Tensor) -> float:
+    mse = torch.mean((restored - clean) ** 2, dim=(1, 2, 3)).clamp_min(1e-10)
+    return float(torch.mean(10 * torch.log10(1.0 / mse)))
+
+
+def make_validation(
+    targets: np.ndarray, degraded: np.ndarray, config: ArchConfig, seed: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed validation sets from held-back cache sequences: Gaussian sigma 25, and the cached mix."""
+    rng = np.random.default_rng(seed + 1)
+    first = (targets.shape[1] - config.window) // 2
+    span = slice(first, first + config.window)
+    clean = targets[:, span]
+    reference = to_tensor(clean[:, config.reference_index][:, None])
+    sigma25 = degrade.add_gaussian_noise(clean, 25.0, rng)
+    return {
+        "sigma25": (to_tensor(sigma25), reference),
+        "mixed": (to_tensor(degraded[:, span]), reference),
+    }
+
+
+@torch.no_grad()
+def validate(
+    model: WindowRestorer, sets: dict[str, tuple[torch.Tensor, torch.Tensor]], device: str
+) -> dict[str, float]:
+    model.eval()
+    scores: dict[str, float] = {}
+    for name, (noisy, clean) in sets.items():
+        outputs = [model(noisy[i : i + 16].to(device)).cpu() for i in range(0, len(noisy), 16)]
+        scores[name] = psnr(torch.cat(outputs), clean)
+    model.train()
+    return scores
+
+
+def input_psnr(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], config: ArchConfig) -> dict[str, float]:
+    start = 3 * config.reference_index
+    return {name: psnr(noisy[:, start : start + 3], clean) for name, (noisy, clean) in sets.items()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clips", type=Path, nargs="*", default=[], help="video files or folders of videos")
+    parser.add_argument("--stills", type=Path, nargs="*", default=[], help="folders of still photos")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="cache files (.npz), built when missing; validation comes from the first",
+    )
+    parser.add_argument(
+        "--cache-profile",
+        choices=list(CACHE_PROFILES),
+        nargs="+",
+        default=["mixed"],
+        help="degradation mix of each cache built (one per --cache, last one repeats)",
+    )
+    parser.add_argument("--build-cache-only", action="store_true", help="build missing caches and exit")
+    parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
+    parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")
+    parser.add_argument("--causal", action="store_true", help="restore the newest frame of the window")
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--cache-sequences", type=int, default=2400)
+    parser.add_argument("--sequence-length", type=int, default=12)
+    parser.add_argument("--sequence-size", type=int, default=128)
+    parser.add_argument(
+        "--val-sequences", type=int, default=64, help="cache sequences held back for validation"
+    )
+    parser.add_argument("--clip-size", default="640x360", help="WxH clips are resized to before cropping")
+    parser.add_argument(
+        "--train-fraction", type=float, default=0.6, help="leading share of each clip to train on"
+    )
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument(
+        "--stop-at", type=int, help="stop (checkpointed) at this step, keeping the --steps schedule"
+    )
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--onfly-fraction", type=float, default=0.35, help="share of noise-only synthetic samples"
+    )
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def load_or_build_cache(
+    args: argparse.Namespace, path: Path, profile: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if path.exists():
+        with np.load(path) as stored:
+            return stored["targets"], stored["degraded"]
+    clips = list_clips(args.clips)
+    stills = degrade.list_stills(args.stills)
+    if not clips and not stills:
+        raise SystemExit("no training data: pass --clips and/or --stills")
+    width, height = (int(v) for v in args.clip_size.split("x"))
+    targets, degraded = build_cache(
+        clips,
+        stills,
+        args.cache_sequences,
+        args.sequence_length,
+        args.sequence_size,
+        args.train_fraction,
+        seed,
+        (width, height),
+        profile,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, targets=targets, degraded=degraded)
+    return targets, degraded
+
+
+def load_caches(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (train targets, train degraded, val targets, val degraded) from all caches."""
+    train_parts: list[tuple[np.ndarray, np.ndarray]] = []
+    val_parts: tuple[np.ndarray, np.ndarray] | None = None
+    for index, path in enumerate(args.cache):
+        profile = args.cache_profile[min(index, len(args.cache_profile) - 1)]
+        targets, degraded = load_or_build_cache(args, path, profile, args.seed + index)
+        if val_parts is None:
+            val_count = min(args.val_sequences, len(targets) // 4)
+            val_parts = (targets[:val_count].copy(), degraded[:val_count].copy())
+            targets, degraded = targets[val_count:], degraded[val_count:]
+        train_parts.append((targets, degraded))
+    assert val_parts is not None
+    if len(train_parts) == 1:
+        return (*train_parts[0], *val_parts)
+    return (
+        np.concatenate([t for t, _ in train_parts]),
+        np.concatenate([d for _, d in train_parts]),
+        *val_parts,
+    )
+
+
+def cosine_factor(step: int, total: int, warmup: int = 200) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    config = preset(args.preset, causal=args.causal, window=args.window)
+    train_targets, train_degraded, val_targets, val_degraded = load_caches(args)
+    if args.build_cache_only:
+        return
+    val_sets = make_validation(val_targets, val_degraded, config, args.seed)
+    model = build_model(config).to(args.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    rng = np.random.default_rng(args.seed)
+    step, elapsed, best = 0, 0.0, -1.0
+    args.out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = args.out / "last.pt"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=args.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, elapsed, best = state["step"], state["elapsed"], state["best"]
+    log = (args.out / "log.jsonl").open("a")
+    log.write(json.dumps({"event": "start", "step": step, "input_psnr": input_psnr(val_sets, config)}) + "\n")
+    progress = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
+    scores: dict[str, float] = {}
+    stop = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    while step < stop:
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * cosine_factor(step, args.steps)
+        noisy, clean = sample_batch(
+            train_targets, train_degraded, config, args.batch, args.crop, args.onfly_fraction, rng
+        )
+        loss = torch.nn.functional.l1_loss(model(noisy.to(args.device)), clean.to(args.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        elapsed += time.perf_counter() - started
+        progress.update(1)
+        if step % args.val_every == 0 or step == stop:
+            scores = validate(model, val_sets, args.device)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "elapsed": elapsed,
+                "best": best,
+                "config": config.to_dict(),
+                "device": args.device,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "val": scores,
+            }
+            if scores["sigma25"] + scores["mixed"] > best:
+                best = scores["sigma25"] + scores["mixed"]
+                state["best"] = best
+                torch.save(state, args.out / "best.pt")
+            torch.save(state, args.out / "last.pt.tmp")
+            (args.out / "last.pt.tmp").replace(checkpoint_path)
+            log.write(
+                json.dumps({"step": step, "loss": loss.item(), "elapsed": elapsed, "val": scores}) + "\n"
+            )
+            log.flush()
+        progress.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.2f}" for k, v in scores.items()})
+    progress.close()
+    log.close()
+
+
+if __name__ == "__main__":
+    main()
