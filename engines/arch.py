@@ -112,19 +112,25 @@ class WindowRestorer(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         batch, _channels, height, width = frames.shape
-        window = self.config.window
+        factor = self.config.unshuffle
         start = 3 * self.config.reference_index
         reference = frames[:, start : start + 3]
-        # Unshuffle each frame separately so every frame keeps its own group of 3*u*u channels.
-        stacked = frames.reshape(batch * window, 3, height, width)
-        features = self.unshuffle(stacked)
-        features = features.reshape(batch, -1, features.shape[-2], features.shape[-1])
-        per_frame = features.shape[1] // window
-        reference_features = features[
-            :, per_frame * self.config.reference_index : per_frame * (self.config.reference_index + 1)
-        ]
-        residual = self.shuffle(self.body(features) + self.reference_skip(reference_features))
-        return torch.clamp(reference + residual, 0.0, 1.0)
+        # A 1x1 conv after a per-frame PixelUnshuffle(u) equals a u x u conv with stride u on the raw frames (the
+        # weights are only reshaped), which avoids a full-resolution 6-D transpose at inference time.
+        skip_weight = self.reference_skip.weight.reshape(self.reference_skip.out_channels, 3, factor, factor)
+        skip = nn.functional.conv2d(reference, skip_weight, stride=factor)
+        first = self.body[0]
+        assert isinstance(first, nn.Conv2d)
+        if first.kernel_size == (1, 1):
+            weight = first.weight.reshape(first.out_channels, -1, factor, factor)
+            hidden = nn.functional.conv2d(frames, weight, first.bias, stride=factor)
+            trunk = self.body[1:](hidden)
+        else:
+            # Unshuffle each frame separately so every frame keeps its own group of 3*u*u channels.
+            stacked = frames.reshape(batch * self.config.window, 3, height, width)
+            features = self.unshuffle(stacked)
+            trunk = self.body(features.reshape(batch, -1, features.shape[-2], features.shape[-1]))
+        return torch.clamp(reference + self.shuffle(trunk + skip), 0.0, 1.0)
 
 
 def count_parameters(model: nn.Module) -> int:
