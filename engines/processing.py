@@ -33,10 +33,13 @@ def pack_window(frames: list[np.ndarray], multiple: int, out: np.ndarray | None 
 
 
 def unpack_output(tensor: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 [1, 3, Hp, Wp] in [0, 1] -> RGB uint8 H x W x 3 (cropped)."""
+    """float32 [1, 3, Hp, Wp] in [0, 1] -> RGB uint8 H x W x 3 (cropped). Scales ``tensor`` in place:
+    quantise plane by plane (contiguous), interleave the bytes last (the cheap order)."""
     planes = tensor[0, :, :height, :width]
-    scaled = np.clip(planes, 0.0, 1.0) * 255.0 + 0.5
-    return np.ascontiguousarray(scaled.transpose(1, 2, 0)).astype(np.uint8)
+    np.multiply(planes, 255.0, out=planes)
+    np.add(planes, 0.5, out=planes)
+    np.clip(planes, 0.0, 255.0, out=planes)
+    return np.ascontiguousarray(planes.astype(np.uint8).transpose(1, 2, 0))
 
 
 class WindowPacker:
