@@ -50,7 +50,7 @@ def test_restored_stream_reaches_both_viewers_and_is_cleaner(noisy_camera: GstCa
         noisy_psnr = np.mean([best_match_psnr(frame, clean) for frame in direct.frames[-20:]])
         for capture in viewers:
             restored_psnr = np.mean([best_match_psnr(frame, clean) for frame in capture.frames[-20:]])
-            assert restored_psnr > noisy_psnr + 1.0, f"restored {restored_psnr:.2f} dB vs input {noisy_psnr:.2f} dB"
+            assert restored_psnr > noisy_psnr + 2.0, f"restored {restored_psnr:.2f} dB vs input {noisy_psnr:.2f} dB"
     finally:
         for capture in [*viewers, direct]:
             capture.stop()
