@@ -56,9 +56,9 @@ class RestoreStage:
         self.max_wait_s = max_wait_s
         self.stats = stats or RestoreStats()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"engine-{inbox.name}")
-        self._pending: deque[tuple[Frame, asyncio.Future[np.ndarray] | None]] = deque()
+        self._pending: deque[tuple[Frame, asyncio.Future[tuple[np.ndarray, float]] | None]] = deque()
         self._pending_changed = asyncio.Event()
-        self._in_flight: asyncio.Future[np.ndarray] | None = None
+        self._in_flight: asyncio.Future[tuple[np.ndarray, float]] | None = None
         self._intake_done = False
         self._last_error_log = 0.0
         self._errors_since_log = 0
@@ -120,9 +120,9 @@ class RestoreStage:
             self.stats.frames_out += 1
             self.outbox.put(frame)
 
-    async def _result(self, frame: Frame, future: asyncio.Future[np.ndarray]) -> Frame:
+    async def _result(self, frame: Frame, future: asyncio.Future[tuple[np.ndarray, float]]) -> Frame:
         try:
-            image = await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
+            image, seconds = await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
         except asyncio.TimeoutError:
             self.stats.degrade("engine_slow")
             future.add_done_callback(_consume_result)
@@ -132,6 +132,7 @@ class RestoreStage:
             self._log_error(error)
             return frame
         self.stats.restored += 1
+        self.stats.engine_seconds.append(seconds)  # appended on the loop thread, where metrics read it
         return Frame(
             image=image,
             timestamp=frame.timestamp,
@@ -141,11 +142,11 @@ class RestoreStage:
             restored=True,
         )
 
-    def _infer_timed(self, neighbours: list[Frame]) -> np.ndarray:
+    def _infer_timed(self, neighbours: list[Frame]) -> tuple[np.ndarray, float]:
+        """Worker-thread body: the restored image and the seconds the engine took (RGB conversion included)."""
         started = time.perf_counter()
-        image = self.engine.infer([frame.image for frame in neighbours])  # RGB conversion in the thread
-        self.stats.engine_seconds.append(time.perf_counter() - started)
-        return image
+        image = self.engine.infer([frame.image for frame in neighbours])
+        return image, time.perf_counter() - started
 
     def _log_error(self, error: BaseException) -> None:
         """Aggregate engine errors: one log line per second at most."""
@@ -157,6 +158,6 @@ class RestoreStage:
             self._errors_since_log = 0
 
 
-def _consume_result(future: asyncio.Future[np.ndarray]) -> None:
+def _consume_result(future: asyncio.Future[tuple[np.ndarray, float]]) -> None:
     if not future.cancelled():
         future.exception()

@@ -1,0 +1,79 @@
+"""The restore stage keeps the output rate whatever the engine does (slow, failing)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from engines.base import Engine, ModelInfo
+from streamer.graph.channel import Channel, ChannelClosed
+from streamer.graph.frames import Frame
+from streamer.restorer import RestoreStage
+from streamer.window import TemporalWindow
+
+
+class SlowInvertingEngine(Engine):
+    """A real engine of the interface: inverts the reference frame, taking ``seconds`` per window."""
+
+    backend = "slow"
+
+    def __init__(self, seconds: float, fail: bool = False) -> None:
+        super().__init__()
+        self.info = ModelInfo(name="slow", window=3, reference_index=1)
+        self.seconds = seconds
+        self.fail = fail
+
+    def _activate(self) -> None:
+        return None
+
+    def _infer(self, window: list[np.ndarray]) -> np.ndarray:
+        time.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("engine broke")
+        return 255 - window[1]
+
+
+async def run_stage(engine: Engine, frames: int, interval: float) -> tuple[list[Frame], RestoreStage]:
+    inbox: Channel[Frame] = Channel("in", 64)
+    outbox: Channel[Frame] = Channel("out", 64)
+    engine.activate()
+    stage = RestoreStage(engine, TemporalWindow(3, 1, 3, 1), inbox, outbox, max_wait_s=0.5)
+    task = asyncio.create_task(stage.run())
+    for seq in range(frames):
+        inbox.put(Frame(np.full((8, 8, 3), seq, np.uint8), seq * 0.04, 0.0, seq))
+        await asyncio.sleep(interval)
+    inbox.close()
+    await asyncio.wait_for(task, 10)
+    out = []
+    while True:
+        try:
+            out.append(await outbox.get())
+        except ChannelClosed:
+            break
+    stage.close()
+    return out, stage
+
+
+async def test_slow_engine_never_drops_or_reorders_frames() -> None:
+    out, stage = await run_stage(SlowInvertingEngine(0.1), frames=20, interval=0.04)
+    assert [frame.seq for frame in out] == list(range(20))
+    restored = [frame for frame in out if frame.restored]
+    assert 0 < len(restored) < 20
+    assert all(int(frame.image[0, 0, 0]) == 255 - frame.seq for frame in restored)
+    assert stage.stats.restored + stage.stats.degraded["engine_busy"] == 20
+    assert len(stage.stats.engine_seconds) == len(restored)
+
+
+async def test_failing_engine_passes_frames_unrestored() -> None:
+    out, stage = await run_stage(SlowInvertingEngine(0.0, fail=True), frames=10, interval=0.01)
+    assert [frame.seq for frame in out] == list(range(10))
+    assert not any(frame.restored for frame in out)
+    assert stage.stats.degraded["engine_error"] >= 1
+
+
+async def test_hung_engine_is_abandoned_after_max_wait() -> None:
+    out, stage = await run_stage(SlowInvertingEngine(2.0), frames=5, interval=0.01)
+    assert [frame.seq for frame in out] == list(range(5))
+    assert stage.stats.degraded["engine_slow"] >= 1
