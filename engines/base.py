@@ -71,6 +71,7 @@ class Engine(abc.ABC):
     """
 
     backend = "base"
+    passes_through = False  # True for an engine that returns the reference frame untouched
 
     def __init__(self) -> None:
         self.info = ModelInfo()

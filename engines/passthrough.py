@@ -9,6 +9,7 @@ from engines.base import Engine, ModelInfo
 
 class PassthroughEngine(Engine):
     backend = "passthrough"
+    passes_through = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -9,16 +9,11 @@ def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
-def pack_window(frames: list[np.ndarray], multiple: int, out: np.ndarray | None = None) -> np.ndarray:
-    """N RGB uint8 frames (H x W x 3) -> float32 tensor [1, N*3, Hp, Wp] in [0, 1], edge-padded.
-
-    ``out`` may be a preallocated array of the right shape, reused between calls.
-    """
+def pack_window(frames: list[np.ndarray], multiple: int) -> np.ndarray:
+    """N RGB uint8 frames (H x W x 3) -> float32 tensor [1, N*3, Hp, Wp] in [0, 1], edge-padded."""
     height, width = frames[0].shape[:2]
     padded_h, padded_w = padded_size(height, width, multiple)
-    shape = (1, 3 * len(frames), padded_h, padded_w)
-    if out is None or out.shape != shape:
-        out = np.empty(shape, dtype=np.float32)
+    out = np.empty((1, 3 * len(frames), padded_h, padded_w), dtype=np.float32)
     scale = np.float32(1.0 / 255.0)
     for index, frame in enumerate(frames):
         if frame.shape[:2] != (height, width):
@@ -63,6 +58,8 @@ class WindowPacker:
             self._cache.clear()
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for index, frame in enumerate(frames):
+            if frame.shape[:2] != (height, width):
+                raise ValueError("all frames of a window must have the same size")
             key = id(frame)
             entry = cache.get(key) or self._cache.get(key)
             if entry is None:

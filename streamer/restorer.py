@@ -95,7 +95,7 @@ class RestoreStage:
             self._schedule(loop, ready, neighbours)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, frame: Frame, neighbours: list[Frame]) -> None:
-        if self.engine.backend == "passthrough":
+        if self.engine.passes_through:
             self._pending.append((frame, None))  # nothing to restore: no thread hop, no RGB conversion
         elif self._in_flight is None or self._in_flight.done():
             future = loop.run_in_executor(self._executor, self._infer_timed, neighbours)

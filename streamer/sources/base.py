@@ -132,22 +132,20 @@ class Source(abc.ABC):
     def emit(self, image: np.ndarray | None, local_timestamp: float | None, video: Any = None) -> None:
         """Hand one frame to the pipeline (called from the worker thread): an RGB array, or a decoded
         ``av.VideoFrame`` that is converted only if the frame gets restored."""
-        size = (int(image.shape[1]), int(image.shape[0])) if image is not None else (video.width, video.height)
-        discontinuity = self._pending_discontinuity
-        if self._last_size is not None and size != self._last_size:
-            self.stats.size_changes += 1
-            discontinuity = True
-            log.info("source %s: frame size changed %s -> %s", self.name, self._last_size, size)
-        self._last_size = size
-        self._pending_discontinuity = False
         frame = Frame(
             image=image,
             timestamp=self.timeline.map(local_timestamp),
             wallclock=time.time(),
             seq=self._seq,
-            discontinuity=discontinuity,
+            discontinuity=self._pending_discontinuity,
             video=video,
         )
+        if self._last_size is not None and frame.size != self._last_size:
+            self.stats.size_changes += 1
+            frame.discontinuity = True
+            log.info("source %s: frame size changed %s -> %s", self.name, self._last_size, frame.size)
+        self._last_size = frame.size
+        self._pending_discontinuity = False
         self._seq += 1
         self.stats.frames += 1
         if self._channel is not None:
