@@ -12,7 +12,15 @@ from engines.base import Engine, EngineError, ModelInfo
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "lite.onnx"
 
-__all__ = ["DEFAULT_MODEL", "MODELS_DIR", "Engine", "EngineError", "ModelInfo", "create_engine"]
+__all__ = ["DEFAULT_MODEL", "MODELS_DIR", "Engine", "EngineError", "ModelInfo", "create_engine", "int8_twin"]
+
+
+def int8_twin(model_path: Path) -> Path:
+    """``NAME.int8.onnx`` next to ``NAME.onnx`` when it exists (and ``model_path`` is not already it)."""
+    if model_path.name.endswith(".int8.onnx"):
+        return model_path
+    twin = model_path.with_name(model_path.stem + ".int8.onnx")
+    return twin if twin.is_file() else model_path
 
 
 def create_engine(
@@ -21,8 +29,12 @@ def create_engine(
     threads: int = 0,
     fp16: bool = True,
     cache_dir: str | Path = "~/.cache/streamer/engines",
+    int8: bool = True,
 ) -> Engine:
-    """Factory: ``kind`` is auto, cpu, tensorrt or passthrough. ``auto`` tries TensorRT, then the CPU."""
+    """Factory: ``kind`` is auto, cpu, tensorrt or passthrough. ``auto`` tries TensorRT, then the CPU.
+
+    On the CPU, ``int8`` runs the model's quantised twin (``NAME.int8.onnx`` beside ``NAME.onnx``, made by
+    tools/quantize.py) when there is one; TensorRT always builds from the float model."""
     model_path = Path(model).expanduser() if model else DEFAULT_MODEL
     if kind == "passthrough":
         from engines.passthrough import PassthroughEngine
@@ -36,5 +48,5 @@ def create_engine(
     if kind in ("cpu", "auto"):
         from engines.onnx_cpu import OnnxCpuEngine
 
-        return OnnxCpuEngine(model_path, threads=threads)
+        return OnnxCpuEngine(int8_twin(model_path) if int8 else model_path, threads=threads)
     raise EngineError(f"unknown engine type {kind!r} (auto, cpu, tensorrt, passthrough)")

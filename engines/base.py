@@ -28,6 +28,7 @@ class ModelInfo:
     pad_multiple: int = 1
     colorspace: str = "rgb"
     value_range: str = "0-1"
+    precision: str = "float"
 
     @property
     def lookahead(self) -> int:
@@ -54,6 +55,7 @@ class ModelInfo:
             pad_multiple=integer("pad_multiple", 1, 1, 64),
             colorspace=metadata.get("streamer.colorspace", "rgb"),
             value_range=metadata.get("streamer.range", "0-1"),
+            precision=metadata.get("streamer.precision", "float"),
         )
         if info.colorspace != "rgb" or info.value_range != "0-1":
             raise EngineError(
@@ -117,4 +119,5 @@ class Engine(abc.ABC):
         return None
 
     def describe(self) -> str:
-        return f"{self.backend}:{self.info.name} (window {self.info.window}, lookahead {self.info.lookahead})"
+        precision = "" if self.info.precision == "float" else f" {self.info.precision}"
+        return f"{self.backend}:{self.info.name}{precision} (window {self.info.window}, lookahead {self.info.lookahead})"

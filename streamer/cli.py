@@ -20,6 +20,8 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, help="restoration backend (default: auto)")
     parser.add_argument("--model", help="ONNX model file (default: the shipped 'lite' model)")
     parser.add_argument("--threads", type=int, help="CPU inference threads (default: all cores)")
+    parser.add_argument("--float", dest="int8", action="store_false", default=None,
+                        help="CPU: run the float model even where an int8 twin (NAME.int8.onnx) exists")
     parser.add_argument("--window", type=int, metavar="N", help="frames per temporal window, odd (default: model's)")
     parser.add_argument("--lookahead", type=int, metavar="K",
                         help="future frames to wait for: 0 = causal, (N-1)/2 = centred (default: model's)")
@@ -81,7 +83,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     for camera in data["cameras"]:
         engine = camera.setdefault("engine", {})
         window = camera.setdefault("window", {})
-        for key, value in (("type", args.engine), ("model", args.model), ("threads", args.threads)):
+        for key, value in (("type", args.engine), ("model", args.model), ("threads", args.threads),
+                           ("int8", args.int8)):
             if value is not None:
                 engine[key] = value
         for key, value in (("size", args.window), ("lookahead", args.lookahead)):
@@ -123,7 +126,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     if not source.exists():
         raise ConfigError(f"input file not found: {source}")
-    engine = create_engine(args.engine or "auto", args.model, args.threads or 0)
+    engine = create_engine(args.engine or "auto", args.model, args.threads or 0, int8=args.int8 is not False)
     with engine:
         restorer = FileRestorer(engine, lossless=args.lossless, crf=args.crf, window_size=args.window,
                                 lookahead=args.lookahead)

@@ -98,6 +98,10 @@ class EngineConfig(StrictModel):
     )
     model: str | None = Field(None, description="ONNX model file; default: the shipped 'lite' model")
     threads: int = Field(0, ge=0, le=256, description="CPU inference threads (0 = all cores)")
+    int8: bool = Field(
+        True,
+        description="CPU: run the model's int8 twin (NAME.int8.onnx beside NAME.onnx) when there is one",
+    )
     fp16: bool = Field(True, description="TensorRT: build the engine in fp16")
     cache_dir: str = Field(
         "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"

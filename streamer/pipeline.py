@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 def activate_engine(config: CameraConfig) -> Engine:
     """Build and activate the configured engine; ``auto`` falls back from TensorRT to the CPU."""
     settings = config.engine
-    engine = create_engine(settings.type, settings.model, settings.threads, settings.fp16, settings.cache_dir)
+    engine = create_engine(
+        settings.type, settings.model, settings.threads, settings.fp16, settings.cache_dir, settings.int8
+    )
     try:
         engine.activate()
     except EngineError as error:
         if settings.type != "auto" or engine.backend == "cpu":
             raise
         log.warning("camera %s: %s; falling back to the CPU engine", config.name, error)
-        engine = create_engine("cpu", settings.model, settings.threads)
+        engine = create_engine("cpu", settings.model, settings.threads, int8=settings.int8)
         engine.activate()
     return engine
 

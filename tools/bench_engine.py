@@ -30,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="cpu", choices=["cpu", "tensorrt", "auto", "passthrough"])
     parser.add_argument("--model", help="ONNX model (default: shipped lite)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    parser.add_argument("--float", dest="int8", action="store_false",
+                        help="CPU: time the float model even where an int8 twin exists")
     parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720"])
     parser.add_argument("--frames", type=int, default=40, help="timed inferences per size (after 3 warm-up)")
     args = parser.parse_args(argv)
-    engine = create_engine(args.engine, args.model, args.threads)
+    engine = create_engine(args.engine, args.model, args.threads, int8=args.int8)
     with engine:
         print(f"{engine.describe()}")
         for size in args.sizes:

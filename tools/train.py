@@ -140,13 +140,17 @@ def sample_batch(
     crop: int,
     onfly_fraction: float,
     rng: np.random.Generator,
+    sequence_weights: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     window = config.window
     inputs = np.empty((batch, window, crop, crop, 3), np.uint8)
     labels = np.empty((batch, crop, crop, 3), np.uint8)
     length, size = targets.shape[1], targets.shape[2]
     for item in range(batch):
-        sequence = int(rng.integers(0, len(targets)))
+        if sequence_weights is None:
+            sequence = int(rng.integers(0, len(targets)))
+        else:
+            sequence = int(rng.choice(len(targets), p=sequence_weights))
         first = int(rng.integers(0, length - window + 1))
         top, left = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
         span = (sequence, slice(first, first + window), slice(top, top + crop), slice(left, left + crop))
@@ -226,7 +230,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["mixed"],
         help="degradation mix of each cache built (one per --cache, last one repeats)",
     )
+    parser.add_argument(
+        "--cache-weights",
+        type=float,
+        nargs="+",
+        help="relative sampling weight of each --cache (default: every sequence equally likely)",
+    )
     parser.add_argument("--build-cache-only", action="store_true", help="build missing caches and exit")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="fine-tune: start from this checkpoint's weights (fresh optimiser, step 0, same preset)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
     parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")
     parser.add_argument("--causal", action="store_true", help="restore the newest frame of the window")
@@ -285,8 +300,10 @@ def load_or_build_cache(
     return targets, degraded
 
 
-def load_caches(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return (train targets, train degraded, val targets, val degraded) from all caches."""
+def load_caches(
+    args: argparse.Namespace,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Return (train targets, train degraded, val targets, val degraded, per-sequence sampling weights)."""
     train_parts: list[tuple[np.ndarray, np.ndarray]] = []
     val_parts: tuple[np.ndarray, np.ndarray] | None = None
     for index, path in enumerate(args.cache):
@@ -297,13 +314,28 @@ def load_caches(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nd
             val_parts = (targets[:val_count].copy(), degraded[:val_count].copy())
             targets, degraded = targets[val_count:], degraded[val_count:]
         train_parts.append((targets, degraded))
-    assert val_parts is not None
+    if val_parts is None:
+        raise SystemExit("no cache given")
+    weights = sequence_weights([len(t) for t, _ in train_parts], args.cache_weights)
     if len(train_parts) == 1:
-        return (*train_parts[0], *val_parts)
+        return (*train_parts[0], *val_parts, weights)
     return (
         np.concatenate([t for t, _ in train_parts]),
         np.concatenate([d for _, d in train_parts]),
         *val_parts,
+        weights,
+    )
+
+
+def sequence_weights(counts: list[int], cache_weights: list[float] | None) -> np.ndarray | None:
+    """Per-sequence sampling probabilities giving cache i a share proportional to cache_weights[i]."""
+    if not cache_weights:
+        return None
+    if len(cache_weights) != len(counts) or min(cache_weights) < 0 or sum(cache_weights) <= 0:
+        raise SystemExit("--cache-weights needs one non-negative weight per --cache, not all zero")
+    total = sum(cache_weights)
+    return np.concatenate(
+        [np.full(count, weight / total / count) for count, weight in zip(counts, cache_weights, strict=True)]
     )
 
 
@@ -319,11 +351,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = preset(args.preset, causal=args.causal, window=args.window)
-    train_targets, train_degraded, val_targets, val_degraded = load_caches(args)
+    train_targets, train_degraded, val_targets, val_degraded, weights = load_caches(args)
     if args.build_cache_only:
         return
     val_sets = make_validation(val_targets, val_degraded, config, args.seed)
     model = build_model(config).to(args.device)
+    if args.init is not None:
+        initial = torch.load(args.init, map_location=args.device, weights_only=False)
+        model.load_state_dict(initial["model"])
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     step, elapsed, best = 0, 0.0, -1.0
@@ -346,7 +381,14 @@ def main(argv: list[str] | None = None) -> None:
         for group in optimizer.param_groups:
             group["lr"] = args.lr * cosine_factor(step, args.steps)
         noisy, clean = sample_batch(
-            train_targets, train_degraded, config, args.batch, args.crop, args.onfly_fraction, rng
+            train_targets,
+            train_degraded,
+            config,
+            args.batch,
+            args.crop,
+            args.onfly_fraction,
+            rng,
+            weights,
         )
         loss = torch.nn.functional.l1_loss(model(noisy.to(args.device)), clean.to(args.device))
         optimizer.zero_grad(set_to_none=True)

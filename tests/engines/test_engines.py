@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engines import DEFAULT_MODEL, EngineError, create_engine
+from engines import DEFAULT_MODEL, EngineError, create_engine, int8_twin
 from engines.processing import pack_window, unpack_output
 
 
@@ -71,10 +71,12 @@ def test_passthrough_engine() -> None:
         assert engine.infer([frame]) is frame
 
 
-def test_shipped_model_follows_the_contract() -> None:
+@pytest.mark.parametrize("int8", [True, False], ids=["int8", "float"])
+def test_shipped_model_follows_the_contract(int8: bool) -> None:
     assert DEFAULT_MODEL.exists(), "the shipped lite model must be in the package"
-    engine = create_engine("cpu", DEFAULT_MODEL, threads=2)
+    engine = create_engine("cpu", DEFAULT_MODEL, threads=2, int8=int8)
     assert engine.info.window == 5 and engine.info.scale == 1
+    assert engine.info.precision == ("int8" if int8 else "float")
     rng = np.random.default_rng(2)
     flat = np.full((90, 160, 3), 128, np.uint8)
     noisy = [np.clip(flat + rng.normal(0, 20, flat.shape), 0, 255).astype(np.uint8) for _ in range(5)]
@@ -88,7 +90,7 @@ def test_shipped_model_follows_the_contract() -> None:
 def test_tensorrt_engine_matches_cpu() -> None:
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(5)]
-    with create_engine("cpu") as cpu, create_engine("tensorrt", fp16=True) as gpu:
+    with create_engine("cpu", int8=False) as cpu, create_engine("tensorrt", fp16=True) as gpu:
         difference = np.abs(cpu.infer(frames).astype(int) - gpu.infer(frames).astype(int))
     assert difference.mean() < 1.0 and difference.max() <= 8
 
@@ -104,3 +106,28 @@ def test_window_packer_matches_pack_window_as_the_window_slides() -> None:
         assert np.array_equal(packer.pack(window), pack_window(window, 4))
     padded_edge = [stream[0], stream[0], stream[0], stream[1], stream[2]]
     assert np.array_equal(packer.pack(padded_edge), pack_window(padded_edge, 4))
+
+
+def test_int8_twin_is_picked_only_when_present(tmp_path: Path) -> None:
+    model = tmp_path / "mine.onnx"
+    model.write_bytes(b"")
+    assert int8_twin(model) == model
+    twin = tmp_path / "mine.int8.onnx"
+    twin.write_bytes(b"")
+    assert int8_twin(model) == twin
+    assert int8_twin(twin) == twin
+
+
+def test_shipped_int8_twin_stays_close_to_the_float_model() -> None:
+    """The quantised model must restore like the float one: outputs within ~1 level RMS on real texture."""
+    rng = np.random.default_rng(4)
+    canvas = rng.integers(0, 256, (60, 110, 3)).astype(np.float32)
+    canvas = np.kron(canvas, np.ones((4, 4, 1), np.float32))[:176, :320]  # blocky texture with edges
+    frames = [np.clip(np.roll(canvas, 2 * i, axis=1) + rng.normal(0, 15, canvas.shape), 0, 255).astype(np.uint8)
+              for i in range(5)]
+    with create_engine("cpu", threads=2, int8=False) as reference, create_engine("cpu", threads=2) as quantized:
+        assert quantized.info.precision == "int8"
+        expected = reference.infer(frames).astype(np.float64)
+        actual = quantized.infer(frames).astype(np.float64)
+    rms = float(np.sqrt(np.mean((expected - actual) ** 2)))
+    assert rms < 1.5, f"int8 output differs from float by {rms:.2f} levels RMS"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -41,3 +42,22 @@ def write_png(path: Path, image: np.ndarray) -> Path:
         container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode(None))
     return path
+
+
+def export_tiny_model(folder: Path, causal: bool, weight_std: float) -> tuple[Any, Path]:
+    """A random-weight ``tiny`` model exported to ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
+    import torch
+
+    from engines.arch import build_model, preset
+    from tools import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", causal=causal))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, weight_std)
+    checkpoint = folder / "tiny.pt"
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, checkpoint)
+    out = folder / "tiny.onnx"
+    export_onnx.main(["--checkpoint", str(checkpoint), "--out", str(out), "--check-size", "24", "40"])
+    return model, out

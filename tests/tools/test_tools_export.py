@@ -8,21 +8,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-
-from engines.arch import build_model, preset
-from tools import export_onnx
+from synthetic_media import export_tiny_model
 
 
 def test_export_writes_contract_and_matches_torch(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = build_model(preset("tiny", causal=True))
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0, 0.1)
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, checkpoint)
-    out = tmp_path / "tiny.onnx"
-    export_onnx.main(["--checkpoint", str(checkpoint), "--out", str(out), "--check-size", "24", "40"])
+    model, out = export_tiny_model(tmp_path, causal=True, weight_std=0.1)
 
     proto = onnx.load(str(out))
     meta = {entry.key: entry.value for entry in proto.metadata_props}

@@ -59,6 +59,25 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert starts == [0, 2]
     assert not torch.equal(first["model"]["body.0.weight"], second["model"]["body.0.weight"])
 
+    # fine-tune: a new run starts at step 0 from the checkpoint's weights, sampling two caches by weight
+    common[common.index("--out") + 1] = str(tmp_path / "finetune")
+    common[common.index("--cache") + 1 : common.index("--cache") + 2] = [
+        str(tmp_path / "cache.npz"),
+        str(tmp_path / "cache_codec.npz"),
+    ]
+    train.main([*common, "--cache-profile", "mixed", "codec", "--cache-weights", "1", "3",
+                "--init", str(tmp_path / "run" / "last.pt"), "--steps", "1", "--lr", "1e-9"])
+    tuned = torch.load(tmp_path / "finetune" / "last.pt", weights_only=False)
+    assert tuned["step"] == 1
+    assert torch.allclose(tuned["model"]["body.0.weight"], second["model"]["body.0.weight"], atol=1e-6)
+
+
+def test_cache_weights_give_each_cache_its_share() -> None:
+    weights = train.sequence_weights([6, 2], [1.0, 3.0])
+    assert weights is not None and weights.shape == (8,)
+    assert np.isclose(weights[:6].sum(), 0.25) and np.isclose(weights[6:].sum(), 0.75)
+    assert train.sequence_weights([6, 2], None) is None
+
 
 def test_degradations_keep_shapes_and_change_content() -> None:
     rng = np.random.default_rng(0)

@@ -1,0 +1,37 @@
+"""Post-training int8 quantisation keeps the model contract and stays close to the float model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from synthetic_media import export_tiny_model, moving_frames, write_clip
+
+from engines import create_engine
+from tools import quantize
+
+
+def test_quantize_writes_int8_twin_that_the_cpu_engine_picks(tmp_path: Path) -> None:
+    _, float_model = export_tiny_model(tmp_path, causal=False, weight_std=0.05)
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(30, 64, 96, seed=3))
+
+    quantize.main(["--model", str(float_model), "--clips", str(clip), "--windows", "4", "--size", "96x64",
+                   "--threads", "1"])
+
+    twin = tmp_path / "tiny.int8.onnx"
+    proto = onnx.load(str(twin))
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    assert meta["streamer.precision"] == "int8" and meta["streamer.window"] == "5"
+    assert any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+    assert proto.graph.node[-1].op_type == "Clip"  # the residual tail stays in float
+
+    frames = quantize.calibration_windows([clip], 1, create_engine("cpu", float_model, int8=False).info, (96, 64))
+    outputs = [
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["restored"], {"frames": frames[0]})[0]
+        for path in (float_model, twin)
+    ]
+    assert np.abs(outputs[0] - outputs[1]).mean() < 0.01
+    engine = create_engine("cpu", float_model, threads=1)
+    assert engine.model_path == twin and engine.info.precision == "int8"

@@ -1,0 +1,183 @@
+"""Post-training int8 quantisation of an exported model for the CPU engine (ONNX Runtime QDQ, VNNI-friendly).
+
+Calibrates activation ranges on real degraded windows (the training share of each clip: noise, H.264 at
+CRF 37, low light), quantises the convolutions (weights per channel int8, activations uint8) and keeps the
+last convolution, the residual additions and the clamp in float so the output keeps its precision. The
+streamer.* metadata is copied and ``streamer.precision=int8`` added; the CPU engine picks ``NAME.int8.onnx``
+up automatically when it lies next to ``NAME.onnx``. TensorRT keeps building from the float model.
+
+    python -m tools.quantize --model engines/models/lite.onnx --clips /data/clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from engines.onnx_cpu import read_model_info
+from engines.processing import pack_window
+from tools import degrade
+from tools.train import list_clips
+
+FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice")
+
+
+def calibration_windows(
+    clips: list[Path], count: int, info: ModelInfo, size: tuple[int, int], seed: int = 0
+) -> list[np.ndarray]:
+    """``count`` packed model inputs: windows from the training share of the clips, each degraded."""
+    rng = np.random.default_rng(seed)
+    window = info.window
+    windows: list[np.ndarray] = []
+    kinds = ("sigma", "crf37", "lowlight", "noise+crf")
+    for index in range(count):
+        path = clips[index % len(clips)]
+        (train_start, train_stop), _ = degrade.split_bounds(degrade.count_frames(path))
+        first = int(rng.integers(train_start, max(train_start + 1, train_stop - window)))
+        clean = degrade.read_clip(path, first, first + window, size)
+        kind = kinds[index % len(kinds)]
+        if kind == "sigma":
+            frames = degrade.add_gaussian_noise(clean, float(rng.uniform(5, 40)), rng)
+        elif kind == "crf37":
+            frames = degrade.x264_roundtrip(clean, 37, bframes=0)
+        elif kind == "lowlight":
+            dark = degrade.darken(clean, float(rng.uniform(0.2, 0.5)), 1.3)
+            frames = degrade.x264_roundtrip(degrade.add_poisson_gaussian_noise(dark, 0.008, 5.0, rng), 30)
+        else:
+            noisy = degrade.add_gaussian_noise(clean, float(rng.uniform(3, 15)), rng)
+            frames = degrade.x264_roundtrip(noisy, int(rng.integers(26, 36)), bframes=0)
+        windows.append(pack_window(list(frames), info.pad_multiple))
+    return windows
+
+
+def float_tail_nodes(model_path: Path) -> list[str]:
+    """Nodes kept in float: the residual tail and the convolutions feeding it (the last one of the body
+    and the reference path), so the int8 error never reaches the output at 8-bit resolution."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    keep: list[str] = []
+    for node in graph.node:
+        if node.op_type in FLOAT_TAIL_OPS:
+            keep.append(node.name)
+            if node.op_type == "Add":
+                keep += [
+                    producers[i].name for i in node.input if i in producers and producers[i].op_type == "Conv"
+                ]
+    return sorted(set(keep))
+
+
+def quantize(model: Path, out: Path, windows: list[np.ndarray], method: str = "minmax") -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items: Iterator[np.ndarray] = iter(windows)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self._items, None)
+            return None if item is None else {INPUT_NAME: item}
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=methods[method],
+            nodes_to_exclude=float_tail_nodes(prepared),
+        )
+    source = onnx.load(str(model))
+    quantized = onnx.load(str(out))
+    metadata = {prop.key: prop.value for prop in source.metadata_props}
+    metadata["streamer.precision"] = "int8"
+    del quantized.metadata_props[:]
+    for key, value in metadata.items():
+        quantized.metadata_props.add(key=key, value=value)
+    onnx.save(quantized, str(out))
+
+
+def session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def compare(model: Path, quantized: Path, windows: list[np.ndarray], threads: int) -> None:
+    """Print the int8 model's deviation from the float model (PSNR between outputs) and both speeds."""
+    reference, candidate = session(model, threads), session(quantized, threads)
+    for window in windows:
+        expected = reference.run([OUTPUT_NAME], {INPUT_NAME: window})[0]
+        actual = candidate.run([OUTPUT_NAME], {INPUT_NAME: window})[0]
+        error = float(np.mean((np.rint(expected * 255) - np.rint(actual * 255)) ** 2))
+        print(f"int8 vs float output: {10 * np.log10(255**2 / max(error, 1e-10)):.2f} dB PSNR")
+    for name, item in (("float", reference), ("int8", candidate)):
+        for _ in range(3):
+            item.run([OUTPUT_NAME], {INPUT_NAME: windows[0]})
+        timings = []
+        for _ in range(20):
+            started = time.perf_counter()
+            item.run([OUTPUT_NAME], {INPUT_NAME: windows[0]})
+            timings.append(time.perf_counter() - started)
+        shape = "x".join(str(v) for v in windows[0].shape[-1:-3:-1])
+        print(f"{name}: {1000 * float(np.median(timings)):.1f} ms per {shape} frame ({threads} threads)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", type=Path, required=True, help="float ONNX model from tools/export_onnx.py"
+    )
+    parser.add_argument("--out", type=Path, help="default: NAME.int8.onnx next to the model")
+    parser.add_argument("--clips", type=Path, nargs="+", required=True, help="video files or folders")
+    parser.add_argument("--windows", type=int, default=32, help="calibration windows")
+    parser.add_argument("--size", default="640x360", help="WxH of the calibration frames")
+    parser.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
+    parser.add_argument("--threads", type=int, default=2, help="threads for the comparison run")
+    args = parser.parse_args(argv)
+    out = args.out or args.model.with_name(args.model.stem + ".int8.onnx")
+    clips = list_clips(args.clips)
+    if not clips:
+        raise SystemExit("no clips found")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    windows = calibration_windows(clips, args.windows + 4, read_model_info(args.model), (width, height))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantize(args.model, out, windows[:-4], args.method)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    compare(args.model, out, windows[-4:], args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
