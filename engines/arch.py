@@ -149,5 +149,27 @@ def count_macs(model: WindowRestorer, height: int, width: int) -> int:
     return total + skip.in_channels * skip.out_channels * positions
 
 
+def deepen_state(state: dict[str, torch.Tensor], old_depth: int, new_depth: int) -> dict[str, torch.Tensor]:
+    """Net2Deeper: weights of a ``new_depth`` model that computes exactly what the ``old_depth`` one did.
+
+    Extra 3x3 layers go in before the output conv, initialised to the identity: their input comes out of a
+    ReLU (non-negative), so identity + ReLU passes it through unchanged. Training then starts from the old
+    model's quality instead of from scratch.
+    """
+    if new_depth < old_depth:
+        raise ValueError("can only add layers")
+    old_last, new_last = 2 * (old_depth + 1), 2 * (new_depth + 1)
+    grown = {key: value for key, value in state.items() if not key.startswith(f"body.{old_last}.")}
+    for suffix in ("weight", "bias"):
+        grown[f"body.{new_last}.{suffix}"] = state[f"body.{old_last}.{suffix}"]
+    width = state[f"body.{old_last}.weight"].shape[1]
+    for layer in range(old_depth + 1, new_depth + 1):
+        weight = torch.zeros(width, width, 3, 3)
+        weight[:, :, 1, 1] = torch.eye(width)
+        grown[f"body.{2 * layer}.weight"] = weight
+        grown[f"body.{2 * layer}.bias"] = torch.zeros(width)
+    return grown
+
+
 def build_model(config: ArchConfig, widths: list[int] | None = None) -> WindowRestorer:
     return WindowRestorer(config, widths)

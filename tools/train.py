@@ -12,6 +12,7 @@ synthesised on the fly from the cached clean sequences. Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.arch import ArchConfig, WindowRestorer, build_model, preset
+from engines.arch import ArchConfig, WindowRestorer, build_model, deepen_state, preset
 from tools import degrade
 
 CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
@@ -245,6 +246,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
     parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")
     parser.add_argument("--causal", action="store_true", help="restore the newest frame of the window")
+    parser.add_argument("--depth", type=int, help="hidden 3x3 layers (default: the preset's)")
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--cache-sequences", type=int, default=2400)
     parser.add_argument("--sequence-length", type=int, default=12)
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = preset(args.preset, causal=args.causal, window=args.window)
+    if args.depth is not None:
+        config = dataclasses.replace(config, depth=args.depth)
     train_targets, train_degraded, val_targets, val_degraded, weights = load_caches(args)
     if args.build_cache_only:
         return
@@ -358,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(config).to(args.device)
     if args.init is not None:
         initial = torch.load(args.init, map_location=args.device, weights_only=False)
-        model.load_state_dict(initial["model"])
+        old_depth = int(initial["config"]["depth"])
+        model.load_state_dict(deepen_state(initial["model"], old_depth, config.depth))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     step, elapsed, best = 0, 0.0, -1.0
