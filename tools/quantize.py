@@ -112,6 +112,10 @@ def quantize(model: Path, out: Path, windows: list[np.ndarray], method: str = "m
             per_channel=True,
             calibrate_method=methods[method],
             nodes_to_exclude=float_tail_nodes(prepared),
+            # The input is 8-bit video scaled to [0, 1]: uint8 with scale 1/255 represents it exactly.
+            extra_options={
+                "TensorQuantOverrides": {INPUT_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}]}
+            },
         )
     source = onnx.load(str(model))
     quantized = onnx.load(str(out))
