@@ -266,6 +266,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
+        "--loss", choices=["l1", "l2"], default="l1", help="l2 (MSE) optimises PSNR directly; l1 is more robust"
+    )
+    parser.add_argument(
         "--onfly-fraction", type=float, default=0.35, help="share of noise-only synthetic samples"
     )
     parser.add_argument("--val-every", type=int, default=500)
@@ -366,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict(deepen_state(initial["model"], old_depth, config.depth))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
+    loss_function = torch.nn.functional.mse_loss if args.loss == "l2" else torch.nn.functional.l1_loss
     step, elapsed, best = 0, 0.0, -1.0
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = args.out / "last.pt"
@@ -395,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
             rng,
             weights,
         )
-        loss = torch.nn.functional.l1_loss(model(noisy.to(args.device)), clean.to(args.device))
+        loss = loss_function(model(noisy.to(args.device)), clean.to(args.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -66,7 +66,7 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
         str(tmp_path / "cache_codec.npz"),
     ]
     train.main([*common, "--cache-profile", "mixed", "codec", "--cache-weights", "1", "3",
-                "--init", str(tmp_path / "run" / "last.pt"), "--steps", "1", "--lr", "1e-9"])
+                "--init", str(tmp_path / "run" / "last.pt"), "--steps", "1", "--lr", "1e-9", "--loss", "l2"])
     tuned = torch.load(tmp_path / "finetune" / "last.pt", weights_only=False)
     assert tuned["step"] == 1
     assert torch.allclose(tuned["model"]["body.0.weight"], second["model"]["body.0.weight"], atol=1e-6)
