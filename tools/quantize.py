@@ -1,8 +1,8 @@
 """Post-training int8 quantisation of an exported model for the CPU engine (ONNX Runtime QDQ, VNNI-friendly).
 
 Calibrates activation ranges on real degraded windows (the training share of each clip: noise, H.264 at
-CRF 37, low light), quantises the convolutions (weights per channel int8, activations uint8) and keeps the
-last convolution, the residual additions and the clamp in float so the output keeps its precision. The
+CRF 37, low light), quantises the convolutions of the body (weights per channel int8, activations uint8) and
+keeps the reference path, the residual additions and the clamp in float so the output keeps its precision. The
 streamer.* metadata is copied and ``streamer.precision=int8`` added; the CPU engine picks ``NAME.int8.onnx``
 up automatically when it lies next to ``NAME.onnx``. TensorRT keeps building from the float model.
 
@@ -58,8 +58,9 @@ def calibration_windows(
 
 
 def float_tail_nodes(model_path: Path) -> list[str]:
-    """Nodes kept in float: the residual tail and the convolutions feeding it (the last one of the body
-    and the reference path), so the int8 error never reaches the output at 8-bit resolution."""
+    """Nodes kept in float: the residual tail (additions, depth-to-space, clamp) and the reference path (the
+    convolution reading the reference frame straight from the input), whose error would reach the output
+    undamped. The body, the bulk of the work, runs in int8."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -68,10 +69,8 @@ def float_tail_nodes(model_path: Path) -> list[str]:
     for node in graph.node:
         if node.op_type in FLOAT_TAIL_OPS:
             keep.append(node.name)
-            if node.op_type == "Add":
-                keep += [
-                    producers[i].name for i in node.input if i in producers and producers[i].op_type == "Conv"
-                ]
+        elif node.op_type == "Conv" and node.input[0] in producers and producers[node.input[0]].op_type == "Slice":
+            keep.append(node.name)
     return sorted(set(keep))
 
 
