@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from streamer.config import AppConfig
 from streamer.http.server import HttpServer
@@ -36,10 +36,16 @@ class StreamerApp:
     async def run(self, on_ready: Callable[[StreamerApp], None] | None = None) -> None:
         for pipeline in self.pipelines:
             await pipeline.prepare()
-        if self.rtsp is not None:
-            await self.rtsp.start()
-        if self.http is not None:
-            await self.http.start()
+        servers = self.config.server
+        try:
+            if self.rtsp is not None:
+                await _listen(self.rtsp.start, "server.rtsp", servers.rtsp.host, servers.rtsp.port)
+            if self.http is not None:
+                await _listen(self.http.start, "server.http", servers.http.host, servers.http.port)
+        except ListenError:
+            if self.rtsp is not None:
+                await self.rtsp.stop()
+            raise
         tasks = [asyncio.create_task(pipeline.run(), name=f"pipeline-{pipeline.name}") for pipeline in self.pipelines]
         self.ready.set()
         if on_ready is not None:
@@ -71,6 +77,18 @@ def install_signal_handlers(app: StreamerApp) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, app.stop)
+
+
+class ListenError(RuntimeError):
+    """A server could not open its port; the message names the config fields."""
+
+
+async def _listen(start: Callable[[], Awaitable[None]], field: str, host: str, port: int) -> None:
+    try:
+        await start()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ListenError(f"{field}.host={host} {field}.port={port}: cannot listen: {reason}") from None
 
 
 def run_app(config: AppConfig) -> None:

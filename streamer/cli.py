@@ -110,11 +110,15 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamer.app import run_app
+    from streamer.app import ListenError, run_app
 
     config = config_from_args(args)
     _setup_logging(config.log_level)
-    run_app(config)
+    try:
+        run_app(config)
+    except ListenError as error:  # a port taken by another process: one clear line, not a traceback
+        print(f"streamer: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,17 @@ def test_shipped_configs_are_valid() -> None:
 def test_run_without_source_is_a_clear_error() -> None:
     result = streamer("run")
     assert result.returncode == 2 and "nothing to run" in result.stderr
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = streamer("run", "demo", "--rtsp-port", str(port), "--http-port", "0")
+    assert result.returncode == 2, result.stderr
+    assert f"server.rtsp.port={port}: cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_restore_file_every_frame_lossless(tmp_path: Path) -> None:
