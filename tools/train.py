@@ -241,7 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--init",
         type=Path,
-        help="fine-tune: start from this checkpoint's weights (fresh optimiser, step 0, same preset)",
+        help="fine-tune: start from this checkpoint's weights (fresh optimiser, step 0); a shallower model is "
+        "grown to --depth with identity layers (Net2Deeper)",
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
     parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")
