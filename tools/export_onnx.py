@@ -96,13 +96,14 @@ def max_difference(
 
 
 def benchmark_ms(
-    onnx_bytes: bytes, window: int, height: int, width: int, threads: int = 2, repeats: int = 20
+    onnx_model: bytes | str, window: int, height: int, width: int, threads: int = 2, repeats: int = 20
 ) -> float:
-    """Median ONNX Runtime CPU milliseconds for one frame of ``height`` x ``width`` (batch 1)."""
+    """Median ONNX Runtime CPU milliseconds for one frame of ``height`` x ``width`` (batch 1); the model is
+    ONNX bytes or a file path."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
     frames = textured_frames(window, height, width)
     for _ in range(3):
         session.run(None, {"frames": frames})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ import numpy as np
 from engines.base import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window
-from tools import degrade
+from tools import degrade, export_onnx
+from tools.eval import psnr
 from tools.train import list_clips
 
 FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice")
@@ -37,9 +37,10 @@ def calibration_windows(
     window = info.window
     windows: list[np.ndarray] = []
     kinds = ("sigma", "crf37", "lowlight", "noise+crf")
+    train_bounds = {path: degrade.split_bounds(degrade.count_frames(path))[0] for path in clips[:count]}
     for index in range(count):
         path = clips[index % len(clips)]
-        (train_start, train_stop), _ = degrade.split_bounds(degrade.count_frames(path))
+        train_start, train_stop = train_bounds[path]
         first = int(rng.integers(train_start, max(train_start + 1, train_stop - window)))
         clean = degrade.read_clip(path, first, first + window, size)
         kind = kinds[index % len(kinds)]
@@ -141,18 +142,12 @@ def compare(model: Path, quantized: Path, windows: list[np.ndarray], threads: in
     for window in windows:
         expected = reference.run([OUTPUT_NAME], {INPUT_NAME: window})[0]
         actual = candidate.run([OUTPUT_NAME], {INPUT_NAME: window})[0]
-        error = float(np.mean((np.rint(expected * 255) - np.rint(actual * 255)) ** 2))
-        print(f"int8 vs float output: {10 * np.log10(255**2 / max(error, 1e-10)):.2f} dB PSNR")
-    for name, item in (("float", reference), ("int8", candidate)):
-        for _ in range(3):
-            item.run([OUTPUT_NAME], {INPUT_NAME: windows[0]})
-        timings = []
-        for _ in range(20):
-            started = time.perf_counter()
-            item.run([OUTPUT_NAME], {INPUT_NAME: windows[0]})
-            timings.append(time.perf_counter() - started)
-        shape = "x".join(str(v) for v in windows[0].shape[-1:-3:-1])
-        print(f"{name}: {1000 * float(np.median(timings)):.1f} ms per {shape} frame ({threads} threads)")
+        fidelity = psnr(degrade.to_uint8(actual), degrade.to_uint8(expected))
+        print(f"int8 vs float output: {fidelity:.2f} dB PSNR")
+    _, channels, height, width = windows[0].shape
+    for name, path in (("float", model), ("int8", quantized)):
+        milliseconds = export_onnx.benchmark_ms(str(path), channels // 3, height, width, threads)
+        print(f"{name}: {milliseconds:.1f} ms per {width}x{height} frame ({threads} threads)")
 
 
 def main(argv: list[str] | None = None) -> int:
