@@ -12,7 +12,35 @@ from engines.base import Engine, EngineError, ModelInfo
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "lite.onnx"
 
-__all__ = ["DEFAULT_MODEL", "MODELS_DIR", "Engine", "EngineError", "ModelInfo", "create_engine", "int8_twin"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS_DIR",
+    "Engine",
+    "EngineError",
+    "ModelInfo",
+    "create_engine",
+    "int8_twin",
+    "resolve_model",
+    "shipped_models",
+]
+
+
+def shipped_models() -> list[str]:
+    """Names of the float models shipped in the package (``lite``, ``lite-causal``, ...)."""
+    return sorted(path.stem for path in MODELS_DIR.glob("*.onnx") if not path.name.endswith(".int8.onnx"))
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The ONNX file for ``model``: a shipped model's name (``lite-causal``), a path, or None for the default."""
+    if model is None or str(model) == "":
+        return DEFAULT_MODEL
+    text = str(model)
+    if "/" not in text and "\\" not in text and not text.endswith(".onnx"):
+        shipped = MODELS_DIR / f"{text}.onnx"
+        if not shipped.is_file():
+            raise EngineError(f"no shipped model named {text!r} (shipped: {', '.join(shipped_models())})")
+        return shipped
+    return Path(text).expanduser()
 
 
 def int8_twin(model_path: Path) -> Path:
@@ -33,9 +61,11 @@ def create_engine(
 ) -> Engine:
     """Factory: ``kind`` is auto, cpu, tensorrt or passthrough. ``auto`` tries TensorRT, then the CPU.
 
+    ``model`` is a shipped model's name (see ``shipped_models()``) or an ONNX file path; None is ``lite``.
+
     On the CPU, ``int8`` runs the model's quantised twin (``NAME.int8.onnx`` beside ``NAME.onnx``, made by
     tools/quantize.py) when there is one; TensorRT always builds from the float model."""
-    model_path = Path(model).expanduser() if model else DEFAULT_MODEL
+    model_path = resolve_model(model)
     if kind == "passthrough":
         from engines.passthrough import PassthroughEngine
 

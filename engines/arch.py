@@ -44,7 +44,7 @@ class ArchConfig:
 
 
 PRESETS: dict[str, ArchConfig] = {
-    "lite": ArchConfig(name="lite", unshuffle=4, width=48, depth=4, first_kernel=1),
+    "lite": ArchConfig(name="lite", unshuffle=4, width=64, depth=4, first_kernel=1),
     "base": ArchConfig(name="base", unshuffle=2, width=48, depth=5, first_kernel=3),
     "tiny": ArchConfig(name="tiny", unshuffle=4, width=8, depth=1, first_kernel=1),
 }
@@ -169,6 +169,68 @@ def deepen_state(state: dict[str, torch.Tensor], old_depth: int, new_depth: int)
         grown[f"body.{2 * layer}.weight"] = weight
         grown[f"body.{2 * layer}.bias"] = torch.zeros(width)
     return grown
+
+
+def widen_state(
+    state: dict[str, torch.Tensor], depth: int, new_width: int, seed: int = 0, jitter: float = 1e-3
+) -> dict[str, torch.Tensor]:
+    """Net2Wider: weights of a model with ``new_width`` hidden channels that computes what the narrower one did.
+
+    Every hidden layer's new units copy a randomly chosen existing unit (same incoming weights and bias, so the
+    same ReLU output); the next layer splits that unit's outgoing weight among its copies with random shares
+    that sum to one. A tiny jitter on the copies' incoming weights lets Adam pull them apart (it would otherwise
+    move proportional copies in lockstep); the function changes by far less than one 8-bit level.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    grown = dict(state)
+    mappings: list[torch.Tensor] = []
+    for layer in range(depth + 1):
+        key = f"body.{2 * layer}"
+        weight, bias = grown[f"{key}.weight"], grown[f"{key}.bias"]
+        old_width = weight.shape[0]
+        if new_width < old_width:
+            raise ValueError("can only add channels")
+        extra = torch.randint(0, old_width, (new_width - old_width,), generator=generator)
+        mapping = torch.cat([torch.arange(old_width), extra])
+        copies = weight[extra] + jitter * weight[extra].std() * torch.randn(
+            weight[extra].shape, generator=generator
+        )
+        grown[f"{key}.weight"] = torch.cat([weight, copies])
+        grown[f"{key}.bias"] = torch.cat([bias, bias[extra]])
+        mappings.append(mapping)
+    for layer, mapping in enumerate(mappings):
+        key = f"body.{2 * (layer + 1)}.weight"
+        weight = grown[key]
+        shares = torch.rand(len(mapping), generator=generator) * 0.5 + 0.75
+        totals = torch.zeros(int(mapping.max()) + 1).index_add_(0, mapping, shares)
+        shares = shares / totals[mapping]
+        grown[key] = weight[:, mapping] * shares[None, :, None, None]
+    return grown
+
+
+def retarget_state(
+    state: dict[str, torch.Tensor], window: int, old_reference: int, new_reference: int
+) -> dict[str, torch.Tensor]:
+    """Start a model with another reference frame (e.g. causal from centred) from a trained one's weights.
+
+    The fusion layer's weights for each window slot are taken from the old slots at the same temporal distance
+    from the reference (summed where the old window had a neighbour on both sides), so on slowly changing video
+    the retargeted model starts close to the trained one instead of from noise; slots farther away than the old
+    window reached start at zero.
+    """
+    key = "body.0.weight"
+    weight = state[key]
+    group = weight.shape[1] // window
+    old = weight.reshape(weight.shape[0], window, group, *weight.shape[2:])
+    new = torch.zeros_like(old)
+    for slot in range(window):
+        distance = abs(slot - new_reference)
+        for source in range(window):
+            if abs(source - old_reference) == distance:
+                new[:, slot] += old[:, source]
+    retargeted = dict(state)
+    retargeted[key] = new.reshape(weight.shape)
+    return retargeted
 
 
 def build_model(config: ArchConfig, widths: list[int] | None = None) -> WindowRestorer:

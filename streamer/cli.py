@@ -1,4 +1,4 @@
-"""Command line: ``streamer run``, ``streamer restore``, ``streamer validate-config``."""
+"""Command line: ``streamer run``, ``streamer restore``, ``streamer models``, ``streamer validate-config``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ENGINES = ["auto", "cpu", "tensorrt", "passthrough"]
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, help="restoration backend (default: auto)")
-    parser.add_argument("--model", help="ONNX model file (default: the shipped 'lite' model)")
+    parser.add_argument("--model", help="shipped model name (lite, lite-causal, lite-fast; see `streamer models`) or ONNX file (default: lite)")
     parser.add_argument("--threads", type=int, help="CPU inference threads (default: all cores)")
     parser.add_argument("--float", dest="int8", action="store_false", default=None,
                         help="CPU: run the float model even where an int8 twin (NAME.int8.onnx) exists")
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--lossless", action="store_true", help="write lossless FFV1 (RGB) for evaluation")
     restore.add_argument("--crf", type=int, default=16, help="libx264 CRF of a lossy output (default: 16)")
     _add_engine_options(restore)
+
+    sub.add_parser("models", help="list the shipped restoration models (names for --model / engine.model)")
 
     validate = sub.add_parser("validate-config", help="check a YAML configuration and print it resolved")
     validate.add_argument("file", help="YAML configuration file")
@@ -139,6 +141,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(_args: argparse.Namespace) -> int:
+    from engines import int8_twin, resolve_model, shipped_models
+    from engines.onnx_cpu import read_model_info
+
+    print(f"{'name':<14} {'window':>6} {'lookahead':>9} {'latency':>14}  {'int8 twin':<9}  file")
+    for name in shipped_models():
+        path = resolve_model(name)
+        info = read_model_info(path)
+        latency = f"+{info.lookahead} frame(s)" if info.lookahead else "none (causal)"
+        twin = "yes" if int8_twin(path) != path else "no"
+        print(f"{name:<14} {info.window:>6} {info.lookahead:>9} {latency:>14}  {twin:<9}  {path}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
@@ -152,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines import EngineError
 
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "restore": cmd_restore, "validate-config": cmd_validate}
+    commands = {"run": cmd_run, "restore": cmd_restore, "models": cmd_models, "validate-config": cmd_validate}
     try:
         return commands[args.command](args)
     except (ConfigError, EngineError, ValueError) as error:

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from engines import EngineError, resolve_model
+
 ENV_PREFIX = "STREAMER__"
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
 
@@ -96,7 +98,11 @@ class EngineConfig(StrictModel):
     type: Literal["auto", "cpu", "tensorrt", "passthrough"] = Field(
         "auto", description="auto = TensorRT when a GPU is usable, else ONNX Runtime on the CPU"
     )
-    model: str | None = Field(None, description="ONNX model file; default: the shipped 'lite' model")
+    model: str | None = Field(
+        None,
+        description="A shipped model's name ('lite', 'lite-causal' = lowest latency, 'lite-fast') or an ONNX file; "
+        "default: 'lite'",
+    )
     threads: int = Field(0, ge=0, le=256, description="CPU inference threads (0 = all cores)")
     int8: bool = Field(
         True,
@@ -106,6 +112,16 @@ class EngineConfig(StrictModel):
     cache_dir: str = Field(
         "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"
     )
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists_when_named(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                resolve_model(value)
+            except EngineError as error:
+                raise ValueError(str(error)) from None
+        return value
 
 
 class WindowConfig(StrictModel):

@@ -32,8 +32,10 @@ def load_model(checkpoint: Path | None, preset_name: str = "lite", causal: bool 
     return model.eval()
 
 
-def metadata_for(model: WindowRestorer) -> dict[str, str]:
+def metadata_for(model: WindowRestorer, name: str | None = None) -> dict[str, str]:
     config = model.config
+    causal = config.reference_index == config.window - 1 and config.window > 1
+    default_name = f"{config.name}-causal" if causal else config.name
     return {
         "streamer.window": str(config.window),
         "streamer.reference_index": str(config.reference_index),
@@ -41,7 +43,7 @@ def metadata_for(model: WindowRestorer) -> dict[str, str]:
         "streamer.pad_multiple": str(config.unshuffle),
         "streamer.colorspace": "rgb",
         "streamer.range": "0-1",
-        "streamer.name": config.name,
+        "streamer.name": name or default_name,
     }
 
 
@@ -55,7 +57,7 @@ def textured_frames(window: int, height: int, width: int, seed: int = 0) -> np.n
     return np.clip(frames, 0, 1).astype(np.float32)
 
 
-def to_onnx_bytes(model: WindowRestorer, opset: int = 17) -> bytes:
+def to_onnx_bytes(model: WindowRestorer, opset: int = 17, name: str | None = None) -> bytes:
     window = model.config.window
     example = torch.from_numpy(textured_frames(window, 64, 96))
     dynamic = {0: "batch", 2: "height", 3: "width"}
@@ -74,7 +76,7 @@ def to_onnx_bytes(model: WindowRestorer, opset: int = 17) -> bytes:
         )
         proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    for key, value in metadata_for(model).items():
+    for key, value in metadata_for(model, name).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "streamer.tools.export_onnx"
@@ -126,6 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--causal", action="store_true", help="untrained model restores the newest frame")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument(
+        "--name", help="streamer.name in the metadata (default: the preset, plus -causal for causal models)"
+    )
     parser.add_argument("--check-size", type=int, nargs=2, default=[72, 128], metavar=("H", "W"))
     parser.add_argument("--benchmark", nargs="*", default=[], metavar="WxH", help="time ORT at these sizes")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads for --benchmark")
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
     model = load_model(args.checkpoint, args.preset, args.causal)
-    onnx_bytes = to_onnx_bytes(model, args.opset)
+    onnx_bytes = to_onnx_bytes(model, args.opset, args.name)
     height, width = args.check_size
     difference = max(
         max_difference(model, onnx_bytes, height, width), max_difference(model, onnx_bytes, 36, 52, 2)

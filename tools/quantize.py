@@ -58,24 +58,33 @@ def calibration_windows(
     return windows
 
 
-def float_tail_nodes(model_path: Path) -> list[str]:
+def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
     """Nodes kept in float: the residual tail (additions, depth-to-space, clamp) and the reference path (the
     convolution reading the reference frame straight from the input), whose error would reach the output
-    undamped. The body, the bulk of the work, runs in int8."""
+    undamped; with ``output_conv`` also the body's last convolution (the one feeding the residual addition).
+    The rest of the body, the bulk of the work, runs in int8."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
     producers = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
     keep: list[str] = []
     for node in graph.node:
         if node.op_type in FLOAT_TAIL_OPS:
             keep.append(node.name)
         elif node.op_type == "Conv" and node.input[0] in producers and producers[node.input[0]].op_type == "Slice":
             keep.append(node.name)
+        elif output_conv and node.op_type == "Conv" and "Add" in consumers.get(node.output[0], []):
+            keep.append(node.name)
     return sorted(set(keep))
 
 
-def quantize(model: Path, out: Path, windows: list[np.ndarray], method: str = "minmax") -> None:
+def quantize(
+    model: Path, out: Path, windows: list[np.ndarray], method: str = "minmax", float_output_conv: bool = False
+) -> None:
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -111,7 +120,7 @@ def quantize(model: Path, out: Path, windows: list[np.ndarray], method: str = "m
             weight_type=QuantType.QInt8,
             per_channel=True,
             calibrate_method=methods[method],
-            nodes_to_exclude=float_tail_nodes(prepared),
+            nodes_to_exclude=float_tail_nodes(prepared, output_conv=float_output_conv),
             # The input is 8-bit video scaled to [0, 1]: uint8 with scale 1/255 represents it exactly.
             extra_options={
                 "TensorQuantOverrides": {INPUT_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}]}
@@ -163,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="640x360", help="WxH of the calibration frames")
     parser.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
     parser.add_argument("--threads", type=int, default=2, help="threads for the comparison run")
+    parser.add_argument(
+        "--float-output-conv",
+        action="store_true",
+        help="keep the body's last convolution in float too (closer to the float model, a little slower)",
+    )
     args = parser.parse_args(argv)
     out = args.out or args.model.with_name(args.model.stem + ".int8.onnx")
     clips = list_clips(args.clips)
@@ -171,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     windows = calibration_windows(clips, args.windows + 4, read_model_info(args.model), (width, height))
     out.parent.mkdir(parents=True, exist_ok=True)
-    quantize(args.model, out, windows[:-4], args.method)
+    quantize(args.model, out, windows[:-4], args.method, args.float_output_conv)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     compare(args.model, out, windows[-4:], args.threads)
     return 0

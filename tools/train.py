@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.arch import ArchConfig, WindowRestorer, build_model, deepen_state, preset
+from engines.arch import (
+    ArchConfig,
+    WindowRestorer,
+    build_model,
+    deepen_state,
+    preset,
+    retarget_state,
+    widen_state,
+)
 from tools import degrade
 
 CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
@@ -242,12 +250,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--init",
         type=Path,
         help="fine-tune: start from this checkpoint's weights (fresh optimiser, step 0); a shallower model is "
-        "grown to --depth with identity layers (Net2Deeper)",
+        "grown to --depth with identity layers (Net2Deeper) and to --width by splitting units (Net2Wider); "
+        "--causal from a centred checkpoint remaps the window by temporal distance",
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
     parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")
     parser.add_argument("--causal", action="store_true", help="restore the newest frame of the window")
     parser.add_argument("--depth", type=int, help="hidden 3x3 layers (default: the preset's)")
+    parser.add_argument("--width", type=int, help="hidden channels (default: the preset's)")
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--cache-sequences", type=int, default=2400)
     parser.add_argument("--sequence-length", type=int, default=12)
@@ -359,15 +369,22 @@ def main(argv: list[str] | None = None) -> None:
     config = preset(args.preset, causal=args.causal, window=args.window)
     if args.depth is not None:
         config = dataclasses.replace(config, depth=args.depth)
+    if args.width is not None:
+        config = dataclasses.replace(config, width=args.width)
     train_targets, train_degraded, val_targets, val_degraded, weights = load_caches(args)
     if args.build_cache_only:
         return
     val_sets = make_validation(val_targets, val_degraded, config, args.seed)
     model = build_model(config).to(args.device)
     if args.init is not None:
-        initial = torch.load(args.init, map_location=args.device, weights_only=False)
+        # grown on the CPU (the surgery makes new tensors there); load_state_dict copies to the model's device
+        initial = torch.load(args.init, map_location="cpu", weights_only=False)
         old_depth = int(initial["config"]["depth"])
-        model.load_state_dict(deepen_state(initial["model"], old_depth, config.depth))
+        initial_state = widen_state(initial["model"], old_depth, config.width, seed=args.seed)
+        old_reference = int(initial["config"]["reference_index"])
+        if old_reference != config.reference_index:
+            initial_state = retarget_state(initial_state, config.window, old_reference, config.reference_index)
+        model.load_state_dict(deepen_state(initial_state, old_depth, config.depth))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     loss_function = torch.nn.functional.mse_loss if args.loss == "l2" else torch.nn.functional.l1_loss

@@ -1,4 +1,4 @@
-"""The model family: growing a trained model deeper keeps what it computes."""
+"""The model family: growing a trained model deeper or wider keeps what it computes."""
 
 from __future__ import annotations
 
@@ -6,16 +6,31 @@ import dataclasses
 
 import torch
 
-from engines.arch import build_model, count_macs, deepen_state, preset
+from engines.arch import (
+    ArchConfig,
+    WindowRestorer,
+    build_model,
+    count_macs,
+    deepen_state,
+    preset,
+    retarget_state,
+    widen_state,
+)
+
+
+def trained_looking_model(config: ArchConfig) -> WindowRestorer:
+    """A model whose weights are perturbed away from the init, so function-preserving growth is tested for real."""
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
 
 
 def test_deepen_state_keeps_the_function_and_adds_layers() -> None:
-    torch.manual_seed(0)
     config = preset("tiny")
-    shallow = build_model(config).eval()
-    with torch.no_grad():
-        for parameter in shallow.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+    shallow = trained_looking_model(config)
     deeper_config = dataclasses.replace(config, depth=config.depth + 2)
     deeper = build_model(deeper_config).eval()
     deeper.load_state_dict(deepen_state(shallow.state_dict(), config.depth, deeper_config.depth))
@@ -23,3 +38,35 @@ def test_deepen_state_keeps_the_function_and_adds_layers() -> None:
     with torch.no_grad():
         assert torch.allclose(shallow(frames), deeper(frames), atol=1e-6)
     assert count_macs(deeper, 32, 48) > count_macs(shallow, 32, 48)
+
+
+def test_widen_state_keeps_the_function_and_breaks_symmetry() -> None:
+    config = preset("tiny")
+    narrow = trained_looking_model(config)
+    wide_config = dataclasses.replace(config, width=config.width * 2 + 3)
+    wide = build_model(wide_config).eval()
+    wide.load_state_dict(widen_state(narrow.state_dict(), config.depth, wide_config.width, seed=1))
+    frames = torch.rand(2, 15, 32, 48)
+    with torch.no_grad():
+        # well under one 8-bit level
+        assert (narrow(frames) - wide(frames)).abs().max() < 0.5 / 255
+    first = wide.body[0].weight
+    assert first.shape[0] == wide_config.width
+    copies = first[config.width :]
+    assert not any(torch.equal(copy, original) for copy in copies for original in first[: config.width])
+
+
+def test_retarget_state_makes_a_causal_model_that_starts_where_the_centred_one_was() -> None:
+    centred_config = preset("tiny")
+    centred = trained_looking_model(centred_config)
+    causal_config = preset("tiny", causal=True)
+    causal = build_model(causal_config).eval()
+    state = retarget_state(centred.state_dict(), 5, centred_config.reference_index, causal_config.reference_index)
+    causal.load_state_dict(state)
+    # on a still scene every slot holds the same frame, so the summed neighbour weights give the same output
+    still = torch.rand(1, 3, 32, 48).repeat(1, 5, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(centred(still), causal(still), atol=1e-5)
+    # slots farther back than the centred window reached start at zero
+    fusion = state["body.0.weight"].reshape(state["body.0.weight"].shape[0], 5, -1)
+    assert fusion[:, :2].abs().max() == 0

@@ -23,10 +23,21 @@ def streamer(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_lists_every_command_and_option() -> None:
     result = streamer("--help")
-    assert result.returncode == 0 and all(word in result.stdout for word in ("run", "restore", "validate-config"))
+    assert result.returncode == 0 and all(word in result.stdout for word in ("run", "restore", "models", "validate-config"))
     run_help = streamer("run", "--help").stdout
     for option in ("--name", "--rtsp-port", "--http-port", "--engine", "--window", "--lookahead", "--config", "--record", "--publish"):
         assert option in run_help
+
+
+def test_models_lists_the_shipped_models_with_their_latency() -> None:
+    result = streamer("models")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["lite"][1:3] == ["5", "2"]  # centred 5-frame window: waits for 2 future frames
+    assert "yes" in rows["lite"]  # int8 twin shipped
+    unknown = streamer("run", "demo", "--model", "lite-turbo")
+    assert unknown.returncode == 2
+    assert "engine.model" in unknown.stderr and "no shipped model named 'lite-turbo'" in unknown.stderr
 
 
 def test_validate_config_good_and_bad(tmp_path: Path) -> None:

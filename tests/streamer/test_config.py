@@ -41,6 +41,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
         ("cameras: [{source: {type: webcam}}]", "cameras.0.source"),
         ("cameras: [{source: {type: demo}}]\nserver: {rtsp: {port: 70000}}", "server.rtsp.port"),
         ("cameras: []", "cameras"),
+        ("cameras: [{source: {type: demo}, engine: {model: lite-turbo}}]", "cameras.0.engine.model"),
         ("cameras: [{source: {type: demo}}, {source: {type: demo}}]", "camera names must be unique"),
     ],
 )
@@ -82,3 +83,12 @@ def test_passwords_are_redacted_from_logged_urls() -> None:
 
     assert redact("rtsp://admin:hunter2@cam:554/s") == "rtsp://admin:***@cam:554/s"
     assert redact("rtsp://cam/s") == "rtsp://cam/s"
+
+
+def test_engine_model_takes_a_shipped_name_or_a_path(tmp_path: Path) -> None:
+    from engines import DEFAULT_MODEL, resolve_model, shipped_models
+
+    assert "lite" in shipped_models()
+    assert resolve_model("lite") == resolve_model(None) == DEFAULT_MODEL
+    assert resolve_model(str(tmp_path / "mine.onnx")) == tmp_path / "mine.onnx"
+    assert resolve_model("mine.onnx") == Path("mine.onnx")

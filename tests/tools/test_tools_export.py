@@ -23,7 +23,7 @@ def test_export_writes_contract_and_matches_torch(tmp_path: Path) -> None:
         "streamer.pad_multiple": "4",
         "streamer.colorspace": "rgb",
         "streamer.range": "0-1",
-        "streamer.name": "tiny",
+        "streamer.name": "tiny-causal",
     }
     assert [node.name for node in proto.graph.input] == ["frames"]
     assert [node.name for node in proto.graph.output] == ["restored"]

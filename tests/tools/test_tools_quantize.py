@@ -35,3 +35,15 @@ def test_quantize_writes_int8_twin_that_the_cpu_engine_picks(tmp_path: Path) -> 
     assert np.abs(outputs[0] - outputs[1]).mean() < 0.01
     engine = create_engine("cpu", float_model, threads=1)
     assert engine.model_path == twin and engine.info.precision == "int8"
+
+    # --float-output-conv: the convolution feeding the residual addition reads float weights, the others int8
+    quantize.main(["--model", str(float_model), "--clips", str(clip), "--windows", "4", "--size", "96x64",
+                   "--threads", "1", "--out", str(tmp_path / "tail.int8.onnx"), "--float-output-conv"])
+    graph = onnx.load(str(tmp_path / "tail.int8.onnx")).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    residual_conv = next(producers[name] for node in graph.node if node.op_type == "Add"
+                         for name in node.input if name in producers and producers[name].op_type == "Conv")
+    assert residual_conv.input[1] in {initializer.name for initializer in graph.initializer}  # float weights
+    int8_convs = [node for node in graph.node if node.op_type == "Conv"
+                  and producers.get(node.input[1]) is not None and producers[node.input[1]].op_type == "DequantizeLinear"]
+    assert int8_convs

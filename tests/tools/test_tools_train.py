@@ -71,6 +71,15 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert tuned["step"] == 1
     assert torch.allclose(tuned["model"]["body.0.weight"], second["model"]["body.0.weight"], atol=1e-6)
 
+    # grow: --width above the checkpoint's splits units (Net2Wider); the old units keep their weights
+    common[common.index("--out") + 1] = str(tmp_path / "wider")
+    train.main([*common, "--init", str(tmp_path / "run" / "last.pt"), "--width", "12", "--steps", "1", "--lr", "1e-9"])
+    wider = torch.load(tmp_path / "wider" / "last.pt", weights_only=False)
+    assert wider["config"]["width"] == 12
+    assert wider["model"]["body.0.weight"].shape[0] == 12
+    old_width = second["model"]["body.0.weight"].shape[0]
+    assert torch.allclose(wider["model"]["body.0.weight"][:old_width], second["model"]["body.0.weight"], atol=1e-6)
+
 
 def test_cache_weights_give_each_cache_its_share() -> None:
     weights = train.sequence_weights([6, 2], [1.0, 3.0])
