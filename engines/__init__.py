@@ -31,10 +31,13 @@ def shipped_models() -> list[str]:
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """The ONNX file for ``model``: a shipped model's name (``lite-causal``), a path, or None for the default."""
+    """The ONNX file for ``model``: an existing file, a shipped model's name (``lite-causal``), a path (checked
+    when the engine loads it), or None for the default."""
     if model is None or str(model) == "":
         return DEFAULT_MODEL
     text = str(model)
+    if Path(text).expanduser().is_file():
+        return Path(text).expanduser()
     if "/" not in text and "\\" not in text and not text.endswith(".onnx"):
         shipped = MODELS_DIR / f"{text}.onnx"
         if not shipped.is_file():

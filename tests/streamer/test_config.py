@@ -92,3 +92,6 @@ def test_engine_model_takes_a_shipped_name_or_a_path(tmp_path: Path) -> None:
     assert resolve_model("lite") == resolve_model(None) == DEFAULT_MODEL
     assert resolve_model(str(tmp_path / "mine.onnx")) == tmp_path / "mine.onnx"
     assert resolve_model("mine.onnx") == Path("mine.onnx")
+    extensionless = tmp_path / "mymodel"
+    extensionless.write_bytes(b"")
+    assert resolve_model(str(extensionless)) == extensionless
