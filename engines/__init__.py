@@ -36,14 +36,15 @@ def resolve_model(model: str | Path | None) -> Path:
     if model is None or str(model) == "":
         return DEFAULT_MODEL
     text = str(model)
-    if Path(text).expanduser().is_file():
-        return Path(text).expanduser()
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
     if "/" not in text and "\\" not in text and not text.endswith(".onnx"):
         shipped = MODELS_DIR / f"{text}.onnx"
         if not shipped.is_file():
             raise EngineError(f"no shipped model named {text!r} (shipped: {', '.join(shipped_models())})")
         return shipped
-    return Path(text).expanduser()
+    return path
 
 
 def int8_twin(model_path: Path) -> Path:

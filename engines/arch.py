@@ -192,9 +192,8 @@ def widen_state(
             raise ValueError("can only add channels")
         extra = torch.randint(0, old_width, (new_width - old_width,), generator=generator)
         mapping = torch.cat([torch.arange(old_width), extra])
-        copies = weight[extra] + jitter * weight[extra].std() * torch.randn(
-            weight[extra].shape, generator=generator
-        )
+        copied = weight[extra]
+        copies = copied + jitter * copied.std() * torch.randn(copied.shape, generator=generator)
         grown[f"{key}.weight"] = torch.cat([weight, copies])
         grown[f"{key}.bias"] = torch.cat([bias, bias[extra]])
         mappings.append(mapping)

@@ -142,12 +142,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
-    from engines import int8_twin, resolve_model, shipped_models
+    from engines import MODELS_DIR, int8_twin, shipped_models
     from engines.onnx_cpu import read_model_info
 
     print(f"{'name':<14} {'window':>6} {'lookahead':>9} {'latency':>14}  {'int8 twin':<9}  file")
     for name in shipped_models():
-        path = resolve_model(name)
+        path = MODELS_DIR / f"{name}.onnx"  # the package's file, never a same-named file in the working directory
         info = read_model_info(path)
         latency = f"+{info.lookahead} frame(s)" if info.lookahead else "none (causal)"
         twin = "yes" if int8_twin(path) != path else "no"

@@ -12,6 +12,8 @@ from onnx import TensorProto, helper
 from engines import DEFAULT_MODEL, EngineError, create_engine, int8_twin
 from engines.processing import pack_window, unpack_output
 
+SHIPPED_MODELS = ["lite", "lite-causal", "lite-fast"]
+
 
 def centre_frame_model(path: Path, window: int = 3, metadata: dict[str, str] | None = None) -> Path:
     """An ONNX model of the engine contract whose 'restoration' returns the reference frame."""
@@ -72,7 +74,7 @@ def test_passthrough_engine() -> None:
 
 
 @pytest.mark.parametrize("int8", [True, False], ids=["int8", "float"])
-@pytest.mark.parametrize("name", ["lite", "lite-causal", "lite-fast"])
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_shipped_model_follows_the_contract(name: str, int8: bool) -> None:
     assert DEFAULT_MODEL.exists(), "the shipped lite model must be in the package"
     engine = create_engine("cpu", name, threads=2, int8=int8)
@@ -121,7 +123,7 @@ def test_int8_twin_is_picked_only_when_present(tmp_path: Path) -> None:
     assert int8_twin(twin) == twin
 
 
-@pytest.mark.parametrize("name", ["lite", "lite-causal", "lite-fast"])
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_shipped_int8_twin_restores_like_the_float_model(name: str) -> None:
     """On smooth, camera-like moving content with sigma 15 noise each shipped model restores its reference frame
     by > 5 dB, and its int8 twin (nearly) as well as the float one: within 0.5 dB and ~1 level RMS."""
