@@ -75,16 +75,57 @@ def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
     for node in graph.node:
         if node.op_type in FLOAT_TAIL_OPS:
             keep.append(node.name)
-        elif node.op_type == "Conv" and node.input[0] in producers and producers[node.input[0]].op_type == "Slice":
+        elif (
+            node.op_type == "Conv"
+            and node.input[0] in producers
+            and producers[node.input[0]].op_type == "Slice"
+        ):
             keep.append(node.name)
         elif output_conv and node.op_type == "Conv" and "Add" in consumers.get(node.output[0], []):
             keep.append(node.name)
     return sorted(set(keep))
 
 
+def activation_tensors(model_path: Path) -> list[str]:
+    """Names of the activations ``tools/qat.py`` rounds, in its order: the input of every body convolution after
+    the first, then the output of the last one (the residual). Body convolutions are the ones whose weight is an
+    initializer named ``body.N.weight`` (the first one's weight is reshaped at export and loses its name)."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    body = sorted(
+        (int(node.input[1].split(".")[1]), node)
+        for node in graph.node
+        if node.op_type == "Conv" and node.input[1].startswith("body.") and node.input[1].endswith(".weight")
+    )
+    if not body:
+        raise ValueError(f"{model_path}: no body convolutions named body.N.weight")
+    return [node.input[0] for _, node in body] + [body[-1][1].output[0]]
+
+
+def range_overrides(model_path: Path, ranges: list[dict[str, float]]) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime TensorQuantOverrides that pin each activation to the range QAT trained with."""
+    names = activation_tensors(model_path)
+    if len(names) != len(ranges):
+        raise ValueError(
+            f"checkpoint has {len(ranges)} activation ranges, the model {len(names)} activations"
+        )
+    return {
+        name: [{"rmin": np.float32(values["low"]), "rmax": np.float32(values["high"])}]
+        for name, values in zip(names, ranges, strict=True)
+    }
+
+
 def quantize(
-    model: Path, out: Path, windows: list[np.ndarray], method: str = "minmax", float_output_conv: bool = False
+    model: Path,
+    out: Path,
+    windows: list[np.ndarray],
+    method: str = "minmax",
+    float_output_conv: bool = False,
+    ranges: list[dict[str, float]] | None = None,
 ) -> None:
+    """Write the int8 model; ``ranges`` (from a QAT checkpoint) fix the activation ranges instead of the
+    calibration, so the int8 model rounds exactly as the model was trained to expect."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -123,7 +164,10 @@ def quantize(
             nodes_to_exclude=float_tail_nodes(prepared, output_conv=float_output_conv),
             # The input is 8-bit video scaled to [0, 1]: uint8 with scale 1/255 represents it exactly.
             extra_options={
-                "TensorQuantOverrides": {INPUT_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}]}
+                "TensorQuantOverrides": {
+                    INPUT_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}],
+                    **(range_overrides(prepared, ranges) if ranges else {}),
+                }
             },
         )
     source = onnx.load(str(model))
@@ -177,7 +221,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the body's last convolution in float too (closer to the float model, a little slower)",
     )
+    parser.add_argument(
+        "--ranges-from",
+        type=Path,
+        help="checkpoint of a quantisation-aware fine-tune (tools/train.py --qat): use the activation ranges "
+        "it trained with instead of calibrating them",
+    )
     args = parser.parse_args(argv)
+    ranges = None
+    if args.ranges_from is not None:
+        import torch
+
+        ranges = torch.load(args.ranges_from, map_location="cpu", weights_only=False).get("qat_ranges")
+        if not ranges:
+            raise SystemExit(f"{args.ranges_from} has no qat_ranges (not trained with --qat)")
     out = args.out or args.model.with_name(args.model.stem + ".int8.onnx")
     clips = list_clips(args.clips)
     if not clips:
@@ -185,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     windows = calibration_windows(clips, args.windows + 4, read_model_info(args.model), (width, height))
     out.parent.mkdir(parents=True, exist_ok=True)
-    quantize(args.model, out, windows[:-4], args.method, args.float_output_conv)
+    quantize(args.model, out, windows[:-4], args.method, args.float_output_conv, ranges)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     compare(args.model, out, windows[-4:], args.threads)
     return 0

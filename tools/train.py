@@ -32,6 +32,7 @@ from engines.arch import (
     widen_state,
 )
 from tools import degrade
+from tools.qat import QuantSimulation, plain_state_dict
 
 CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
 
@@ -277,10 +278,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
-        "--loss", choices=["l1", "l2"], default="l1", help="l2 (MSE) optimises PSNR directly; l1 is more robust"
+        "--loss",
+        choices=["l1", "l2"],
+        default="l1",
+        help="l2 (MSE) optimises PSNR directly; l1 is more robust",
     )
     parser.add_argument(
         "--onfly-fraction", type=float, default=0.35, help="share of noise-only synthetic samples"
+    )
+    parser.add_argument(
+        "--qat",
+        action="store_true",
+        help="quantisation-aware fine-tuning: round the body to int8 in the forward pass as tools/quantize.py "
+        "does (use with --init and a low --lr); validation then scores the int8 behaviour",
+    )
+    parser.add_argument(
+        "--qat-calibration-batches", type=int, default=32, help="training batches that set activation ranges"
     )
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -355,6 +368,17 @@ def sequence_weights(counts: list[int], cache_weights: list[float] | None) -> np
     )
 
 
+def load_plain_state(model: torch.nn.Module, plain: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's plain weights, also into a model whose weights carry the QAT rounding."""
+    names = set(model.state_dict())
+    model.load_state_dict(
+        {
+            key if key in names else key.replace(".weight", ".parametrizations.weight.original"): value
+            for key, value in plain.items()
+        }
+    )
+
+
 def cosine_factor(step: int, total: int, warmup: int = 200) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -383,8 +407,12 @@ def main(argv: list[str] | None = None) -> None:
         initial_state = widen_state(initial["model"], old_depth, config.width, seed=args.seed)
         old_reference = int(initial["config"]["reference_index"])
         if old_reference != config.reference_index:
-            initial_state = retarget_state(initial_state, config.window, old_reference, config.reference_index)
+            initial_state = retarget_state(
+                initial_state, config.window, old_reference, config.reference_index
+            )
         model.load_state_dict(deepen_state(initial_state, old_depth, config.depth))
+    # Rounding is attached before the optimiser is made so that resumed optimiser state lines up.
+    simulation = QuantSimulation(model) if args.qat else None
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     loss_function = torch.nn.functional.mse_loss if args.loss == "l2" else torch.nn.functional.l1_loss
@@ -393,11 +421,21 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint_path = args.out / "last.pt"
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=args.device, weights_only=False)
-        model.load_state_dict(state["model"])
+        load_plain_state(model, state["model"])
+        if simulation is not None:
+            simulation.load_ranges(state["qat_ranges"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         step, elapsed, best = state["step"], state["elapsed"], state["best"]
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        return sample_batch(
+            train_targets, train_degraded, config, args.batch, args.crop, args.onfly_fraction, rng, weights
+        )
+
+    if simulation is not None and step == 0:
+        calibration = (next_batch()[0].to(args.device) for _ in range(args.qat_calibration_batches))
+        simulation.calibrate(model, calibration)
     log = (args.out / "log.jsonl").open("a")
     log.write(json.dumps({"event": "start", "step": step, "input_psnr": input_psnr(val_sets, config)}) + "\n")
     progress = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
@@ -407,16 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = args.lr * cosine_factor(step, args.steps)
-        noisy, clean = sample_batch(
-            train_targets,
-            train_degraded,
-            config,
-            args.batch,
-            args.crop,
-            args.onfly_fraction,
-            rng,
-            weights,
-        )
+        noisy, clean = next_batch()
         loss = loss_function(model(noisy.to(args.device)), clean.to(args.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -427,7 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.val_every == 0 or step == stop:
             scores = validate(model, val_sets, args.device)
             state = {
-                "model": model.state_dict(),
+                "model": plain_state_dict(model),
+                "qat_ranges": simulation.ranges() if simulation is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),

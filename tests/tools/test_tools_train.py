@@ -80,6 +80,19 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
     old_width = second["model"]["body.0.weight"].shape[0]
     assert torch.allclose(wider["model"]["body.0.weight"][:old_width], second["model"]["body.0.weight"], atol=1e-6)
 
+    # quantisation-aware fine-tune: activation ranges are calibrated once, kept across a resume, and the
+    # checkpoint holds plain float weights that the exporter and an unwrapped model load
+    common[common.index("--out") + 1] = str(tmp_path / "qat")
+    qat = [*common, "--init", str(tmp_path / "run" / "last.pt"), "--qat", "--qat-calibration-batches", "2"]
+    train.main([*qat, "--steps", "2", "--stop-at", "1"])
+    calibrated = torch.load(tmp_path / "qat" / "last.pt", weights_only=False)
+    train.main([*qat, "--steps", "2"])
+    resumed = torch.load(tmp_path / "qat" / "last.pt", weights_only=False)
+    assert resumed["step"] == 2
+    assert len(calibrated["qat_ranges"]) == 3  # inputs of the two convs after the first, and the residual
+    assert resumed["qat_ranges"] == calibrated["qat_ranges"]
+    assert set(resumed["model"]) == set(second["model"])
+
 
 def test_cache_weights_give_each_cache_its_share() -> None:
     weights = train.sequence_weights([6, 2], [1.0, 3.0])

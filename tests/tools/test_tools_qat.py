@@ -1,0 +1,79 @@
+"""Quantisation-aware training simulates what ONNX Runtime's int8 model computes, and comes off cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from synthetic_media import export_tiny_model, moving_frames, write_clip
+
+from engines import create_engine
+from tools import quantize
+from tools.qat import QuantSimulation, fake_quantize_weight, plain_state_dict
+
+
+def run_onnx(path: Path, frames: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(["restored"], {"frames": frames})[0])
+
+
+def test_simulation_matches_the_onnx_runtime_int8_model(tmp_path: Path) -> None:
+    model, float_path = export_tiny_model(tmp_path, causal=False, weight_std=0.05)
+    model.eval()
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(30, 64, 96, seed=3))
+    info = create_engine("cpu", float_path, int8=False).info
+    windows = quantize.calibration_windows([clip], 4, info, (96, 64))
+    int8_path = tmp_path / "tiny.int8.onnx"
+    quantize.quantize(float_path, int8_path, windows)
+
+    simulation = QuantSimulation(model)
+    simulation.calibrate(model, [torch.from_numpy(window) for window in windows])
+    with torch.no_grad():
+        simulated = model(torch.from_numpy(windows[0])).numpy()
+    onnx_int8 = run_onnx(int8_path, windows[0])
+    onnx_float = run_onnx(float_path, windows[0])
+    float_error = np.abs(onnx_float - onnx_int8).mean()
+    assert float_error > 1e-4  # int8 rounding is visible at all
+    assert np.abs(simulated - onnx_int8).mean() < 0.05 * float_error
+
+    # a QAT checkpoint's ranges pin the int8 model's activations, whatever the calibration windows say
+    simulation.calibrate(model, [torch.from_numpy(window) for window in windows[:2]])
+    pinned_path = tmp_path / "pinned.int8.onnx"
+    quantize.quantize(float_path, pinned_path, windows[2:], ranges=simulation.ranges())
+    with torch.no_grad():
+        simulated = model(torch.from_numpy(windows[3])).numpy()
+    pinned = run_onnx(pinned_path, windows[3])
+    assert np.abs(simulated - pinned).mean() < 0.05 * np.abs(run_onnx(float_path, windows[3]) - pinned).mean()
+
+    # the command line takes the ranges from a training checkpoint, and refuses one trained without --qat
+    checkpoint = tmp_path / "qat.pt"
+    torch.save({"qat_ranges": simulation.ranges()}, checkpoint)
+    command = ["--model", str(float_path), "--clips", str(clip), "--windows", "2", "--size", "96x64", "--threads", "1"]
+    quantize.main([*command, "--out", str(tmp_path / "cli.int8.onnx"), "--ranges-from", str(checkpoint)])
+    np.testing.assert_allclose(run_onnx(tmp_path / "cli.int8.onnx", windows[3]), pinned, atol=1e-6)
+    torch.save({"qat_ranges": None}, checkpoint)
+    with pytest.raises(SystemExit, match="not trained with --qat"):
+        quantize.main([*command, "--ranges-from", str(checkpoint)])
+
+    simulation.remove()
+    simulation.remove()  # idempotent
+    with torch.no_grad():
+        restored = model(torch.from_numpy(windows[0])).numpy()
+    np.testing.assert_allclose(restored, onnx_float, atol=1e-5)
+
+
+def test_weights_round_per_output_channel_and_checkpoints_keep_plain_names(tmp_path: Path) -> None:
+    weight = torch.randn(4, 3, 3, 3) * torch.tensor([1.0, 0.1, 0.01, 5.0])[:, None, None, None]
+    rounded = fake_quantize_weight(weight)
+    for channel in range(4):
+        step = weight[channel].abs().max() / 127
+        assert torch.all((rounded[channel] - weight[channel]).abs() <= step / 2 + 1e-7)
+        assert torch.allclose(rounded[channel] / step, torch.round(rounded[channel] / step), atol=1e-4)
+
+    model, _ = export_tiny_model(tmp_path, causal=True, weight_std=0.05)
+    names = set(model.state_dict())
+    QuantSimulation(model)
+    assert set(plain_state_dict(model)) == names

@@ -1,0 +1,152 @@
+"""Quantisation-aware fine-tuning support: simulate in torch what ``tools/quantize.py`` does in ONNX Runtime.
+
+``tools/quantize.py`` runs the body's convolutions in int8 (weights per output channel, symmetric; activations
+per tensor, uint8) and keeps the reference path and the residual tail in float. Training with the same rounding
+in the forward pass (straight-through gradients) lets the weights settle where int8 costs little, so the CPU's
+int8 model loses less against the float one. Activation ranges are calibrated once, like the ONNX Runtime
+MinMax calibrator does, and then kept fixed.
+
+    simulation = QuantSimulation(model)
+    simulation.calibrate(model, batches)   # observe activation ranges (no rounding)
+    ... train with rounding on ...
+    plain_state_dict(model)                 # float weights, loadable by an unwrapped model / the exporter
+    simulation.remove()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from engines.arch import WindowRestorer
+
+INT8_MIN, INT8_MAX = -127, 127  # ONNX Runtime keeps symmetric int8 weights in [-127, 127]
+UINT8_MAX = 255
+
+
+def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8, as ONNX Runtime's QInt8 per-channel weights (scale = absmax / 127)."""
+    absmax = weight.detach().abs().amax(dim=tuple(range(1, weight.dim()))).clamp_min(1e-8)
+    scale = (absmax / INT8_MAX).float()
+    zero = torch.zeros_like(scale, dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, INT8_MIN, INT8_MAX)
+
+
+class WeightFakeQuant(nn.Module):
+    """Parametrisation that rounds a convolution's weight to int8 in the forward pass (while ``enabled``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize_weight(weight) if self.enabled else weight
+
+
+class ActivationFakeQuant:
+    """Per-tensor uint8 rounding of one activation; observes its range until frozen (MinMax, like ORT)."""
+
+    def __init__(self) -> None:
+        self.low = 0.0
+        self.high = 0.0
+        self.observing = True
+        self.enabled = True
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            self.low = min(self.low, float(tensor.detach().min()))
+            self.high = max(self.high, float(tensor.detach().max()))
+            return tensor
+        if not self.enabled or self.high <= self.low:
+            return tensor
+        scale = (self.high - self.low) / UINT8_MAX
+        zero = round(-self.low / scale)
+        return torch.fake_quantize_per_tensor_affine(tensor, scale, zero, 0, UINT8_MAX)
+
+    def state(self) -> dict[str, float]:
+        return {"low": self.low, "high": self.high}
+
+
+class QuantSimulation:
+    """Fake-quantises the body of a :class:`WindowRestorer` the way ``tools/quantize.py`` quantises its ONNX graph.
+
+    Rounded: every body convolution's weight, the input of every body convolution after the first (the first
+    reads the frames, which are exact in uint8) and the output of the last one (the residual before the float
+    addition). Left in float: the reference path and the tail.
+    """
+
+    def __init__(self, model: WindowRestorer) -> None:
+        self.convs = [module for module in model.body if isinstance(module, nn.Conv2d)]
+        self.inputs = [ActivationFakeQuant() for _ in self.convs[1:]]
+        self.output = ActivationFakeQuant()
+        self.weights = [WeightFakeQuant() for _ in self.convs]
+        self._handles: list[Any] = []
+        for conv, rounding in zip(self.convs, self.weights, strict=True):
+            parametrize.register_parametrization(conv, "weight", rounding)
+        for conv, quantizer in zip(self.convs[1:], self.inputs, strict=True):
+            self._handles.append(conv.register_forward_pre_hook(_input_hook(quantizer)))
+        self._handles.append(self.convs[-1].register_forward_hook(_output_hook(self.output)))
+
+    @property
+    def activations(self) -> list[ActivationFakeQuant]:
+        return [*self.inputs, self.output]
+
+    @torch.no_grad()
+    def calibrate(self, model: WindowRestorer, batches: Iterable[torch.Tensor]) -> None:
+        """Observe activation ranges over ``batches`` (model inputs) with float weights, as ONNX Runtime's
+        calibrator does on the float model; then freeze them and start rounding."""
+        for quantizer in self.activations:
+            quantizer.observing, quantizer.low, quantizer.high = True, 0.0, 0.0
+        for rounding in self.weights:
+            rounding.enabled = False
+        was_training = model.training
+        model.eval()
+        for batch in batches:
+            model(batch)
+        model.train(was_training)
+        for quantizer in self.activations:
+            quantizer.observing = False
+        for rounding in self.weights:
+            rounding.enabled = True
+
+    def ranges(self) -> list[dict[str, float]]:
+        return [quantizer.state() for quantizer in self.activations]
+
+    def load_ranges(self, ranges: list[dict[str, float]]) -> None:
+        for quantizer, values in zip(self.activations, ranges, strict=True):
+            quantizer.low, quantizer.high, quantizer.observing = values["low"], values["high"], False
+
+    def remove(self) -> None:
+        """Drop the hooks and parametrisations, keeping the float (unrounded) weights. Idempotent."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for conv in self.convs:
+            if parametrize.is_parametrized(conv, "weight"):
+                parametrize.remove_parametrizations(conv, "weight", leave_parametrized=False)
+
+
+def _input_hook(quantizer: ActivationFakeQuant) -> Any:
+    def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (quantizer(args[0]), *args[1:])
+
+    return hook
+
+
+def _output_hook(quantizer: ActivationFakeQuant) -> Any:
+    def hook(_module: nn.Module, _args: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+        return quantizer(output)
+
+    return hook
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state with parametrised weights under their plain names (the float weights, not rounded)."""
+    plain: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        plain[key.replace("parametrizations.weight.original", "weight")] = value
+    return plain
