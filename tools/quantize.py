@@ -89,7 +89,8 @@ def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
 def activation_tensors(model_path: Path) -> list[str]:
     """Names of the activations ``tools/qat.py`` rounds, in its order: the input of every body convolution after
     the first, then the output of the last one (the residual). Body convolutions are the ones whose weight is an
-    initializer named ``body.N.weight`` (the first one's weight is reshaped at export and loses its name)."""
+    initializer named ``body.N.weight`` (with a 1x1 fusion layer the first one's weight is reshaped at export and
+    loses its name; with a wider one it keeps it and is skipped here)."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -98,6 +99,7 @@ def activation_tensors(model_path: Path) -> list[str]:
         for node in graph.node
         if node.op_type == "Conv" and node.input[1].startswith("body.") and node.input[1].endswith(".weight")
     )
+    body = [(index, node) for index, node in body if index > 0]  # the first reads the frames (exact in uint8)
     if not body:
         raise ValueError(f"{model_path}: no body convolutions named body.N.weight")
     return [node.input[0] for _, node in body] + [body[-1][1].output[0]]

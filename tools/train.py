@@ -423,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
         state = torch.load(checkpoint_path, map_location=args.device, weights_only=False)
         load_plain_state(model, state["model"])
         if simulation is not None:
+            if not state.get("qat_ranges"):
+                raise SystemExit(f"{checkpoint_path} was not trained with --qat: use a new --out")
             simulation.load_ranges(state["qat_ranges"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]

@@ -77,3 +77,20 @@ def test_weights_round_per_output_channel_and_checkpoints_keep_plain_names(tmp_p
     names = set(model.state_dict())
     QuantSimulation(model)
     assert set(plain_state_dict(model)) == names
+
+
+def test_every_simulated_activation_has_its_onnx_tensor(tmp_path: Path) -> None:
+    """Both fusion layouts: a 1x1 fusion conv (lite, tiny: exported as a strided conv on the frames) and a 3x3
+    one after a per-frame unshuffle (base)."""
+    from engines.arch import build_model, preset
+    from tools import export_onnx
+
+    for name in ("tiny", "base"):
+        model = build_model(preset(name))
+        checkpoint = tmp_path / f"{name}.pt"
+        torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, checkpoint)
+        exported = tmp_path / f"{name}.onnx"
+        export_onnx.main(["--checkpoint", str(checkpoint), "--out", str(exported), "--check-size", "24", "40"])
+        tensors = quantize.activation_tensors(exported)
+        assert len(tensors) == len(QuantSimulation(model).activations) == model.config.depth + 2
+        assert len(set(tensors)) == len(tensors)

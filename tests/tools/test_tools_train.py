@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from synthetic_media import moving_frames, textured_image, write_clip, write_png
 
@@ -92,6 +93,10 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert len(calibrated["qat_ranges"]) == 3  # inputs of the two convs after the first, and the residual
     assert resumed["qat_ranges"] == calibrated["qat_ranges"]
     assert set(resumed["model"]) == set(second["model"])
+    # resuming a plain run with --qat would have no ranges to round with: refused, naming the problem
+    common[common.index("--out") + 1] = str(tmp_path / "run")
+    with pytest.raises(SystemExit, match="not trained with --qat"):
+        train.main([*common, "--qat", "--steps", "6"])
 
 
 def test_cache_weights_give_each_cache_its_share() -> None:
