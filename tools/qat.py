@@ -54,14 +54,13 @@ class ActivationFakeQuant:
         self.low = 0.0
         self.high = 0.0
         self.observing = True
-        self.enabled = True
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.observing:
             self.low = min(self.low, float(tensor.detach().min()))
             self.high = max(self.high, float(tensor.detach().max()))
             return tensor
-        if not self.enabled or self.high <= self.low:
+        if self.high <= self.low:  # never observed
             return tensor
         scale = (self.high - self.low) / UINT8_MAX
         zero = round(-self.low / scale)
@@ -144,9 +143,20 @@ def _output_hook(quantizer: ActivationFakeQuant) -> Any:
     return hook
 
 
+PARAMETRISED_WEIGHT = "parametrizations.weight.original"
+
+
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state with parametrised weights under their plain names (the float weights, not rounded)."""
-    plain: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        plain[key.replace("parametrizations.weight.original", "weight")] = value
-    return plain
+    return {key.replace(PARAMETRISED_WEIGHT, "weight"): value for key, value in model.state_dict().items()}
+
+
+def load_plain_state_dict(model: nn.Module, plain: dict[str, torch.Tensor]) -> None:
+    """Load plain weights (a checkpoint's) into ``model``, whether or not its weights carry the rounding."""
+    names = set(model.state_dict())
+    model.load_state_dict(
+        {
+            key if key in names else key.replace("weight", PARAMETRISED_WEIGHT): value
+            for key, value in plain.items()
+        }
+    )

@@ -32,7 +32,7 @@ from engines.arch import (
     widen_state,
 )
 from tools import degrade
-from tools.qat import QuantSimulation, plain_state_dict
+from tools.qat import QuantSimulation, load_plain_state_dict, plain_state_dict
 
 CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
 
@@ -368,17 +368,6 @@ def sequence_weights(counts: list[int], cache_weights: list[float] | None) -> np
     )
 
 
-def load_plain_state(model: torch.nn.Module, plain: dict[str, torch.Tensor]) -> None:
-    """Load a checkpoint's plain weights, also into a model whose weights carry the QAT rounding."""
-    names = set(model.state_dict())
-    model.load_state_dict(
-        {
-            key if key in names else key.replace(".weight", ".parametrizations.weight.original"): value
-            for key, value in plain.items()
-        }
-    )
-
-
 def cosine_factor(step: int, total: int, warmup: int = 200) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -421,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint_path = args.out / "last.pt"
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=args.device, weights_only=False)
-        load_plain_state(model, state["model"])
+        load_plain_state_dict(model, state["model"])
         if simulation is not None:
             if not state.get("qat_ranges"):
                 raise SystemExit(f"{checkpoint_path} was not trained with --qat: use a new --out")
@@ -430,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         step, elapsed, best = state["step"], state["elapsed"], state["best"]
+
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         return sample_batch(
             train_targets, train_degraded, config, args.batch, args.crop, args.onfly_fraction, rng, weights
