@@ -208,27 +208,36 @@ def widen_state(
 
 
 def retarget_state(
-    state: dict[str, torch.Tensor], window: int, old_reference: int, new_reference: int
+    state: dict[str, torch.Tensor],
+    old_window: int,
+    new_window: int,
+    old_reference: int,
+    new_reference: int,
 ) -> dict[str, torch.Tensor]:
-    """Start a model with another reference frame (e.g. causal from centred) from a trained one's weights.
+    """Start a model with another window (longer, or causal from centred) from a trained one's weights.
 
-    The fusion layer's weights for each window slot are taken from the old slots at the same temporal distance
-    from the reference (summed where the old window had a neighbour on both sides), so on slowly changing video
-    the retargeted model starts close to the trained one instead of from noise; slots farther away than the old
-    window reached start at zero.
+    While the reference keeps its kind (centred stays centred, causal stays causal) the fusion weights are copied
+    by signed offset from the reference: a longer window's new outer slots start at zero (the model computes
+    exactly what the old one did), a shorter window drops the old outer slots' weights. When the reference moves
+    to the window's edge (centred -> causal) each new slot takes the sum of the old slots at the same temporal
+    distance from the reference, so on slowly changing video the retargeted model starts close to the trained one
+    instead of from noise; slots farther away than the old window reached start at zero.
     """
     key = "body.0.weight"
     weight = state[key]
-    group = weight.shape[1] // window
-    old = weight.reshape(weight.shape[0], window, group, *weight.shape[2:])
-    new = torch.zeros_like(old)
-    for slot in range(window):
-        distance = abs(slot - new_reference)
-        for source in range(window):
-            if abs(source - old_reference) == distance:
+    group = weight.shape[1] // old_window
+    old = weight.reshape(weight.shape[0], old_window, group, *weight.shape[2:])
+    new = old.new_zeros(old.shape[0], new_window, *old.shape[2:])
+    old_ahead, new_ahead = old_window - 1 - old_reference, new_window - 1 - new_reference
+    by_offset = (old_ahead == 0) == (new_ahead == 0) and (old_reference == 0) == (new_reference == 0)
+    for slot in range(new_window):
+        offset = slot - new_reference
+        for source in range(old_window):
+            source_offset = source - old_reference
+            if (source_offset == offset) if by_offset else (abs(source_offset) == abs(offset)):
                 new[:, slot] += old[:, source]
     retargeted = dict(state)
-    retargeted[key] = new.reshape(weight.shape)
+    retargeted[key] = new.reshape(weight.shape[0], new_window * group, *weight.shape[2:])
     return retargeted
 
 

@@ -252,7 +252,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="fine-tune: start from this checkpoint's weights (fresh optimiser, step 0); a shallower model is "
         "grown to --depth with identity layers (Net2Deeper) and to --width by splitting units (Net2Wider); "
-        "--causal from a centred checkpoint remaps the window by temporal distance",
+        "a longer --window keeps the old frames' weights (new frames start at zero) and --causal from a centred "
+        "checkpoint remaps the window by temporal distance",
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
     parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")
@@ -394,10 +395,11 @@ def main(argv: list[str] | None = None) -> None:
         initial = torch.load(args.init, map_location="cpu", weights_only=False)
         old_depth = int(initial["config"]["depth"])
         initial_state = widen_state(initial["model"], old_depth, config.width, seed=args.seed)
+        old_window = int(initial["config"]["window"])
         old_reference = int(initial["config"]["reference_index"])
-        if old_reference != config.reference_index:
+        if (old_window, old_reference) != (config.window, config.reference_index):
             initial_state = retarget_state(
-                initial_state, config.window, old_reference, config.reference_index
+                initial_state, old_window, config.window, old_reference, config.reference_index
             )
         model.load_state_dict(deepen_state(initial_state, old_depth, config.depth))
     # Rounding is attached before the optimiser is made so that resumed optimiser state lines up.

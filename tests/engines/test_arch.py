@@ -61,7 +61,9 @@ def test_retarget_state_makes_a_causal_model_that_starts_where_the_centred_one_w
     centred = trained_looking_model(centred_config)
     causal_config = preset("tiny", causal=True)
     causal = build_model(causal_config).eval()
-    state = retarget_state(centred.state_dict(), 5, centred_config.reference_index, causal_config.reference_index)
+    state = retarget_state(
+        centred.state_dict(), 5, 5, centred_config.reference_index, causal_config.reference_index
+    )
     causal.load_state_dict(state)
     # on a still scene every slot holds the same frame, so the summed neighbour weights give the same output
     still = torch.rand(1, 3, 32, 48).repeat(1, 5, 1, 1)
@@ -70,3 +72,21 @@ def test_retarget_state_makes_a_causal_model_that_starts_where_the_centred_one_w
     # slots farther back than the centred window reached start at zero
     fusion = state["body.0.weight"].reshape(state["body.0.weight"].shape[0], 5, -1)
     assert fusion[:, :2].abs().max() == 0
+
+
+def test_retarget_state_grows_a_centred_window_without_changing_what_the_model_computes() -> None:
+    five_config = preset("tiny")
+    five = trained_looking_model(five_config)
+    seven_config = preset("tiny", window=7)
+    seven = build_model(seven_config).eval()
+    state = retarget_state(five.state_dict(), 5, 7, five_config.reference_index, seven_config.reference_index)
+    seven.load_state_dict(state)
+    # moving content: the old frames keep their weights by signed offset, the two new outer frames start at zero
+    frames = torch.rand(1, 7 * 3, 32, 48)
+    with torch.no_grad():
+        assert torch.allclose(five(frames[:, 3:18]), seven(frames), atol=1e-5)
+    fusion = state["body.0.weight"].reshape(state["body.0.weight"].shape[0], 7, -1)
+    assert fusion[:, 0].abs().max() == 0 and fusion[:, 6].abs().max() == 0
+    # shrinking back drops the outer slots and gives the 5-frame weights back exactly (not summed by distance)
+    back = retarget_state(state, 7, 5, seven_config.reference_index, five_config.reference_index)
+    assert torch.equal(back["body.0.weight"], five.state_dict()["body.0.weight"])

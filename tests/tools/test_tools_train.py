@@ -81,6 +81,15 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
     old_width = second["model"]["body.0.weight"].shape[0]
     assert torch.allclose(wider["model"]["body.0.weight"][:old_width], second["model"]["body.0.weight"], atol=1e-6)
 
+    # another window: the frames both windows share keep their fusion weights by offset from the centre
+    common[common.index("--out") + 1] = str(tmp_path / "window3")
+    train.main([*common, "--init", str(tmp_path / "run" / "last.pt"), "--window", "3", "--steps", "1", "--lr", "1e-9"])
+    shorter = torch.load(tmp_path / "window3" / "last.pt", weights_only=False)
+    assert (shorter["config"]["window"], shorter["config"]["reference_index"]) == (3, 1)
+    fusion = second["model"]["body.0.weight"]
+    kept = fusion.reshape(fusion.shape[0], 5, -1, *fusion.shape[2:])[:, 1:4].reshape(fusion.shape[0], -1, *fusion.shape[2:])
+    assert torch.allclose(shorter["model"]["body.0.weight"], kept, atol=1e-6)
+
     # quantisation-aware fine-tune: activation ranges are calibrated once, kept across a resume, and the
     # checkpoint holds plain float weights that the exporter and an unwrapped model load
     common[common.index("--out") + 1] = str(tmp_path / "qat")
