@@ -219,9 +219,10 @@ def retarget_state(
     While the reference keeps its kind (centred stays centred, causal stays causal) the fusion weights are copied
     by signed offset from the reference: a longer window's new outer slots start at zero (the model computes
     exactly what the old one did), a shorter window drops the old outer slots' weights. When the reference moves
-    to the window's edge (centred -> causal) each new slot takes the sum of the old slots at the same temporal
-    distance from the reference, so on slowly changing video the retargeted model starts close to the trained one
-    instead of from noise; slots farther away than the old window reached start at zero.
+    to or from the window's edge (centred <-> causal) each old slot's weights are shared out among the new slots at
+    the same temporal distance from the reference, so on still video the retargeted model computes what the
+    trained one did and on slowly changing video it starts close to it instead of from noise; slots farther away
+    than the old window reached start at zero.
     """
     key = "body.0.weight"
     weight = state[key]
@@ -230,12 +231,15 @@ def retarget_state(
     new = old.new_zeros(old.shape[0], new_window, *old.shape[2:])
     old_ahead, new_ahead = old_window - 1 - old_reference, new_window - 1 - new_reference
     by_offset = (old_ahead == 0) == (new_ahead == 0) and (old_reference == 0) == (new_reference == 0)
-    for slot in range(new_window):
-        offset = slot - new_reference
-        for source in range(old_window):
-            source_offset = source - old_reference
-            if (source_offset == offset) if by_offset else (abs(source_offset) == abs(offset)):
-                new[:, slot] += old[:, source]
+
+    def position(offset: int) -> int:
+        return offset if by_offset else abs(offset)
+
+    for source in range(old_window):
+        wanted = position(source - old_reference)
+        targets = [slot for slot in range(new_window) if position(slot - new_reference) == wanted]
+        for slot in targets:
+            new[:, slot] += old[:, source] / len(targets)
     retargeted = dict(state)
     retargeted[key] = new.reshape(weight.shape[0], new_window * group, *weight.shape[2:])
     return retargeted

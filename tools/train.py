@@ -252,8 +252,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="fine-tune: start from this checkpoint's weights (fresh optimiser, step 0); a shallower model is "
         "grown to --depth with identity layers (Net2Deeper) and to --width by splitting units (Net2Wider); "
-        "a longer --window keeps the old frames' weights (new frames start at zero) and --causal from a centred "
-        "checkpoint remaps the window by temporal distance",
+        "another --window keeps the shared frames' weights by offset (new frames start at zero) and --causal from "
+        "a centred checkpoint remaps the window by temporal distance",
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
     parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")

@@ -72,6 +72,13 @@ def test_retarget_state_makes_a_causal_model_that_starts_where_the_centred_one_w
     # slots farther back than the centred window reached start at zero
     fusion = state["body.0.weight"].reshape(state["body.0.weight"].shape[0], 5, -1)
     assert fusion[:, :2].abs().max() == 0
+    # and back: the causal slots' weights are shared between the two centred slots at the same distance
+    centred_again = build_model(centred_config).eval()
+    centred_again.load_state_dict(
+        retarget_state(state, 5, 5, causal_config.reference_index, centred_config.reference_index)
+    )
+    with torch.no_grad():
+        assert torch.allclose(centred_again(still), causal(still), atol=1e-5)
 
 
 def test_retarget_state_grows_a_centred_window_without_changing_what_the_model_computes() -> None:
