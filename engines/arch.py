@@ -214,7 +214,7 @@ def retarget_state(
     old_reference: int,
     new_reference: int,
 ) -> dict[str, torch.Tensor]:
-    """Start a model with another window (longer, or causal from centred) from a trained one's weights.
+    """Start a model with another window length or reference frame from a trained one's weights.
 
     While the reference keeps its kind (centred stays centred, causal stays causal) the fusion weights are copied
     by signed offset from the reference: a longer window's new outer slots start at zero (the model computes
