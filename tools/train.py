@@ -48,10 +48,28 @@ def list_clips(paths: list[Path]) -> list[Path]:
     return clips
 
 
-CACHE_PROFILES: dict[str, dict[str, float]] = {
-    # share of each degradation kind in a cache; "codec" emphasises heavy H.264 (CRF 26-42) with light noise
-    "mixed": {"codec": 0.3, "noise_codec": 0.35, "lowlight": 0.2, "noise": 0.15},
-    "codec": {"codec": 0.6, "noise_codec": 0.25, "lowlight": 0.15, "noise": 0.0},
+@dataclasses.dataclass(frozen=True)
+class CacheProfile:
+    """Degradation mix of one cache: share of each kind, x264 CRF ranges (inclusive) and the noise ceiling."""
+
+    shares: dict[str, float]
+    codec_crf: tuple[int, int]
+    noise_codec_crf: tuple[int, int]
+    max_sigma: float
+
+
+CACHE_PROFILES: dict[str, CacheProfile] = {
+    "mixed": CacheProfile(
+        {"codec": 0.3, "noise_codec": 0.35, "lowlight": 0.2, "noise": 0.15}, (18, 40), (18, 35), 45.0
+    ),
+    # heavy H.264 (CRF 26-42) with light noise
+    "codec": CacheProfile(
+        {"codec": 0.6, "noise_codec": 0.25, "lowlight": 0.15, "noise": 0.0}, (26, 42), (26, 35), 20.0
+    ),
+    # low-bitrate cameras: mostly clean content at CRF 32-42, the rest lightly noisy before the encoder
+    "lowbitrate": CacheProfile(
+        {"codec": 0.75, "noise_codec": 0.15, "lowlight": 0.1, "noise": 0.0}, (32, 42), (30, 38), 12.0
+    ),
 }
 
 
@@ -59,22 +77,21 @@ def degrade_for_cache(
     clean: np.ndarray, rng: np.random.Generator, profile: str = "mixed"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (target, degraded) for one sequence: codec only, noise then codec, low light, or noise only."""
-    shares = CACHE_PROFILES[profile]
-    kind = rng.choice(list(shares), p=list(shares.values()))
-    heavy = profile == "codec"
+    spec = CACHE_PROFILES[profile]
+    kind = rng.choice(list(spec.shares), p=list(spec.shares.values()))
     target = clean
     if kind == "lowlight":
         target = degrade.darken(clean, rng.uniform(0.12, 0.6), rng.uniform(1.0, 1.6))
     noisy = target
     if kind in ("noise_codec", "noise", "lowlight"):
         if rng.random() < 0.5:
-            noisy = degrade.add_gaussian_noise(target, rng.uniform(2, 20 if heavy else 45), rng)
+            noisy = degrade.add_gaussian_noise(target, rng.uniform(2, spec.max_sigma), rng)
         else:
             noisy = degrade.add_poisson_gaussian_noise(target, rng.uniform(0, 0.02), rng.uniform(0, 12), rng)
     if kind == "noise":
         return target, noisy
-    low = 26 if heavy else 18
-    crf = int(rng.integers(low, 43 if heavy else 41)) if kind == "codec" else int(rng.integers(low, 36))
+    low, high = spec.codec_crf if kind == "codec" else spec.noise_codec_crf
+    crf = int(rng.integers(low, high + 1))
     preset_name = str(rng.choice(["veryfast", "medium"]))
     bframes = 0 if rng.random() < 0.5 else None
     return target, degrade.x264_roundtrip(noisy, crf, preset_name, bframes)
@@ -238,7 +255,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=list(CACHE_PROFILES),
         nargs="+",
         default=["mixed"],
-        help="degradation mix of each cache built (one per --cache, last one repeats)",
+        help="degradation mix of each cache built (one per --cache, last one repeats): mixed (noise, low light "
+        "and H.264 CRF 18-40), codec (heavy H.264, CRF 26-42, light noise) or lowbitrate (mostly clean content "
+        "at CRF 32-42)",
     )
     parser.add_argument(
         "--cache-weights",
