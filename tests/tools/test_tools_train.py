@@ -147,7 +147,7 @@ def test_cache_profiles_draw_crf_and_noise_within_their_ranges(
     monkeypatch.setattr(degrade, "x264_roundtrip", record_crf)
     rng = np.random.default_rng(1)
     clean = moving_frames(2, 16, 16, seed=5)
-    for _ in range(200):
+    for _ in range(1000):
         train.degrade_for_cache(clean, rng, name)
     low = min(profile.codec_crf[0], profile.noise_codec_crf[0])
     high = max(profile.codec_crf[1], profile.noise_codec_crf[1])
