@@ -57,6 +57,12 @@ class CacheProfile:
     noise_codec_crf: tuple[int, int]
     max_sigma: float
 
+    def describe(self) -> str:
+        """One line for --help, e.g. "60% H.264 only at CRF 26-42, Gaussian sigma <= 20"."""
+        low, high = self.codec_crf
+        codec = self.shares["codec"]
+        return f"{codec:.0%} H.264 only at CRF {low}-{high}, Gaussian sigma <= {self.max_sigma:g}"
+
 
 CACHE_PROFILES: dict[str, CacheProfile] = {
     "mixed": CacheProfile(
@@ -250,14 +256,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         required=True,
         help="cache files (.npz), built when missing; validation comes from the first",
     )
+    # argparse %-formats help strings, so the profiles' percent signs are doubled
+    profiles = ", ".join(f"{name} ({spec.describe()})" for name, spec in CACHE_PROFILES.items()).replace(
+        "%", "%%"
+    )
     parser.add_argument(
         "--cache-profile",
         choices=list(CACHE_PROFILES),
         nargs="+",
         default=["mixed"],
-        help="degradation mix of each cache built (one per --cache, last one repeats): mixed (noise, low light "
-        "and H.264 CRF 18-40), codec (heavy H.264, CRF 26-42, light noise) or lowbitrate (mostly clean content "
-        "at CRF 32-42)",
+        help=f"degradation mix of each cache built (one per --cache, last one repeats): {profiles}",
     )
     parser.add_argument(
         "--cache-weights",
