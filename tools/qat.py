@@ -4,7 +4,10 @@
 per tensor, uint8) and keeps the reference path and the residual tail in float. Training with the same rounding
 in the forward pass (straight-through gradients) lets the weights settle where int8 costs little, so the CPU's
 int8 model loses less against the float one. Activation ranges are calibrated once, like the ONNX Runtime
-MinMax calibrator does, and then kept fixed.
+MinMax calibrator does, and then kept fixed. The residual (the last convolution's output) can instead be given a
+fixed range ``[-R, R]`` (``residual_range``, ``tools/quantize.py --residual-range``): its calibrated range is set
+by the largest noise residuals, so a narrower one rounds every frame finer and saturates only the rare extremes,
+which the fine-tune learns to live with.
 
     simulation = QuantSimulation(model)
     simulation.calibrate(model, batches)   # observe activation ranges (no rounding)
@@ -48,12 +51,13 @@ class WeightFakeQuant(nn.Module):
 
 
 class ActivationFakeQuant:
-    """Per-tensor uint8 rounding of one activation; observes its range until frozen (MinMax, like ORT)."""
+    """Per-tensor uint8 rounding of one activation; observes its range until frozen (MinMax, like ORT), unless
+    given a ``fixed`` range, which calibration leaves alone. Values outside the range saturate."""
 
-    def __init__(self) -> None:
-        self.low = 0.0
-        self.high = 0.0
-        self.observing = True
+    def __init__(self, fixed: tuple[float, float] | None = None) -> None:
+        self.fixed = fixed
+        self.low, self.high = fixed if fixed is not None else (0.0, 0.0)
+        self.observing = fixed is None
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.observing:
@@ -75,13 +79,17 @@ class QuantSimulation:
 
     Rounded: every body convolution's weight, the input of every body convolution after the first (the first
     reads the frames, which are exact in uint8) and the output of the last one (the residual before the float
-    addition). Left in float: the reference path and the tail.
+    addition; in ``[-residual_range, residual_range]`` when given, else calibrated). Left in float: the
+    reference path and the tail.
     """
 
-    def __init__(self, model: WindowRestorer) -> None:
+    def __init__(self, model: WindowRestorer, residual_range: float | None = None) -> None:
+        if residual_range is not None and not residual_range > 0:
+            raise ValueError(f"residual_range must be positive, got {residual_range}")
         self.convs = [module for module in model.body if isinstance(module, nn.Conv2d)]
         self.inputs = [ActivationFakeQuant() for _ in self.convs[1:]]
-        self.output = ActivationFakeQuant()
+        fixed = None if residual_range is None else (-residual_range, residual_range)
+        self.output = ActivationFakeQuant(fixed)
         self.weights = [WeightFakeQuant() for _ in self.convs]
         self._handles: list[Any] = []
         for conv, rounding in zip(self.convs, self.weights, strict=True):
@@ -97,8 +105,9 @@ class QuantSimulation:
     @torch.no_grad()
     def calibrate(self, model: WindowRestorer, batches: Iterable[torch.Tensor]) -> None:
         """Observe activation ranges over ``batches`` (model inputs) with float weights, as ONNX Runtime's
-        calibrator does on the float model; then freeze them and start rounding."""
-        for quantizer in self.activations:
+        calibrator does on the float model; then freeze them and start rounding. Fixed ranges stay as they are."""
+        observed = [quantizer for quantizer in self.activations if quantizer.fixed is None]
+        for quantizer in observed:
             quantizer.observing, quantizer.low, quantizer.high = True, 0.0, 0.0
         for rounding in self.weights:
             rounding.enabled = False
@@ -107,7 +116,7 @@ class QuantSimulation:
         for batch in batches:
             model(batch)
         model.train(was_training)
-        for quantizer in self.activations:
+        for quantizer in observed:
             quantizer.observing = False
         for rounding in self.weights:
             rounding.enabled = True
@@ -116,7 +125,10 @@ class QuantSimulation:
         return [quantizer.state() for quantizer in self.activations]
 
     def load_ranges(self, ranges: list[dict[str, float]]) -> None:
+        """Restore saved ranges (a resumed run's); a fixed range must match the saved one."""
         for quantizer, values in zip(self.activations, ranges, strict=True):
+            if quantizer.fixed is not None and quantizer.fixed != (values["low"], values["high"]):
+                raise ValueError(f"saved range {values} differs from the fixed range {quantizer.fixed}")
             quantizer.low, quantizer.high, quantizer.observing = values["low"], values["high"], False
 
     def remove(self) -> None:

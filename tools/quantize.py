@@ -118,6 +118,14 @@ def range_overrides(model_path: Path, ranges: list[dict[str, float]]) -> dict[st
     }
 
 
+def residual_override(model_path: Path, residual_range: float) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime TensorQuantOverrides that fix the residual's range to [-R, R]."""
+    if not residual_range > 0:
+        raise ValueError(f"residual range must be positive, got {residual_range}")
+    bound = np.float32(residual_range)
+    return {activation_tensors(model_path)[-1]: [{"rmin": -bound, "rmax": bound}]}
+
+
 def quantize(
     model: Path,
     out: Path,
@@ -125,9 +133,11 @@ def quantize(
     method: str = "minmax",
     float_output_conv: bool = False,
     ranges: list[dict[str, float]] | None = None,
+    residual_range: float | None = None,
 ) -> None:
     """Write the int8 model; ``ranges`` (from a QAT checkpoint) fix the activation ranges instead of the
-    calibration, so the int8 model rounds exactly as the model was trained to expect."""
+    calibration, so the int8 model rounds exactly as the model was trained to expect; ``residual_range`` R fixes
+    the residual's (the body's last output) to [-R, R], as ``tools/train.py --qat-residual-range R`` trained it."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -169,6 +179,7 @@ def quantize(
                 "TensorQuantOverrides": {
                     INPUT_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}],
                     **(range_overrides(prepared, ranges) if ranges else {}),
+                    **(residual_override(prepared, residual_range) if residual_range else {}),
                 }
             },
         )
@@ -229,7 +240,17 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint of a quantisation-aware fine-tune (tools/train.py --qat): use the activation ranges "
         "it trained with instead of calibrating them",
     )
+    parser.add_argument(
+        "--residual-range",
+        type=float,
+        metavar="R",
+        help="round the residual (the body's last output) in [-R, R] instead of its calibrated range: finer "
+        "steps for every frame, the rare larger values saturate; use the R the model was fine-tuned with "
+        "(tools/train.py --qat-residual-range)",
+    )
     args = parser.parse_args(argv)
+    if args.residual_range is not None and not args.residual_range > 0:
+        parser.error("--residual-range must be positive")
     ranges = None
     if args.ranges_from is not None:
         import torch
@@ -244,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     windows = calibration_windows(clips, args.windows + 4, read_model_info(args.model), (width, height))
     out.parent.mkdir(parents=True, exist_ok=True)
-    quantize(args.model, out, windows[:-4], args.method, args.float_output_conv, ranges)
+    quantize(args.model, out, windows[:-4], args.method, args.float_output_conv, ranges, args.residual_range)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     compare(args.model, out, windows[-4:], args.threads)
     return 0

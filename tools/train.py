@@ -323,11 +323,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--qat-calibration-batches", type=int, default=32, help="training batches that set activation ranges"
     )
+    parser.add_argument(
+        "--qat-residual-range",
+        type=float,
+        help="with --qat: round the residual in [-R, R] instead of its calibrated range (finer steps, rare "
+        "extremes saturate); quantise the result with tools/quantize.py --residual-range R",
+    )
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.qat_residual_range is not None and not (args.qat and args.qat_residual_range > 0):
+        parser.error("--qat-residual-range needs --qat and a positive range")
+    return args
 
 
 def load_or_build_cache(
@@ -430,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         model.load_state_dict(deepen_state(initial_state, old_depth, config.depth))
     # Rounding is attached before the optimiser is made so that resumed optimiser state lines up.
-    simulation = QuantSimulation(model) if args.qat else None
+    simulation = QuantSimulation(model, args.qat_residual_range) if args.qat else None
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     loss_function = torch.nn.functional.mse_loss if args.loss == "l2" else torch.nn.functional.l1_loss
@@ -443,7 +452,10 @@ def main(argv: list[str] | None = None) -> None:
         if simulation is not None:
             if not state.get("qat_ranges"):
                 raise SystemExit(f"{checkpoint_path} was not trained with --qat: use a new --out")
-            simulation.load_ranges(state["qat_ranges"])
+            try:
+                simulation.load_ranges(state["qat_ranges"])
+            except ValueError as error:
+                raise SystemExit(f"{checkpoint_path}: --qat-residual-range: {error}") from None
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])

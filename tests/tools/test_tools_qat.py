@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -20,12 +21,17 @@ def run_onnx(path: Path, frames: np.ndarray) -> np.ndarray:
     return np.asarray(session.run(["restored"], {"frames": frames})[0])
 
 
-def test_simulation_matches_the_onnx_runtime_int8_model(tmp_path: Path) -> None:
+def tiny_model_and_windows(tmp_path: Path, seed: int) -> tuple[Any, Path, Path, list[np.ndarray]]:
+    """A random tiny model (eval mode), its float ONNX file, a synthetic clip and 4 calibration windows from it."""
     model, float_path = export_tiny_model(tmp_path, causal=False, weight_std=0.05)
     model.eval()
-    clip = write_clip(tmp_path / "clip.mp4", moving_frames(30, 64, 96, seed=3))
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(30, 64, 96, seed=seed))
     info = create_engine("cpu", float_path, int8=False).info
-    windows = quantize.calibration_windows([clip], 4, info, (96, 64))
+    return model, float_path, clip, quantize.calibration_windows([clip], 4, info, (96, 64))
+
+
+def test_simulation_matches_the_onnx_runtime_int8_model(tmp_path: Path) -> None:
+    model, float_path, clip, windows = tiny_model_and_windows(tmp_path, seed=3)
     int8_path = tmp_path / "tiny.int8.onnx"
     quantize.quantize(float_path, int8_path, windows)
 
@@ -63,6 +69,33 @@ def test_simulation_matches_the_onnx_runtime_int8_model(tmp_path: Path) -> None:
     with torch.no_grad():
         restored = model(torch.from_numpy(windows[0])).numpy()
     np.testing.assert_allclose(restored, onnx_float, atol=1e-5)
+
+
+def test_fixed_residual_range_saturates_as_the_onnx_runtime_int8_model_does(tmp_path: Path) -> None:
+    model, float_path, clip, windows = tiny_model_and_windows(tmp_path, seed=5)
+    calibrated = QuantSimulation(model)
+    calibrated.calibrate(model, [torch.from_numpy(window) for window in windows])
+    residual = calibrated.ranges()[-1]
+    calibrated.remove()
+    bound = 0.5 * max(-residual["low"], residual["high"])  # narrower than calibrated: the extremes saturate
+
+    int8_path = tmp_path / "residual.int8.onnx"
+    quantize.main(["--model", str(float_path), "--clips", str(clip), "--windows", "4", "--size", "96x64",
+                   "--threads", "1", "--out", str(int8_path), "--residual-range", str(bound)])
+    simulation = QuantSimulation(model, residual_range=bound)
+    simulation.calibrate(model, [torch.from_numpy(window) for window in windows])
+    assert simulation.ranges()[-1] == {"low": -bound, "high": bound}  # calibration leaves it alone
+    batch = np.concatenate(windows)  # the window with the calibrated extreme is among them
+    with torch.no_grad():
+        simulated = model(torch.from_numpy(batch)).numpy()
+    onnx_int8 = np.concatenate([run_onnx(int8_path, window) for window in windows])
+    float_error = np.abs(np.concatenate([run_onnx(float_path, window) for window in windows]) - onnx_int8).mean()
+    assert np.abs(simulated - onnx_int8).mean() < 0.05 * float_error
+    with pytest.raises(ValueError, match="differs from the fixed range"):
+        simulation.load_ranges([*simulation.ranges()[:-1], {"low": -1.0, "high": 1.0}])
+    with pytest.raises(ValueError, match="positive"):
+        QuantSimulation(model, residual_range=0.0)
+    simulation.remove()
 
 
 def test_weights_round_per_output_channel_and_checkpoints_keep_plain_names(tmp_path: Path) -> None:

@@ -102,6 +102,16 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert len(calibrated["qat_ranges"]) == 3  # inputs of the two convs after the first, and the residual
     assert resumed["qat_ranges"] == calibrated["qat_ranges"]
     assert set(resumed["model"]) == set(second["model"])
+    # a fixed residual range is kept as trained; resuming with another one is refused
+    qat[qat.index("--out") + 1] = str(tmp_path / "qat_residual")
+    train.main([*qat, "--steps", "1", "--qat-residual-range", "0.25"])
+    fixed = torch.load(tmp_path / "qat_residual" / "last.pt", weights_only=False)
+    assert fixed["qat_ranges"][-1] == {"low": -0.25, "high": 0.25}
+    assert fixed["qat_ranges"][:-1] != [{"low": 0.0, "high": 0.0}] * 2  # the others were calibrated
+    with pytest.raises(SystemExit, match="residual-range"):
+        train.main([*qat, "--steps", "2", "--qat-residual-range", "0.5"])
+    with pytest.raises(SystemExit):
+        train.parse_args([*common, "--qat-residual-range", "0.5"])  # without --qat
     # resuming a plain run with --qat would have no ranges to round with: refused, naming the problem
     common[common.index("--out") + 1] = str(tmp_path / "run")
     with pytest.raises(SystemExit, match="not trained with --qat"):
