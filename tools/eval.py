@@ -86,6 +86,16 @@ def flicker(restored: np.ndarray, clean: np.ndarray) -> float:
     return float(np.mean(np.sqrt(np.mean(np.square(difference), axis=(1, 2, 3), dtype=np.float64))))
 
 
+DEGRADATIONS = ("sigma15", "sigma25", "crf37", "lowlight")
+
+
+def degradation_seed(name: str, requested: list[str], base_seed: int) -> int:
+    """Seed of a degradation's noise: fixed by its place in the default list, so a run of a subset (or another
+    order) degrades each clip exactly as the full run does; other names follow the default ones."""
+    index = DEGRADATIONS.index(name) if name in DEGRADATIONS else len(DEGRADATIONS) + requested.index(name)
+    return base_seed + 1000 * index
+
+
 def degrade_clip(name: str, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (reference, degraded) for one named degradation."""
     rng = np.random.default_rng(seed)
@@ -283,7 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--clips", type=Path, nargs="+", required=True, help="video files or folders")
     parser.add_argument("--model", action="append", default=[], help="NAME=PATH.onnx (repeatable)")
-    parser.add_argument("--degradations", nargs="+", default=["sigma15", "sigma25", "crf37", "lowlight"])
+    parser.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS))
     parser.add_argument("--filters", nargs="*", default=list(FFMPEG_GRIDS))
     parser.add_argument("--frames", type=int, default=30, help="held-out frames per clip")
     parser.add_argument(
@@ -321,8 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         f"Clips: {len(clips)}, {args.frames} held-out frames each at {args.size}; nlmeans on the first "
         f"{args.slow_frames} frames only. PSNR columns are per clip (dB).\n"
     ]
-    for index, name in enumerate(args.degradations):
-        pairs = [degrade_clip(name, clean, args.seed + 1000 * index + k) for k, clean in enumerate(cleans)]
+    for name in args.degradations:
+        seed = degradation_seed(name, args.degradations, args.seed)
+        pairs = [degrade_clip(name, clean, seed + k) for k, clean in enumerate(cleans)]
         all_results[name] = evaluate_degradation(pairs, models, args.filters, args)
         report.append(markdown_table(name, names, all_results[name]))
         print(report[-1], flush=True)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from synthetic_media import moving_frames
 
-from tools.eval import flicker, psnr, ssim
+from tools.eval import DEGRADATIONS, degradation_seed, flicker, psnr, ssim
 
 
 def test_psnr_known_values() -> None:
@@ -34,3 +34,14 @@ def test_flicker_known_values() -> None:
     alternating = clean.copy()
     alternating[1::2] += 4
     assert math.isclose(flicker(alternating, clean), 4.0)
+
+
+def test_a_degradation_gets_the_same_noise_in_a_subset_run() -> None:
+    """Seeds follow the default list, not the requested one: evaluating only low light (or the degradations in
+    another order) degrades each clip exactly as the full run does, so PSNR from both runs compares."""
+    full = {name: degradation_seed(name, list(DEGRADATIONS), 0) for name in DEGRADATIONS}
+    assert len(set(full.values())) == len(full)
+    assert degradation_seed("lowlight", ["lowlight"], 0) == full["lowlight"]
+    assert degradation_seed("lowlight", ["crf37", "lowlight", "sigma15"], 0) == full["lowlight"]
+    extra = degradation_seed("sigma50", ["sigma15", "sigma50"], 0)
+    assert extra not in full.values()
