@@ -179,7 +179,7 @@ def quantize(
                 "TensorQuantOverrides": {
                     INPUT_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}],
                     **(range_overrides(prepared, ranges) if ranges else {}),
-                    **(residual_override(prepared, residual_range) if residual_range else {}),
+                    **(residual_override(prepared, residual_range) if residual_range is not None else {}),
                 }
             },
         )
@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.residual_range is not None and not args.residual_range > 0:
         parser.error("--residual-range must be positive")
+    if args.residual_range is not None and args.float_output_conv:
+        parser.error("--residual-range rounds the last convolution's output, which --float-output-conv keeps in float")
     ranges = None
     if args.ranges_from is not None:
         import torch

@@ -95,6 +95,10 @@ def test_fixed_residual_range_saturates_as_the_onnx_runtime_int8_model_does(tmp_
         simulation.load_ranges([*simulation.ranges()[:-1], {"low": -1.0, "high": 1.0}])
     with pytest.raises(ValueError, match="positive"):
         QuantSimulation(model, residual_range=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        quantize.quantize(float_path, tmp_path / "zero.int8.onnx", windows, residual_range=0.0)
+    with pytest.raises(SystemExit):
+        quantize.main(["--model", str(float_path), "--clips", str(clip), "--residual-range", "0.4", "--float-output-conv"])
     simulation.remove()
 
 
