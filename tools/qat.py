@@ -18,6 +18,7 @@ which the fine-tune learns to live with.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,14 @@ from engines.arch import WindowRestorer
 
 INT8_MIN, INT8_MAX = -127, 127  # ONNX Runtime keeps symmetric int8 weights in [-127, 127]
 UINT8_MAX = 255
+
+
+def residual_range_argument(text: str) -> float:
+    """argparse type of ``--residual-range`` (tools/quantize.py) and ``--qat-residual-range`` (tools/train.py)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive range, got {text}")
+    return value
 
 
 def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window
 from tools import degrade, export_onnx
 from tools.eval import psnr
+from tools.qat import residual_range_argument
 from tools.train import list_clips
 
 FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice")
@@ -242,15 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--residual-range",
-        type=float,
+        type=residual_range_argument,
         metavar="R",
         help="round the residual (the body's last output) in [-R, R] instead of its calibrated range: finer "
         "steps for every frame, the rare larger values saturate; use the R the model was fine-tuned with "
         "(tools/train.py --qat-residual-range)",
     )
     args = parser.parse_args(argv)
-    if args.residual_range is not None and not args.residual_range > 0:
-        parser.error("--residual-range must be positive")
     if args.residual_range is not None and args.float_output_conv:
         parser.error("--residual-range rounds the last convolution's output, which --float-output-conv keeps in float")
     ranges = None

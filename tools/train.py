@@ -32,7 +32,7 @@ from engines.arch import (
     widen_state,
 )
 from tools import degrade
-from tools.qat import QuantSimulation, load_plain_state_dict, plain_state_dict
+from tools.qat import QuantSimulation, load_plain_state_dict, plain_state_dict, residual_range_argument
 
 CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
 
@@ -325,7 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--qat-residual-range",
-        type=float,
+        type=residual_range_argument,
         help="with --qat: round the residual in [-R, R] instead of its calibrated range (finer steps, rare "
         "extremes saturate); quantise the result with tools/quantize.py --residual-range R",
     )
@@ -334,8 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    if args.qat_residual_range is not None and not (args.qat and args.qat_residual_range > 0):
-        parser.error("--qat-residual-range needs --qat and a positive range")
+    if args.qat_residual_range is not None and not args.qat:
+        parser.error("--qat-residual-range needs --qat")
     return args
 
 
