@@ -5,9 +5,13 @@ Backends are imported lazily so that optional ones (TensorRT) cost nothing where
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engines.base import Engine, EngineError, ModelInfo
+
+log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "lite.onnx"
@@ -18,7 +22,9 @@ __all__ = [
     "Engine",
     "EngineError",
     "ModelInfo",
+    "activate_engine",
     "create_engine",
+    "engine_candidates",
     "int8_twin",
     "resolve_model",
     "shipped_models",
@@ -84,3 +90,40 @@ def create_engine(
 
         return OnnxCpuEngine(int8_twin(model_path) if int8 else model_path, threads=threads)
     raise EngineError(f"unknown engine type {kind!r} (auto, cpu, tensorrt, passthrough)")
+
+
+def engine_candidates(kind: str) -> list[str]:
+    """The backends to try for ``kind``, best first: ``auto`` is TensorRT where it and a GPU are usable,
+    then the CPU; any other kind is just itself."""
+    if kind != "auto":
+        return [kind]
+    from engines.tensorrt_backend import tensorrt_available
+
+    return (["tensorrt"] if tensorrt_available() else []) + ["cpu"]
+
+
+def activate_engine(
+    kind: str,
+    model: str | Path | None = None,
+    threads: int = 0,
+    fp16: bool = True,
+    cache_dir: str | Path = "~/.cache/streamer/engines",
+    int8: bool = True,
+    candidates: Sequence[str] | None = None,
+    factory: Callable[..., Engine] = create_engine,
+) -> Engine:
+    """Create and activate an engine (a TensorRT build happens here, not on the first frame). ``auto``
+    tries each candidate in turn and logs why one could not be used; an explicit kind fails at once."""
+    failures: list[str] = []
+    for candidate in candidates if candidates is not None else engine_candidates(kind):
+        engine = factory(candidate, model, threads, fp16, cache_dir, int8)
+        try:
+            engine.activate()
+        except EngineError as error:
+            if kind != "auto":
+                raise
+            failures.append(f"{candidate}: {error}")
+            log.warning("engine %s cannot be used (%s); trying the next backend", candidate, error)
+            continue
+        return engine
+    raise EngineError("no engine backend could be activated: " + "; ".join(failures))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ class Engine(abc.ABC):
 
     ``infer`` takes the window as a list of ``window`` RGB uint8 frames (H x W x 3, oldest first) and
     returns the restored reference frame as RGB uint8 (H*scale x W*scale x 3). Calls are blocking: run
-    them in a worker thread, one at a time per engine.
+    them in a worker thread; the engine serialises them (and ``deactivate``) with its own lock.
     """
 
     backend = "base"
@@ -78,6 +79,7 @@ class Engine(abc.ABC):
     def __init__(self) -> None:
         self.info = ModelInfo()
         self.active = False
+        self._lock = threading.Lock()  # one call at a time; deactivate never runs beside an inference
         self.calls = 0
         self.seconds_total = 0.0
 
@@ -89,24 +91,28 @@ class Engine(abc.ABC):
         self.deactivate()
 
     def activate(self) -> None:
-        if not self.active:
-            self._activate()
-            self.active = True
+        with self._lock:
+            if not self.active:
+                self._activate()
+                self.active = True
 
     def deactivate(self) -> None:
-        if self.active:
-            self.active = False
-            self._deactivate()
+        """Waits for an inference in progress (in another thread) before it frees anything."""
+        with self._lock:
+            if self.active:
+                self.active = False
+                self._deactivate()
 
     def infer(self, window: list[np.ndarray]) -> np.ndarray:
-        if not self.active:
-            raise EngineError(f"{self.backend} engine used before activate()")
         if len(window) != self.info.window:
             raise EngineError(f"engine wants {self.info.window} frames, got {len(window)}")
-        started = time.perf_counter()
-        result = self._infer(window)
-        self.seconds_total += time.perf_counter() - started
-        self.calls += 1
+        with self._lock:
+            if not self.active:
+                raise EngineError(f"{self.backend} engine used before activate() or after deactivate()")
+            started = time.perf_counter()
+            result = self._infer(window)
+            self.seconds_total += time.perf_counter() - started
+            self.calls += 1
         return result
 
     @abc.abstractmethod

@@ -1,7 +1,7 @@
 """TensorRT engine cache: a built engine is reused only where everything that shaped it is the same.
 
-The key (after vs-mlrt) is the ONNX file's hash + input shape + precision + TensorRT version + GPU name
-and compute capability.
+The key (after vs-mlrt) is the ONNX file's hash + the shape profile + precision + TensorRT version + GPU
+name and compute capability.
 """
 
 from __future__ import annotations
@@ -22,18 +22,15 @@ def file_sha256(path: Path) -> str:
 @dataclass(frozen=True, slots=True)
 class EngineCacheKey:
     onnx_sha256: str
-    input_shape: tuple[int, ...]
+    profile: str  # min|opt|max input shapes, e.g. "1x15x8x8|1x15x720x1280|1x15x2160x3840"
     precision: str
     tensorrt_version: str
     gpu: str
 
     def filename(self) -> str:
-        text = "|".join(
-            [self.onnx_sha256, "x".join(map(str, self.input_shape)), self.precision, self.tensorrt_version, self.gpu]
-        )
+        text = "|".join([self.onnx_sha256, self.profile, self.precision, self.tensorrt_version, self.gpu])
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-        shape = "x".join(map(str, self.input_shape[-2:]))
-        return f"{self.onnx_sha256[:12]}-{shape}-{self.precision}-trt{self.tensorrt_version}-{digest}.engine"
+        return f"{self.onnx_sha256[:12]}-{self.precision}-trt{self.tensorrt_version}-{digest}.engine"
 
 
 def cached_engine_path(cache_dir: Path, key: EngineCacheKey) -> Path:

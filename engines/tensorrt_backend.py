@@ -1,13 +1,17 @@
 """TensorRT 10+ on NVIDIA GPUs (x86 and Jetson): named tensors and ``execute_async_v3``.
 
 Kept thin on purpose: the tensors going in and out are packed/unpacked by ``engines.processing``, exactly
-as for the CPU backend. Engines are built from the same ONNX file on first use for each input size and
-cached on disk (see ``engines.cache``). Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
+as for the CPU backend. The engine is built from the same ONNX file when the backend is activated, with
+one optimisation profile that covers every frame size up to 4K (tuned for 720p), and cached on disk (see
+``engines.cache``). Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +52,54 @@ def _check(result: Any) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
+MAX_HEIGHT, MAX_WIDTH = 2160, 3840  # the largest frame one engine takes (4K); larger frames are refused
+OPT_HEIGHT, OPT_WIDTH = 720, 1280  # the size TensorRT tunes its kernels for
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeProfile:
+    """The input shapes one engine accepts: [B, C, H, W] from ``min`` to ``max``, tuned for ``opt``."""
+
+    min: tuple[int, int, int, int]
+    opt: tuple[int, int, int, int]
+    max: tuple[int, int, int, int]
+
+    @classmethod
+    def for_model(cls, channels: int, multiple: int, opt_size: tuple[int, int] = (OPT_HEIGHT, OPT_WIDTH)) -> ShapeProfile:
+        def padded(height: int, width: int) -> tuple[int, int]:
+            return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+        low = padded(multiple, multiple)
+        high = padded(MAX_HEIGHT, MAX_WIDTH)
+        opt = padded(min(opt_size[0], high[0]), min(opt_size[1], high[1]))
+        return cls((1, channels, *low), (1, channels, *opt), (1, channels, *high))
+
+    def admits(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == 4 and all(low <= value <= high for low, value, high in zip(self.min, shape, self.max, strict=False))
+
+    def describe(self) -> str:
+        return "|".join("x".join(map(str, shape)) for shape in (self.min, self.opt, self.max))
+
+
 class TensorRTEngine(Engine):
+    """Built (or loaded from the cache) at activation, for every frame size up to 4K: a failed build is an
+    ``EngineError`` from ``activate`` (so ``auto`` falls back to the CPU), never an error on a frame."""
+
     backend = "tensorrt"
 
-    def __init__(self, model_path: Path, fp16: bool = True, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        fp16: bool = True,
+        cache_dir: Path | None = None,
+        opt_size: tuple[int, int] = (OPT_HEIGHT, OPT_WIDTH),
+    ) -> None:
         super().__init__()
         self.model_path = model_path
         self.fp16 = fp16
         self.cache_dir = cache_dir or Path("~/.cache/streamer/engines").expanduser()
         self.info = read_model_info(model_path)
+        self.profile = ShapeProfile.for_model(3 * self.info.window, self.info.pad_multiple, opt_size)
         self._trt: Any = None
         self._cudart: Any = None
         self._runtime: Any = None
@@ -64,10 +107,10 @@ class TensorRTEngine(Engine):
         self._context: Any = None
         self._stream: Any = None
         self._shape: tuple[int, ...] | None = None
+        self._capacity = (0, 0)  # bytes allocated on the device for input and output
         self._device_in = 0
         self._device_out = 0
         self._packer = WindowPacker(self.info.pad_multiple)
-        self._host_in: np.ndarray | None = None
         self._host_out: np.ndarray | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -78,13 +121,25 @@ class TensorRTEngine(Engine):
             raise EngineError("TensorRT is not installed (pip install 'streamer[gpu]')") from None
         self._trt = trt
         self._cudart = _cudart()
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._stream = _check(self._cudart.cudaStreamCreate())
+        try:
+            self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self._stream = _check(self._cudart.cudaStreamCreate())
+            self._engine = self._load_or_build()
+            self._context = self._engine.create_execution_context()
+            if self._context is None:
+                raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        except EngineError:
+            self._deactivate()
+            raise
+        except Exception as error:  # TensorRT and CUDA raise their own kinds
+            self._deactivate()
+            raise EngineError(f"TensorRT engine for {self.model_path.name} failed: {error}") from None
 
     def _deactivate(self) -> None:
-        self._release_buffers()
-        if self._stream is not None:
-            self._cudart.cudaStreamDestroy(self._stream)
+        if self._cudart is not None:
+            self._release_buffers()
+            if self._stream is not None:
+                self._cudart.cudaStreamDestroy(self._stream)
         self._stream = None
         self._context = None
         self._engine = None
@@ -93,15 +148,15 @@ class TensorRTEngine(Engine):
     # -- inference -------------------------------------------------------------------------------------
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
         height, width = window[0].shape[:2]
-        self._host_in = np.ascontiguousarray(self._packer.pack(window))
-        if self._shape != self._host_in.shape or self._host_out is None:
-            self._prepare(tuple(self._host_in.shape))
+        host_in = np.ascontiguousarray(self._packer.pack(window))
+        if self._shape != host_in.shape or self._host_out is None:
+            self._set_shape(tuple(host_in.shape))
         if self._host_out is None:
             raise EngineError("TensorRT output buffer missing")
         cudart = self._cudart
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(cudart.cudaMemcpyAsync(self._device_in, self._host_in.ctypes.data, self._host_in.nbytes, h2d, self._stream))
+        _check(cudart.cudaMemcpyAsync(self._device_in, host_in.ctypes.data, host_in.nbytes, h2d, self._stream))
         if not self._context.execute_async_v3(self._stream):
             raise EngineError("TensorRT execute_async_v3 failed")
         _check(cudart.cudaMemcpyAsync(self._host_out.ctypes.data, self._device_out, self._host_out.nbytes, d2h, self._stream))
@@ -109,15 +164,20 @@ class TensorRTEngine(Engine):
         scale = self.info.scale
         return unpack_output(self._host_out, height * scale, width * scale)
 
-    def _prepare(self, shape: tuple[int, ...]) -> None:
-        self._release_buffers()
-        self._engine = self._load_or_build(shape)
-        self._context = self._engine.create_execution_context()
-        self._context.set_input_shape(INPUT_NAME, shape)
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        """A new frame size: set the input shape (no rebuild: the profile covers it) and grow the buffers."""
+        if not self.profile.admits(shape):
+            raise EngineError(f"frame tensor {shape} is outside the engine's profile {self.profile.describe()}")
+        if not self._context.set_input_shape(INPUT_NAME, shape):
+            raise EngineError(f"TensorRT refused the input shape {shape}")
         out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
         self._host_out = np.empty(out_shape, dtype=np.float32)
-        self._device_in = _check(self._cudart.cudaMalloc(int(np.prod(shape)) * 4))
-        self._device_out = _check(self._cudart.cudaMalloc(self._host_out.nbytes))
+        in_bytes, out_bytes = int(np.prod(shape)) * 4, self._host_out.nbytes
+        if in_bytes > self._capacity[0] or out_bytes > self._capacity[1]:
+            self._release_buffers()
+            self._device_in = _check(self._cudart.cudaMalloc(in_bytes))
+            self._device_out = _check(self._cudart.cudaMalloc(out_bytes))
+            self._capacity = (in_bytes, out_bytes)
         self._context.set_tensor_address(INPUT_NAME, int(self._device_in))
         self._context.set_tensor_address(OUTPUT_NAME, int(self._device_out))
         self._shape = shape
@@ -127,40 +187,46 @@ class TensorRTEngine(Engine):
             if pointer:
                 self._cudart.cudaFree(pointer)
         self._device_in = self._device_out = 0
+        self._capacity = (0, 0)
         self._shape = None
 
     # -- engine build / cache --------------------------------------------------------------------------
-    def cache_key(self, shape: tuple[int, ...]) -> EngineCacheKey:
+    def cache_key(self) -> EngineCacheKey:
         props = _check(self._cudart.cudaGetDeviceProperties(0))
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         gpu = f"{name.strip(chr(0))}-sm{props.major}{props.minor}"
         return EngineCacheKey(
             onnx_sha256=file_sha256(self.model_path),
-            input_shape=shape,
+            profile=self.profile.describe(),
             precision="fp16" if self.fp16 else "fp32",
             tensorrt_version=self._trt.__version__,
             gpu=gpu,
         )
 
-    def _load_or_build(self, shape: tuple[int, ...]) -> Any:
-        path = cached_engine_path(self.cache_dir, self.cache_key(shape))
+    def _load_or_build(self) -> Any:
+        path = cached_engine_path(self.cache_dir, self.cache_key())
         if path.exists():
             engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is not None:
                 log.info("TensorRT engine loaded from cache %s", path)
                 return engine
             log.warning("cached TensorRT engine %s is unusable, rebuilding", path)
-        plan = build_serialized_engine(self._trt, self.model_path, shape, self.fp16)
+        started = time.monotonic()
+        plan = build_serialized_engine(self._trt, self.model_path, self.profile, self.fp16)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(plan)
         tmp.replace(path)
-        log.info("TensorRT engine built for %s and cached at %s", shape, path)
-        return self._runtime.deserialize_cuda_engine(plan)
+        log.info("TensorRT engine built in %.0f s for %s and cached at %s", time.monotonic() - started,
+                 self.profile.describe(), path)
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise EngineError(f"TensorRT could not load the engine it built for {self.model_path.name}")
+        return engine
 
 
-def build_serialized_engine(trt: Any, model_path: Path, shape: tuple[int, ...], fp16: bool) -> bytes:
-    """Parse the ONNX file and build a plan for exactly ``shape`` (one optimisation profile)."""
+def build_serialized_engine(trt: Any, model_path: Path, profile: ShapeProfile, fp16: bool) -> bytes:
+    """Parse the ONNX file and build a plan with one optimisation profile covering ``profile``."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
@@ -172,11 +238,10 @@ def build_serialized_engine(trt: Any, model_path: Path, shape: tuple[int, ...], 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, shape, shape, shape)
-    config.add_optimization_profile(profile)
+    optimisation = builder.create_optimization_profile()
+    optimisation.set_shape(INPUT_NAME, profile.min, profile.opt, profile.max)
+    config.add_optimization_profile(optimisation)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineError(f"TensorRT failed to build an engine for {model_path} at {shape}")
+        raise EngineError(f"TensorRT failed to build an engine for {model_path} ({profile.describe()})")
     return bytes(plan)
-

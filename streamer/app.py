@@ -8,21 +8,27 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from engines import EngineError
 from streamer.config import AppConfig
 from streamer.http.server import HttpServer
 from streamer.metrics import build_registry
 from streamer.pipeline import CameraPipeline
 from streamer.rtsp.server import RtspServer
+from streamer.sources.preflight import SourceError
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 4.0
 
 
+class StartupError(RuntimeError):
+    """No camera could start; the message names each camera's bad field."""
+
+
 class StreamerApp:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.pipelines = [CameraPipeline(camera) for camera in config.cameras]
+        self.pipelines = [CameraPipeline(camera, f"cameras.{index}") for index, camera in enumerate(config.cameras)]
         hubs = {pipeline.name: pipeline.hub for pipeline in self.pipelines}
         self.rtsp = RtspServer(config.server.rtsp, hubs) if config.server.rtsp.enabled else None
         self.registry = build_registry(self.pipelines, self.rtsp)
@@ -33,9 +39,20 @@ class StreamerApp:
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self, on_ready: Callable[[StreamerApp], None] | None = None) -> None:
+    async def prepare(self) -> None:
+        """Check every camera's source and build its engine. A camera that cannot work as configured is
+        marked failed (visible in /readyz and the API) and the others run; when none can, ``StartupError``."""
         for pipeline in self.pipelines:
-            await pipeline.prepare()
+            try:
+                await pipeline.prepare()
+            except (SourceError, EngineError) as error:
+                pipeline.fail(str(error))
+        if all(pipeline.failure for pipeline in self.pipelines):
+            raise StartupError("\n".join(pipeline.failure for pipeline in self.pipelines))
+
+    async def run(self, on_ready: Callable[[StreamerApp], None] | None = None) -> None:
+        raise_open_files_limit()
+        await self.prepare()
         servers = self.config.server
         try:
             if self.rtsp is not None:
@@ -46,7 +63,8 @@ class StreamerApp:
             if self.rtsp is not None:
                 await self.rtsp.stop()
             raise
-        tasks = [asyncio.create_task(pipeline.run(), name=f"pipeline-{pipeline.name}") for pipeline in self.pipelines]
+        tasks = [asyncio.create_task(pipeline.run(), name=f"pipeline-{pipeline.name}")
+                 for pipeline in self.pipelines if not pipeline.failure]
         self.ready.set()
         if on_ready is not None:
             on_ready(self)
@@ -79,6 +97,20 @@ def install_signal_handlers(app: StreamerApp) -> None:
             loop.add_signal_handler(signum, app.stop)
 
 
+def raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one: every viewer, camera and HTTP client holds one
+    (the servers cap their connections well below it)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = 65536 if hard == resource.RLIM_INFINITY else hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+    except (ImportError, ValueError, OSError) as error:
+        log.debug("open files limit unchanged: %s", error)
+
+
 class ListenError(RuntimeError):
     """A server could not open its port; the message names the config fields."""
 
@@ -98,7 +130,7 @@ def run_app(config: AppConfig) -> None:
 
         def announce(app: StreamerApp) -> None:
             for pipeline in app.pipelines:
-                if app.rtsp is not None:
+                if app.rtsp is not None and not pipeline.failure:
                     log.info("serving %s at %s", pipeline.name, app.rtsp_url(pipeline.name, _display_host(config)))
             if app.http is not None:
                 log.info("health and metrics at http://%s:%d/healthz", _display_host(config), app.http.port)

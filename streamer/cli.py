@@ -6,15 +6,35 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from streamer import __version__
-from streamer.config import AppConfig, ConfigError, build_config, load_config_file, source_from_argument
+from streamer.config import (
+    AppConfig,
+    ConfigError,
+    apply_env_overrides,
+    build_config,
+    load_config_file,
+    read_config_data,
+    source_from_argument,
+)
 
 log = logging.getLogger("streamer")
 
 ENGINES = ["auto", "cpu", "tensorrt", "passthrough"]
+
+
+def odd_window(text: str) -> int:
+    """argparse type of --window: an odd number of frames (the frame being restored sits in a window)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an odd whole number of frames (1, 3, 5, ...), got {text!r}") from None
+    if value < 1 or value % 2 == 0 or value > 15:
+        raise argparse.ArgumentTypeError(f"must be an odd number of frames from 1 to 15 (1, 3, 5, ...), got {value}")
+    return value
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +43,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU inference threads (default: all cores)")
     parser.add_argument("--float", dest="int8", action="store_false", default=None,
                         help="CPU: run the float model even where an int8 twin (NAME.int8.onnx) exists")
-    parser.add_argument("--window", type=int, metavar="N", help="frames per temporal window, odd (default: model's)")
+    parser.add_argument("--window", type=odd_window, metavar="N", help="frames per temporal window, odd (default: model's)")
     parser.add_argument("--lookahead", type=int, metavar="K",
                         help="future frames to wait for: 0 = causal, (N-1)/2 = centred (default: model's)")
 
@@ -42,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rtsp://[user:pass@]camera/stream, a video file, or 'demo' (omit with --config)")
     run.add_argument("--config", metavar="FILE", help="YAML configuration (several cameras, sinks, auth)")
     run.add_argument("--name", help="stream path for a single source (default: restored)")
+    run.add_argument("--host", help="address the RTSP and HTTP servers listen on (default: 0.0.0.0, all)")
     run.add_argument("--rtsp-port", type=int, help="RTSP server port (default: 8554)")
     run.add_argument("--http-port", type=int, help="HTTP server port for /healthz and /metrics (default: 8080)")
     run.add_argument("--transport", choices=["tcp", "udp"], help="RTP transport asked of an RTSP camera")
@@ -65,27 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> AppConfig:
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> AppConfig:
+    """The configuration of ``streamer run``: the file (or the SOURCE argument), then the environment's
+    ``STREAMER__…`` overrides, then the command line's options, which win."""
     if args.config:
         if args.source:
             raise ConfigError("give either a SOURCE or --config, not both")
-        config = load_config_file(args.config)
-        data: dict[str, Any] = config.model_dump(mode="python")
+        data = read_config_data(args.config)
     elif args.source:
-        camera: dict[str, Any] = {"name": args.name or "restored", "source": source_from_argument(args.source)}
-        data = {"cameras": [camera]}
+        data = {"cameras": [{"name": args.name or "restored", "source": source_from_argument(args.source)}]}
     else:
         raise ConfigError("nothing to run: give a SOURCE (rtsp://..., a file, or 'demo') or --config FILE")
-    server = data.setdefault("server", {})
-    if args.rtsp_port is not None:
-        server.setdefault("rtsp", {})["port"] = args.rtsp_port
-    if args.http_port is not None:
-        server.setdefault("http", {})["port"] = args.http_port
+    data = apply_env_overrides(data, os.environ if environ is None else environ)
+    server = data.get("server") if isinstance(data.get("server"), dict) else None
+    server = data.setdefault("server", {}) if server is None else server
+    for key, value in (("host", args.host), ("port", args.rtsp_port)):
+        if value is not None:
+            _section(server, "rtsp")[key] = value
+    for key, value in (("host", args.host), ("port", args.http_port)):
+        if value is not None:
+            _section(server, "http")[key] = value
     if args.log_level:
         data["log_level"] = args.log_level
-    for camera in data["cameras"]:
-        engine = camera.setdefault("engine", {})
-        window = camera.setdefault("window", {})
+    cameras = data.get("cameras")
+    for camera in cameras if isinstance(cameras, list) else []:
+        if not isinstance(camera, dict):
+            continue  # validation names it
+        engine = _section(camera, "engine")
+        window = _section(camera, "window")
         for key, value in (("type", args.engine), ("model", args.model), ("threads", args.threads),
                            ("int8", args.int8)):
             if value is not None:
@@ -93,14 +121,22 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         for key, value in (("size", args.window), ("lookahead", args.lookahead)):
             if value is not None:
                 window[key] = value
-        if args.transport and camera["source"].get("type") == "rtsp":
-            camera["source"]["transport"] = args.transport
+        source = camera.get("source")
+        if args.transport and isinstance(source, dict) and source.get("type") == "rtsp":
+            source["transport"] = args.transport
         sinks = camera.setdefault("sinks", [])
         if args.record:
             sinks.append({"type": "file", "path": args.record})
         if args.publish:
             sinks.append({"type": "rtsp_publish", "url": args.publish})
     return build_config(data, environ={})
+
+
+def _section(mapping: dict[str, Any], key: str) -> dict[str, Any]:
+    """``mapping[key]`` as a mapping to write into (created when absent; left alone, for validation to
+    report, when it is something else)."""
+    value = mapping.setdefault(key, {})
+    return value if isinstance(value, dict) else {}
 
 
 def _setup_logging(level: str) -> None:
@@ -113,7 +149,7 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamer.app import ListenError, run_app
+    from streamer.app import ListenError, StartupError, run_app
 
     config = config_from_args(args)
     _setup_logging(config.log_level)
@@ -122,18 +158,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ListenError as error:  # a port taken by another process: one clear line, not a traceback
         print(f"streamer: {error}", file=sys.stderr)
         return 2
+    except StartupError as error:  # no camera can work as configured: say which field, exit 2
+        print(f"streamer: cannot start:\n{error}", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from engines import create_engine
+    from engines import activate_engine
     from streamer.restore_file import FileRestorer
 
     _setup_logging("info")
     source, target = Path(args.input), Path(args.output)
-    if not source.exists():
+    if not source.is_file():
         raise ConfigError(f"input file not found: {source}")
-    engine = create_engine(args.engine or "auto", args.model, args.threads or 0, int8=args.int8 is not False)
+    if not target.parent.is_dir():
+        raise ConfigError(f"output folder does not exist: {target.parent} (create it first)")
+    if target.resolve() == source.resolve():
+        raise ConfigError("the output would overwrite the input: choose another output file")
+    engine = activate_engine(args.engine or "auto", args.model, args.threads or 0, int8=args.int8 is not False)
     with engine:
         restorer = FileRestorer(engine, lossless=args.lossless, crf=args.crf, window_size=args.window,
                                 lookahead=args.lookahead)

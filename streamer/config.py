@@ -180,6 +180,9 @@ class CameraConfig(StrictModel):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="H.264 encoder")
     sinks: list[SinkConfig] = Field(default_factory=list, max_length=16, description="Extra outputs")
     queue_frames: int = Field(8, ge=1, le=256, description="Bound of each frame queue between stages")
+    stall_timeout_s: float = Field(
+        5.0, ge=0.5, le=600, description="Not ready (/readyz 503) when no output frame was produced for this long"
+    )
 
 
 # --------------------------------------------------------------------------------------------- servers
@@ -231,11 +234,52 @@ class AppConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------- loading
+PATTERN_MEANINGS = {
+    NAME_PATTERN: "must be 1 to 64 characters: letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+}
+TAGGED_UNIONS = {  # the field holding a union keyed on `type` -> the kinds it takes
+    "source": ("rtsp", "demo", "file"),
+    "sinks": ("file", "rtsp_publish"),
+}
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    """Dotted path of a field, without the union tag pydantic inserts (``source.rtsp.url`` -> ``source.url``)."""
+    parts: list[str] = []
+    for index, part in enumerate(location):
+        owner = location[index - 1] if index else None
+        if isinstance(owner, int) and index >= 2:
+            owner = location[index - 2]
+        if isinstance(part, str) and isinstance(owner, str) and part in TAGGED_UNIONS.get(owner, ()):
+            continue
+        parts.append(str(part))
+    return ".".join(parts) or "(top level)"
+
+
+def _plain_message(item: Any) -> str:
+    """pydantic's message for one error, in words a user understands (no regexes, no discriminator jargon)."""
+    kind, context = item["type"], item.get("ctx") or {}
+    if kind == "union_tag_not_found":
+        owner = next((part for part in reversed(item["loc"]) if isinstance(part, str)), "")
+        kinds = " or ".join(repr(tag) for tag in TAGGED_UNIONS.get(owner, ()))
+        return "missing 'type'" + (f": say which kind this is, {kinds}" if kinds else "")
+    if kind == "union_tag_invalid":
+        tag = context.get("discriminator", "type").strip("'")
+        return f"{tag} {context.get('tag')!r} is not one of {context.get('expected_tags')}"
+    if kind == "string_pattern_mismatch":
+        return PATTERN_MEANINGS.get(context.get("pattern", ""), f"does not have the expected form ({context.get('pattern')})")
+    if kind == "extra_forbidden":
+        return "unknown field (misspelt, or not valid here)"
+    if kind == "missing":
+        return "required field is missing"
+    message = str(item["msg"])
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
 def format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {path}: {item['msg']}")
+        lines.append(f"  {_field_path(tuple(item['loc']))}: {_plain_message(item)}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 
@@ -278,7 +322,8 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None) -> AppConf
         raise ConfigError(format_validation_error(error)) from None
 
 
-def load_config_file(path: str | Path, environ: Mapping[str, str] | None = None) -> AppConfig:
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a configuration file, not yet validated."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
@@ -287,7 +332,15 @@ def load_config_file(path: str | Path, environ: Mapping[str, str] | None = None)
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return build_config(data, environ)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("invalid configuration:\n  (top level): must be a mapping")
+    return data
+
+
+def load_config_file(path: str | Path, environ: Mapping[str, str] | None = None) -> AppConfig:
+    return build_config(read_config_data(path), environ)
 
 
 def source_from_argument(argument: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -154,9 +155,27 @@ class H264Encoder:
         self._context = None
         return units
 
+    def reset(self) -> None:
+        """Drop the context without flushing it (it may be broken); the next frame opens a new one,
+        starting with a keyframe."""
+        self._context = None
+        self._size = None
+        self._meta.clear()
+
+
+class EncoderStuck(RuntimeError):
+    """The encoder failed on many frames in a row: its context is replaced (by the stage's supervisor)."""
+
 
 class EncodeStage:
-    """Restored frames in, access units out to ``publish``; encoding runs in a worker thread."""
+    """Restored frames in, access units out to ``publish``; encoding runs in a worker thread.
+
+    A frame the encoder refuses is skipped and counted; ``MAX_CONSECUTIVE_ERRORS`` refusals in a row
+    raise ``EncoderStuck`` so the supervisor restarts the stage with a fresh encoder (``reset``). The hub
+    behind ``publish`` stays open across restarts: viewers see a new keyframe with SPS/PPS and go on.
+    """
+
+    MAX_CONSECUTIVE_ERRORS = 25
 
     def __init__(
         self,
@@ -169,27 +188,44 @@ class EncodeStage:
         self.publish = publish
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{inbox.name}")
         self.errors = 0
+        self._consecutive_errors = 0
+        self._last_error_log = 0.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                try:
-                    frame = await self.inbox.get()
-                except ChannelClosed:
-                    break
-                try:
-                    units = await loop.run_in_executor(self._executor, self.encoder.encode, frame)
-                except (av.error.FFmpegError, ValueError) as error:
-                    self.errors += 1
-                    log.error("encoder failed on frame %d: %s", frame.seq, error)
-                    continue
-                for unit in units:
-                    self.publish(unit)
-        finally:
-            for unit in await loop.run_in_executor(self._executor, self.encoder.close):
+        while True:
+            try:
+                frame = await self.inbox.get()
+            except ChannelClosed:
+                break
+            try:
+                units = await loop.run_in_executor(self._executor, self.encoder.encode, frame)
+            except (av.error.FFmpegError, ValueError) as error:
+                self._refused(frame, error)
+                continue
+            self._consecutive_errors = 0
+            for unit in units:
                 self.publish(unit)
-            self._executor.shutdown(wait=False)
+        for unit in await loop.run_in_executor(self._executor, self.encoder.close):
+            self.publish(unit)
+
+    def _refused(self, frame: Frame, error: Exception) -> None:
+        self.errors += 1
+        self._consecutive_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:  # one line a second at most
+            log.error("encoder failed on frame %d (%d error(s) so far): %s", frame.seq, self.errors, error)
+            self._last_error_log = now
+        if self._consecutive_errors >= self.MAX_CONSECUTIVE_ERRORS:
+            self._consecutive_errors = 0
+            raise EncoderStuck(f"{self.MAX_CONSECUTIVE_ERRORS} frames in a row failed to encode: {error}")
+
+    def reset(self) -> None:
+        """A fresh encoder context for the next frame (after a failure; the old one may be broken)."""
+        self.encoder.reset()
 
     def stop(self) -> None:
         self.inbox.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)

@@ -7,6 +7,7 @@ the other readers. After a drop a reader skips to the next keyframe so its decod
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from streamer.graph.frames import AccessUnit
@@ -73,6 +74,7 @@ class StreamHub:
         self.size: tuple[int, int] | None = None
         self.units_published = 0
         self.last_timestamp: float | None = None
+        self.last_published_at: float | None = None  # time.monotonic() of the last access unit
         self.fps_estimate = 0.0
         self._subscriptions: list[Subscription] = []
         self._ready = asyncio.Event()
@@ -90,6 +92,7 @@ class StreamHub:
             instant = 1.0 / (unit.timestamp - self.last_timestamp)
             self.fps_estimate = instant if self.fps_estimate == 0 else 0.95 * self.fps_estimate + 0.05 * instant
         self.last_timestamp = unit.timestamp
+        self.last_published_at = time.monotonic()
         self.units_published += 1
         for subscription in self._subscriptions:
             subscription.offer(unit)

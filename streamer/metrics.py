@@ -39,6 +39,9 @@ class StreamerCollector(Collector):
         encoded = counter("encoded_bytes", "Bytes of H.264 produced", ["camera"])
         viewers = gauge("rtsp_viewers", "RTSP sessions playing", ["camera"])
         viewer_drops = counter("viewer_dropped_units", "Access units dropped for slow readers", ["camera"])
+        restarts = counter("stage_restarts", "Restarts of a pipeline stage after it failed", ["camera", "stage"])
+        ready = gauge("camera_ready", "1 while the camera produces output frames (what /readyz checks)", ["camera"])
+        encode_errors = counter("encode_errors", "Frames the encoder refused (skipped)", ["camera"])
         for pipeline in self.pipelines:
             name = pipeline.name
             stats = pipeline.source.stats
@@ -49,8 +52,13 @@ class StreamerCollector(Collector):
             encoded.add_metric([name], pipeline.encoder.stats.bytes)
             dropped.add_metric([name, "decoded"], pipeline.decoded.dropped)
             dropped.add_metric([name, "restored"], pipeline.restored.dropped)
+            ready.add_metric([name], float(pipeline.readiness().ready))
+            encode_errors.add_metric([name], pipeline.encode_stage.errors)
+            for stage, health in pipeline.stage_health().items():
+                restarts.add_metric([name, stage], health.restarts)
             if pipeline.restorer is not None:
                 restore = pipeline.restorer.stats
+                dropped.add_metric([name, "restore_pending"], restore.dropped)
                 restored.add_metric([name], restore.restored)
                 out.add_metric([name], restore.frames_out)
                 for reason, count in restore.degraded.items():
@@ -63,7 +71,7 @@ class StreamerCollector(Collector):
             viewers.add_metric([name], sum(1 for sub in subscriptions if sub.name.startswith("rtsp-")))
             viewer_drops.add_metric([name], sum(sub.dropped for sub in subscriptions))
         yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped, latency)
-        yield from (encoded, viewers, viewer_drops)
+        yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors)
         if self.rtsp is not None:
             requests = counter("rtsp_requests", "RTSP requests handled", [])
             requests.add_metric([], self.rtsp.requests)

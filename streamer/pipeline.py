@@ -1,12 +1,18 @@
-"""One camera's graph: source -> temporal window + engine -> encoder -> hub (-> viewers and sinks)."""
+"""One camera's graph: source -> temporal window + engine -> encoder -> hub (-> viewers and sinks).
+
+Every stage runs under its own supervisor (``streamer.supervisor``): a stage that raises is restarted
+with backoff while the channels around it, the hub and the viewers stay as they are.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from engines import Engine, EngineError, create_engine
+from engines import Engine, EngineError, activate_engine
 from streamer.config import CameraConfig
 from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
@@ -15,41 +21,44 @@ from streamer.hub import StreamHub
 from streamer.restorer import RestoreStage
 from streamer.sinks import Sink, create_sink
 from streamer.sources import Source, create_source
+from streamer.sources.preflight import check_source
+from streamer.supervisor import StageHealth, Supervisor
 from streamer.window import TemporalWindow
 
 log = logging.getLogger(__name__)
 
 
-def activate_engine(config: CameraConfig) -> Engine:
+def make_engine(config: CameraConfig) -> Engine:
     """Build and activate the configured engine; ``auto`` falls back from TensorRT to the CPU."""
     settings = config.engine
-    engine = create_engine(
+    return activate_engine(
         settings.type, settings.model, settings.threads, settings.fp16, settings.cache_dir, settings.int8
     )
-    try:
-        engine.activate()
-    except EngineError as error:
-        if settings.type != "auto" or engine.backend == "cpu":
-            raise
-        log.warning("camera %s: %s; falling back to the CPU engine", config.name, error)
-        engine = create_engine("cpu", settings.model, settings.threads, int8=settings.int8)
-        engine.activate()
-    return engine
 
 
-def make_window(config: CameraConfig, engine: Engine) -> TemporalWindow:
+def make_window(config: CameraConfig, engine: Engine, field: str = "cameras.0") -> TemporalWindow:
     info = engine.info
     size = config.window.size or max(info.window, 1)
     lookahead = config.window.lookahead if config.window.lookahead is not None else min(info.lookahead, size - 1)
     if lookahead > size - 1:
-        raise EngineError(f"cameras.{config.name}.window.lookahead={lookahead} must be < window size {size}")
+        raise EngineError(f"{field}.window.lookahead={lookahead} must be < window size {size}")
     return TemporalWindow(info.window, info.reference_index, size, lookahead)
 
 
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether a camera is producing output now, and if not, why (for /readyz and the API)."""
+
+    ready: bool
+    state: str  # starting | running | stalled | failed | finished | stopped
+    reason: str
+
+
 class CameraPipeline:
-    def __init__(self, config: CameraConfig) -> None:
+    def __init__(self, config: CameraConfig, field: str = "cameras.0") -> None:
         self.config = config
         self.name = config.name
+        self.field = field  # where the camera sits in the configuration, for error messages
         self.hub = StreamHub(config.name)
         self.source: Source = create_source(config.source, config.name)
         self.sinks: list[Sink] = [create_sink(sink, self.hub) for sink in config.sinks]
@@ -59,55 +68,77 @@ class CameraPipeline:
         self.restorer: RestoreStage | None = None
         self.encoder = H264Encoder(config.encoder)
         self.encode_stage = EncodeStage(self.encoder, self.restored, self.hub.publish)
+        self.supervisors: list[Supervisor] = []
         self.started_at = time.time()
         self.running = False
+        self.finished = False
+        self.failure = ""  # why the camera could not start; it does not run
         self._stopped = False
 
     async def prepare(self) -> None:
-        """Load/build the engine (in a thread: a TensorRT build takes minutes)."""
-        self.engine = await asyncio.to_thread(activate_engine, self.config)
-        window = make_window(self.config, self.engine)
+        """Check the source, load/build the engine (in a thread: a TensorRT build takes minutes). Raises
+        ``SourceError`` or ``EngineError`` naming the field when the camera cannot work as configured."""
+        await asyncio.to_thread(check_source, self.config.source, f"{self.field}.source")
+        self.engine = await asyncio.to_thread(make_engine, self.config)
+        window = make_window(self.config, self.engine, self.field)
         self.restorer = RestoreStage(self.engine, window, self.decoded, self.restored)
         log.info(
-            "camera %s: engine %s, window %d frames, lookahead %d",
+            "camera %s: engine %s, window %d frames (%d past, %d ahead: %s)",
             self.name,
             self.engine.describe(),
             window.size,
+            window.past,
             window.lookahead,
+            "causal" if window.lookahead == 0 else f"+{window.lookahead} frame(s) of latency",
         )
+
+    def fail(self, reason: str) -> None:
+        """Mark the camera as unable to start (a bad source or engine); the others run on."""
+        self.failure = reason
+        log.error("camera %s cannot start: %s", self.name, reason)
 
     async def run(self) -> None:
         if self.restorer is None:
             await self.prepare()
         if self.restorer is None:
             raise RuntimeError("pipeline not prepared")
+        restorer = self.restorer
         self.encoder.fps_hint = self.source.fps_hint
-        self.running = True
+
+        def supervise(stage_name: str, stage: Callable[[], Awaitable[None]],
+                      on_restart: Callable[[], None] | None = None) -> Supervisor:
+            supervisor = Supervisor(self.name, stage_name, stage, lambda: self._stopped, on_restart)
+            self.supervisors.append(supervisor)
+            return supervisor
+
+        source = supervise("source", lambda: self.source.run(self.decoded))
+        restore = supervise("restore", restorer.run, restorer.reset)
+        encode = supervise("encode", self.encode_stage.run, self.encode_stage.reset)
+        sinks = [(supervise(f"sink-{sink.kind}", sink.run, sink.resync), sink) for sink in self.sinks]
+        # Each stage's output is closed once the stage has finished for good, so the graph drains in order.
         tasks = [
-            asyncio.create_task(self.source.run(self.decoded), name=f"{self.name}-source"),
-            asyncio.create_task(self.restorer.run(), name=f"{self.name}-restore"),
-            asyncio.create_task(self._encode_then_close(), name=f"{self.name}-encode"),
-        ] + [asyncio.create_task(sink.run(), name=f"{self.name}-{sink.kind}") for sink in self.sinks]
+            asyncio.create_task(_then(source.run(), self.decoded.close), name=f"{self.name}-source"),
+            asyncio.create_task(_then(restore.run(), self.restored.close), name=f"{self.name}-restore"),
+            asyncio.create_task(_then(encode.run(), self._close_outputs), name=f"{self.name}-encode"),
+        ] + [asyncio.create_task(_then(supervisor.run(), sink.close), name=f"{self.name}-{sink.kind}")
+             for supervisor, sink in sinks]
+        self.running = True
         try:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for task, result in zip(tasks, results, strict=True):
-                if isinstance(result, Exception):
-                    log.error("camera %s: %s failed: %r", self.name, task.get_name(), result)
+            await asyncio.gather(*tasks)
         finally:
             self.running = False
+            self.finished = True
             for task in tasks:
                 task.cancel()
-            self.restorer.close()
+            await restorer.close()
+            self.encode_stage.close()
             if self.engine is not None:
-                self.engine.deactivate()
+                await asyncio.to_thread(self.engine.deactivate)
 
-    async def _encode_then_close(self) -> None:
-        try:
-            await self.encode_stage.run()
-        finally:
-            self.hub.close()
-            for sink in self.sinks:
-                sink.stop()
+    def _close_outputs(self) -> None:
+        self.hub.close()
+        for sink in self.sinks:
+            sink.stop()
 
     def stop(self) -> None:
         """Idempotent: the source stops, everything behind it drains and closes in order."""
@@ -115,3 +146,48 @@ class CameraPipeline:
             return
         self._stopped = True
         self.source.stop()
+
+    # -- health ----------------------------------------------------------------------------------------
+    def stage_health(self) -> dict[str, StageHealth]:
+        return {supervisor.stage_name: supervisor.health for supervisor in self.supervisors}
+
+    def readiness(self, now: float | None = None) -> Readiness:
+        """Ready only while output frames keep coming: never for a camera that has produced nothing."""
+        now = time.monotonic() if now is None else now
+        if self.failure:
+            return Readiness(False, "failed", self.failure)
+        if self._stopped:
+            return Readiness(False, "stopped", "stopped")
+        if self.finished:
+            return Readiness(False, "finished", "the source ended")
+        source = self.source.stats
+        last_error = self._last_error()
+        last = self.hub.last_published_at
+        if last is None:
+            if not source.connected and source.connects == 0:
+                reason = "never connected" + (f": {last_error}" if last_error else "")
+            else:
+                reason = "no output frame yet" + (f" ({last_error})" if last_error else "")
+            return Readiness(False, "starting", reason)
+        idle = now - last
+        if idle > self.config.stall_timeout_s:
+            reason = f"stalled: no output frame for {idle:.1f} s" + (f" (last error: {last_error})" if last_error else "")
+            return Readiness(False, "stalled", reason)
+        return Readiness(True, "running", "ok")
+
+    def _last_error(self) -> str:
+        """What most likely explains missing output: the source's error while it is disconnected, else the
+        newest error of a stage."""
+        source = self.source.stats
+        if source.last_error and not source.connected:
+            return source.last_error
+        errors = [(health.last_error_at or 0.0, f"{stage}: {health.last_error}")
+                  for stage, health in self.stage_health().items() if health.last_error]
+        return max(errors)[1] if errors else source.last_error
+
+
+async def _then(stage: Awaitable[None], after: Callable[[], None]) -> None:
+    try:
+        await stage
+    finally:
+        after()

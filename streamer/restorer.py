@@ -19,11 +19,15 @@ from streamer.window import TemporalWindow
 log = logging.getLogger(__name__)
 
 
+MAX_PENDING_FRAMES = 150  # > max_wait_s (1 s) of a 120 fps camera: held only while the encoder is behind
+
+
 @dataclass
 class RestoreStats:
     frames_in: int = 0
     frames_out: int = 0
     restored: int = 0
+    dropped: int = 0  # frames lost because the encoder fell more than MAX_PENDING_FRAMES behind
     degraded: dict[str, int] = field(default_factory=lambda: {"engine_busy": 0, "engine_slow": 0, "engine_error": 0})
     engine_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=500))
 
@@ -38,6 +42,12 @@ class RestoreStage:
     engine is busy goes out unrestored (``engine_busy``); a restoration that takes longer than
     ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); an engine failure
     does the same (``engine_error``). Output frame rate therefore equals input frame rate.
+
+    The frames that queue up behind a restoration in flight leave in one burst once it is done; the emit
+    loop waits for room in ``outbox`` instead of letting the burst overflow it, so the skip path never
+    costs an output frame. Only an encoder that stays behind for longer than ``MAX_PENDING_FRAMES``
+    frames loses frames (the newest, counted in ``stats.dropped``). The outbox is not closed here: the
+    stage may be restarted by its supervisor, and its owner closes the outbox when the stage is done.
     """
 
     def __init__(
@@ -64,22 +74,31 @@ class RestoreStage:
         self._errors_since_log = 0
 
     async def run(self) -> None:
+        self._intake_done = False
         emitter = asyncio.create_task(self._emit_loop(), name=f"restore-emit-{self.inbox.name}")
         try:
             await self._intake_loop()
+        except BaseException:
+            emitter.cancel()
+            raise
         finally:
             self._intake_done = True
             self._pending_changed.set()
-            try:
-                await emitter
-            finally:
-                self.outbox.close()
+        await emitter
+
+    def reset(self) -> None:
+        """Forget the window and what was pending (after a failure, before the supervisor restarts us)."""
+        self.stats.dropped += len(self._pending)
+        self._pending.clear()
+        self.window.reset()
 
     def stop(self) -> None:
         self.inbox.close()
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Wait for the restoration in flight (never free an engine under a running inference), then
+        release the worker thread."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     async def _intake_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,6 +114,9 @@ class RestoreStage:
             self._schedule(loop, ready, neighbours)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, frame: Frame, neighbours: list[Frame]) -> None:
+        if len(self._pending) >= MAX_PENDING_FRAMES:
+            self.stats.dropped += 1  # the encoder is far behind: keep the frames already queued
+            return
         if self.engine.passes_through:
             self._pending.append((frame, None))  # nothing to restore: no thread hop, no RGB conversion
         elif self._in_flight is None or self._in_flight.done():
@@ -114,9 +136,11 @@ class RestoreStage:
                 self._pending_changed.clear()
                 await self._pending_changed.wait()
                 continue
-            frame, future = self._pending.popleft()
+            frame, future = self._pending[0]
             if future is not None:
                 frame = await self._result(frame, future)
+            await self.outbox.wait_for_space()
+            self._pending.popleft()
             self.stats.frames_out += 1
             self.outbox.put(frame)
 

@@ -51,9 +51,13 @@ class TemporalWindow:
     def flush(self) -> list[tuple[Frame, list[Frame]]]:
         """Hand out every pending frame (future edge-padded) and start afresh."""
         ready = [self._take() for _ in range(self._next_index, self._count)]
+        self.reset()
+        return ready
+
+    def reset(self) -> None:
+        """Drop everything pending (after a failure): the next frame starts a new window."""
         self._frames.clear()
         self._first_index = self._next_index = self._count = 0
-        return ready
 
     def _take(self) -> tuple[Frame, list[Frame]]:
         index = self._next_index

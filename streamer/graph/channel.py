@@ -44,6 +44,7 @@ class Channel(Generic[T]):
         self._items: deque[T] = deque()
         self._on_drop = on_drop
         self._waiter: asyncio.Future[None] | None = None
+        self._space_waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -84,6 +85,17 @@ class Channel(Generic[T]):
     def close(self) -> None:
         self._closed = True
         self._wake()
+        self._wake_space()
+
+    async def wait_for_space(self) -> None:
+        """Wait until a ``put`` would not drop (or the channel is closed): a producer that can hold its
+        items itself uses this to leave the dropping to its own, counted policy."""
+        while len(self._items) >= self.maxsize and not self._closed:
+            self._space_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._space_waiter
+            finally:
+                self._space_waiter = None
 
     def close_threadsafe(self) -> None:
         if self._loop is not None:
@@ -101,14 +113,18 @@ class Channel(Generic[T]):
                 await self._waiter
             finally:
                 self._waiter = None
-        self.delivered += 1
-        return self._items.popleft()
+        return self._pop()
 
     def get_nowait(self) -> T | None:
         if not self._items:
             return None
+        return self._pop()
+
+    def _pop(self) -> T:
         self.delivered += 1
-        return self._items.popleft()
+        item = self._items.popleft()
+        self._wake_space()
+        return item
 
     def _dropped(self, item: T) -> None:
         if self._on_drop is not None:
@@ -117,3 +133,7 @@ class Channel(Generic[T]):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def _wake_space(self) -> None:
+        if self._space_waiter is not None and not self._space_waiter.done():
+            self._space_waiter.set_result(None)

@@ -19,9 +19,17 @@ log = logging.getLogger(__name__)
 def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
     source = pipeline.source.stats
     restore = pipeline.restorer.stats if pipeline.restorer else None
+    readiness = pipeline.readiness()
     return {
         "name": pipeline.name,
+        "ready": readiness.ready,
+        "state": readiness.state,
+        "reason": readiness.reason,
         "running": pipeline.running,
+        "stages": {
+            stage: {"running": health.running, "restarts": health.restarts, "last_error": health.last_error}
+            for stage, health in pipeline.stage_health().items()
+        },
         "engine": pipeline.engine.describe() if pipeline.engine else None,
         "source": {
             "connected": source.connected,
@@ -48,6 +56,7 @@ class HttpServer:
         self._site: web.TCPSite | None = None
         self.app = web.Application()
         self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/api/streams", self.streams)
 
@@ -70,12 +79,18 @@ class HttpServer:
             await self._runner.cleanup()
 
     async def healthz(self, request: web.Request) -> web.Response:
-        cameras = {
-            pipeline.name: {"running": pipeline.running, "connected": pipeline.source.stats.connected}
-            for pipeline in self.pipelines
-        }
-        healthy = all(item["running"] for item in cameras.values())
-        return web.json_response({"status": "ok" if healthy else "degraded", "cameras": cameras}, status=200 if healthy else 503)
+        """Liveness: the process and its event loop answer. Whether cameras produce output is /readyz."""
+        return web.json_response({"status": "alive"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Readiness: 200 only while every camera produces output frames; else 503 with each reason."""
+        cameras = {}
+        for pipeline in self.pipelines:
+            readiness = pipeline.readiness()
+            cameras[pipeline.name] = {"ready": readiness.ready, "state": readiness.state, "reason": readiness.reason}
+        ready = all(camera["ready"] for camera in cameras.values())
+        return web.json_response({"status": "ready" if ready else "not ready", "cameras": cameras},
+                                 status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

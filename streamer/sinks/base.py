@@ -82,6 +82,14 @@ class Sink(abc.ABC):
         self._stopping = True
         self.subscription.close()
 
+    def resync(self) -> None:
+        """After a failure, before the supervisor restarts ``run``: start again at the next keyframe."""
+        self.subscription.resync()
+
+    def close(self) -> None:
+        """Release the worker thread once ``run`` has finished for good."""
+        self._executor.shutdown(wait=False)
+
     async def blocking(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 

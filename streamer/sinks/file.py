@@ -19,6 +19,7 @@ class FileSink(Sink):
         self.path = Path(config.path).expanduser()
         super().__init__(hub, f"file-{self.path.name}")
         self.config = config
+        self._parts = 0  # files opened so far
 
     def _target(self, part: int) -> str:
         if part == 0:
@@ -26,9 +27,10 @@ class FileSink(Sink):
         return str(self.path.with_name(f"{self.path.stem}.{part}{self.path.suffix}"))
 
     async def run(self) -> None:
+        """Record until the stream ends. A new size, or a restart after a failure, starts a new part
+        (NAME.1.mkv, NAME.2.mkv, ...): a file already written is never overwritten."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         muxer: H264Muxer | None = None
-        part = 0
         try:
             while True:
                 unit = await self.subscription.get()
@@ -36,16 +38,17 @@ class FileSink(Sink):
                     break
                 if muxer is not None and (unit.width, unit.height) != muxer.size and unit.keyframe:
                     await self.blocking(muxer.close)  # a new size starts a new file
-                    muxer, part = None, part + 1
+                    muxer = None
                 if muxer is None:
-                    muxer = await self.blocking(H264Muxer, self._target(part), None, {}, unit)
-                    log.info("recording %s to %s", self.hub.name, self._target(part))
+                    target = self._target(self._parts)
+                    muxer = await self.blocking(H264Muxer, target, None, {}, unit)
+                    self._parts += 1
+                    log.info("recording %s to %s", self.hub.name, target)
                 await self.blocking(muxer.write, unit)
                 self.units_written += 1
         finally:
             if muxer is not None:
                 await self.blocking(muxer.close)
-            self._executor.shutdown(wait=False)
 
     def describe(self) -> str:
         return f"file:{self.path}"

@@ -54,7 +54,6 @@ class RtspPublishSink(Sink):
         finally:
             if muxer is not None:
                 await self.blocking(muxer.close)
-            self._executor.shutdown(wait=False)
 
     async def _failed(self, message: str) -> None:
         message = message.replace(self.config.url, redact(self.config.url))  # FFmpeg errors quote the URL

@@ -92,6 +92,8 @@ class Source(abc.ABC):
             self._stop_requested.set()
 
     async def run(self, channel: Channel[Frame]) -> None:
+        """Produce into ``channel`` until stopped or the source ends; raises what the worker raised (the
+        pipeline's supervisor restarts the source then). The channel stays open: its owner closes it."""
         self._channel = channel
         loop = asyncio.get_running_loop()
         channel.bind(loop)
@@ -99,12 +101,15 @@ class Source(abc.ABC):
         self._stop_requested = asyncio.Event()
         if self._stop.is_set():
             self._stop_requested.set()
+        failure: list[BaseException] = []
+        if self.stats.frames:
+            self.mark_discontinuity()  # a restarted worker starts a new segment
 
         def worker() -> None:
             try:
                 self._produce()
-            except Exception:
-                log.exception("source %s failed", self.name)
+            except Exception as error:
+                failure.append(error)
             finally:
                 try:
                     loop.call_soon_threadsafe(_finish, done)
@@ -116,10 +121,15 @@ class Source(abc.ABC):
         stop_wait = asyncio.ensure_future(self._stop_requested.wait())
         try:
             await asyncio.wait([done, stop_wait], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+        except asyncio.CancelledError:
+            self.stop()
+            raise
         finally:
             stop_wait.cancel()
-            self.stop()
-            channel.close()
+        if failure and not self.stopping:
+            self.stats.connected = False
+            raise failure[0]
+        self.stop()
 
     def sleep(self, seconds: float) -> bool:
         """Interruptible pause in the worker; False when a stop was asked for."""

@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +51,7 @@ def test_validate_config_good_and_bad(tmp_path: Path) -> None:
     bad.write_text("cameras:\n  - name: cam1\n    source: {type: rtsp, url: rtsp://x/y, transport: sctp}\n")
     result = streamer("validate-config", str(bad))
     assert result.returncode == 2
-    assert "cameras.0.source.rtsp.transport" in result.stderr
+    assert "cameras.0.source.transport" in result.stderr
 
 
 def test_shipped_configs_are_valid() -> None:
@@ -129,5 +131,63 @@ def test_config_with_several_cameras_serves_each_path(tmp_path: Path) -> None:
                 capture_output=True, text=True, timeout=30,
             )
             assert result.stdout.strip() == f"h264,{size}", result.stderr
+    finally:
+        process.kill()
+
+
+def run_args(*argv: str) -> Any:
+    from streamer.cli import build_parser
+
+    return build_parser().parse_args(["run", *argv])
+
+
+def test_environment_overrides_apply_to_a_source_on_the_command_line_and_options_win() -> None:
+    from streamer.cli import config_from_args
+
+    environ = {"STREAMER__CAMERAS__0__ENGINE__TYPE": "passthrough", "STREAMER__SERVER__HTTP__PORT": "9100",
+               "STREAMER__SERVER__RTSP__PORT": "9554"}
+    config = config_from_args(run_args("demo", "--http-port", "9200", "--host", "127.0.0.2"), environ)
+    assert config.cameras[0].engine.type == "passthrough"  # from the environment
+    assert config.server.rtsp.port == 9554  # from the environment
+    assert config.server.http.port == 9200  # the command line wins over the environment
+    assert config.server.rtsp.host == config.server.http.host == "127.0.0.2"
+
+
+def test_host_option_binds_both_servers_there() -> None:
+    process = StreamerProcess("demo", "--engine", "passthrough", "--host", "127.0.0.2").start()
+    try:
+        assert any(f"rtsp://127.0.0.2:{process.rtsp_port}/restored" in line for line in process.log)
+        with urllib.request.urlopen(f"http://127.0.0.2:{process.http_port}/healthz", timeout=5) as response:
+            assert response.status == 200
+        for port in (process.rtsp_port, process.http_port):
+            with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+                probe.connect(("127.0.0.1", port))
+    finally:
+        process.kill()
+
+
+def test_papercuts_get_one_clear_line(tmp_path: Path) -> None:
+    source = write_h264(tmp_path / "in.mp4", clean_frames(64, 64, 3))
+    missing_folder = streamer("restore", str(source), str(tmp_path / "no" / "such" / "out.mp4"), "--engine", "passthrough")
+    assert missing_folder.returncode == 2 and "output folder does not exist" in missing_folder.stderr
+    even = streamer("run", "demo", "--window", "4")
+    assert even.returncode == 2 and "--window: must be an odd number of frames" in even.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - name: -x\n    source: {url: 'rtsp://cam/1'}\n")
+    result = streamer("validate-config", str(bad))
+    assert result.returncode == 2
+    assert "cameras.0.name: must be 1 to 64 characters: letters, digits" in result.stderr
+    assert "cameras.0.source: missing 'type': say which kind this is, 'rtsp' or 'demo' or 'file'" in result.stderr
+    for jargon in ("discriminator", "String should match pattern", "^[A-Za-z"):
+        assert jargon not in result.stderr
+    for output in (missing_folder, even, result):
+        assert "Traceback" not in output.stderr
+
+
+def test_the_log_says_which_window_is_used() -> None:
+    process = StreamerProcess("demo", "--engine", "cpu", "--window", "3", "--lookahead", "0").start()
+    try:
+        line = next(line for line in process.log if "window" in line)
+        assert "window 3 frames (2 past, 0 ahead: causal)" in line, line
     finally:
         process.kill()

@@ -35,7 +35,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "field"),
     [
-        ("cameras: [{source: {type: rtsp, url: 'http://x'}}]", "cameras.0.source.rtsp.url"),
+        ("cameras: [{source: {type: rtsp, url: 'http://x'}}]", "cameras.0.source.url"),
         ("cameras: [{source: {type: demo}, window: {size: 4}}]", "cameras.0.window.size"),
         ("cameras: [{source: {type: demo}, colour: red}]", "cameras.0.colour"),
         ("cameras: [{source: {type: webcam}}]", "cameras.0.source"),

@@ -46,13 +46,14 @@ async def run_stage(engine: Engine, frames: int, interval: float) -> tuple[list[
         await asyncio.sleep(interval)
     inbox.close()
     await asyncio.wait_for(task, 10)
+    outbox.close()  # the stage leaves its outbox open (it may be restarted); its owner closes it
     out = []
     while True:
         try:
             out.append(await outbox.get())
         except ChannelClosed:
             break
-    stage.close()
+    await stage.close()
     return out, stage
 
 
@@ -77,3 +78,37 @@ async def test_hung_engine_is_abandoned_after_max_wait() -> None:
     out, stage = await run_stage(SlowInvertingEngine(2.0), frames=5, interval=0.01)
     assert [frame.seq for frame in out] == list(range(5))
     assert stage.stats.degraded["engine_slow"] >= 1
+
+
+async def test_frames_queued_behind_a_slow_restoration_are_never_dropped() -> None:
+    """At 30 fps behind a 0.3 s restoration ~9 frames leave in one burst; a small outbox read by a consumer
+    that needs a few ms per frame (the encoder) must receive every one of them, in order."""
+    engine = SlowInvertingEngine(0.3)
+    engine.activate()
+    inbox: Channel[Frame] = Channel("in", 64)
+    outbox: Channel[Frame] = Channel("out", 4)
+    stage = RestoreStage(engine, TemporalWindow(3, 1, 3, 1), inbox, outbox, max_wait_s=1.0)
+    received: list[int] = []
+
+    async def encoder() -> None:
+        while True:
+            try:
+                frame = await outbox.get()
+            except ChannelClosed:
+                return
+            received.append(frame.seq)
+            await asyncio.sleep(0.006)
+
+    consumer = asyncio.create_task(encoder())
+    task = asyncio.create_task(stage.run())
+    for seq in range(60):
+        inbox.put(Frame(np.full((8, 8, 3), seq, np.uint8), seq / 30, 0.0, seq))
+        await asyncio.sleep(1 / 30)
+    inbox.close()
+    await asyncio.wait_for(task, 10)
+    outbox.close()
+    await asyncio.wait_for(consumer, 10)
+    await stage.close()
+    assert outbox.dropped == 0 and stage.stats.dropped == 0
+    assert received == list(range(60))
+    assert 0 < stage.stats.restored < 60
