@@ -63,7 +63,8 @@ def create_engine(
     cache_dir: str | Path = "~/.cache/streamer/engines",
     int8: bool = True,
 ) -> Engine:
-    """Factory: ``kind`` is auto, cpu, tensorrt or passthrough. ``auto`` tries TensorRT, then the CPU.
+    """Factory: ``kind`` is auto, cpu, tensorrt, cuda (PyTorch CUDA) or passthrough. ``auto`` tries TensorRT,
+    then the CPU.
 
     ``model`` is a shipped model's name (see ``shipped_models()``) or an ONNX file path; None is ``lite``.
 
@@ -79,8 +80,12 @@ def create_engine(
 
         if kind == "tensorrt" or tensorrt_available():
             return TensorRTEngine(model_path, fp16=fp16, cache_dir=Path(cache_dir).expanduser())
+    if kind == "cuda":
+        from engines.torch_backend import TorchEngine
+
+        return TorchEngine(model_path, device="cuda", fp16=fp16)  # always the float model, like TensorRT
     if kind in ("cpu", "auto"):
         from engines.onnx_cpu import OnnxCpuEngine
 
         return OnnxCpuEngine(int8_twin(model_path) if int8 else model_path, threads=threads)
-    raise EngineError(f"unknown engine type {kind!r} (auto, cpu, tensorrt, passthrough)")
+    raise EngineError(f"unknown engine type {kind!r} (auto, cpu, tensorrt, cuda, passthrough)")

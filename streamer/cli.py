@@ -14,7 +14,7 @@ from streamer.config import AppConfig, ConfigError, build_config, load_config_fi
 
 log = logging.getLogger("streamer")
 
-ENGINES = ["auto", "cpu", "tensorrt", "passthrough"]
+ENGINES = ["auto", "cpu", "tensorrt", "cuda", "passthrough"]
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
