@@ -279,7 +279,8 @@ def bench_cell(engine: TorchEngine, pool: list[np.ndarray], batch: int, cell_s: 
         timings.append(time.perf_counter() - began)
     calls = np.array(timings) * 1000
     uploads = (engine.uploads - uploads_before) / max(len(timings), 1)
-    compute_ms = engine.time_compute(batch, height, width, repeats=10)
+    repeats = int(min(max(cell_s / max(float(np.median(calls)) / 1000, 1e-4), 1), 10))  # within the time box
+    compute_ms = engine.time_compute(batch, height, width, repeats=repeats)
     return {
         "warm_s": round(warm_s, 2),
         "calls": len(timings),
@@ -291,6 +292,23 @@ def bench_cell(engine: TorchEngine, pool: list[np.ndarray], batch: int, cell_s: 
         "device_ms_per_call": round(compute_ms, 3),
         "device_windows_per_s": round(batch * 1000 / compute_ms, 1),
     }
+
+
+class CellBudget:
+    """Whether the next throughput cell fits the time left: its cost is estimated from the last cell's calls
+    (seconds per window-pixel), since one call cannot be interrupted (4K x 16 on a CPU takes minutes)."""
+
+    def __init__(self, report: Report, reserve_s: float, cell_s: float) -> None:
+        self.report, self.reserve_s, self.cell_s = report, reserve_s, cell_s
+        self.seconds_per_pixel = 0.0
+
+    def fits(self, batch: int, width: int, height: int) -> bool:
+        calls = 3 + (2 if self.seconds_per_pixel else 0)  # first call, timed ones, device timing
+        estimate = self.cell_s + calls * self.seconds_per_pixel * batch * width * height
+        return self.report.remaining() - self.reserve_s > estimate + 2
+
+    def record(self, cell: dict[str, Any], batch: int, width: int, height: int) -> None:
+        self.seconds_per_pixel = cell["call_p50_ms"] / 1000 / (batch * width * height)
 
 
 def _peak_gib() -> float | None:
@@ -310,12 +328,13 @@ def throughput(args: argparse.Namespace, report: Report, reserve_s: float) -> Se
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     rng = np.random.default_rng(2)
+    budget = CellBudget(report, reserve_s, args.cell_s)
     for width, height in args.sizes:
         pool = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(6)]
         engine = _torch_engine(args, "lite", shapes=1)  # one shape at a time: each batch frees the last one's memory
         with engine:
             for batch in args.batches:
-                if report.remaining() < reserve_s + 4 * args.cell_s:
+                if not budget.fits(batch, width, height):
                     notes.append(f"{width}x{height} batch {batch}+: skipped (time budget)")
                     break
                 try:
@@ -323,8 +342,10 @@ def throughput(args: argparse.Namespace, report: Report, reserve_s: float) -> Se
                 except (EngineError, RuntimeError) as error:
                     notes.append(f"{width}x{height} batch {batch}: stopped the row: {error}"[:300])
                     break
+                budget.record(cell, batch, width, height)
                 rows.append({"size": f"{width}x{height}", "batch": batch, **cell, "peak_gib": _peak_gib()})
                 print(f"[gpu_check] throughput {rows[-1]}", flush=True)
+                report.progress("throughput", {"rows": rows, "notes": notes})
                 if cell["warm_s"] > 5 * args.cell_s + 10 or cell["call_p50_ms"] > 1000 * args.cell_s:
                     notes.append(f"{width}x{height}: larger batches skipped (batch {batch} is too slow for the time box)")
                     break
@@ -347,16 +368,18 @@ def variants(args: argparse.Namespace, report: Report, reserve_s: float) -> Sect
     pool = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(6)]
     rows: list[dict[str, Any]] = []
     seen: set[tuple[bool, bool, int]] = set()
+    budget = CellBudget(report, reserve_s, args.cell_s)
     for fp16 in (True, False):
         for graphs in (True, False):
             engine = _torch_engine(args, "lite", fp16=fp16, graphs=graphs, shapes=1)
             with engine:
                 for batch in args.variant_batches:
                     key = (engine.fp16, engine.cuda_graphs, batch)
-                    if key in seen or report.remaining() < reserve_s + 4 * args.cell_s:
+                    if key in seen or not budget.fits(batch, width, height):
                         continue
                     seen.add(key)
                     cell = bench_cell(engine, pool, batch, args.cell_s)
+                    budget.record(cell, batch, width, height)
                     rows.append({"precision": "fp16" if engine.fp16 else "fp32", "cuda_graphs": engine.cuda_graphs,
                                  "size": f"{width}x{height}", "batch": batch, **cell})
     return {"model": "lite", "rows": rows, "note": "fp32 convolutions use TF32 where cuDNN allows it (see environment)"}
@@ -394,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as workdir:
             report.run("live", lambda: live_section(
                 Path(workdir), args.live_size, args.live_cameras, args.live_seconds, args.live_warmup_s,
-                args.clip_seconds, factory, engine_type, report.remaining), needs_s=args.live_seconds + 10)
+                args.clip_seconds, factory, engine_type, report.remaining, lambda part: report.progress("live", part)),
+                needs_s=args.live_seconds + 10)
     report.write()
     print(report.markdown_path.read_text(), flush=True)
     print(f"[gpu_check] report: {report.json_path} {report.markdown_path}", flush=True)

@@ -155,6 +155,7 @@ def live_section(
     engine_factory: Callable[[], Engine],
     engine_type: str,
     time_left: Callable[[], float],
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Make the clip, then run each number of cameras in turn while the global deadline allows."""
     width, height = size
@@ -177,8 +178,10 @@ def live_section(
         summaries.append(result["summary"])
         per_camera += [{"cameras": count, **row} for row in result["cameras"]]
         print(f"[gpu_check] live {count} cameras: {result['summary']}", flush=True)
-    section["summary"] = summaries
-    section["per_camera"] = per_camera
+        section.update(summary=summaries, per_camera=per_camera)
+        if progress is not None:
+            progress(section)
+    section.update(summary=summaries, per_camera=per_camera)
     if notes:
         section["notes"] = notes
     return section

@@ -62,6 +62,11 @@ class Report:
         self.write()
         return section
 
+    def progress(self, name: str, partial: Section) -> None:
+        """Record what a running section has measured so far (kept if the run is killed before it ends)."""
+        self.data["sections"][name] = {"status": "running (partial)", **partial}
+        self.write()
+
     def write(self) -> None:
         self.data["elapsed_s"] = round(time.monotonic() - self.started, 1)
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
