@@ -24,7 +24,7 @@ def _have_gst_rtsp() -> bool:
 def _have_tensorrt() -> bool:
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
+    except Exception:  # ImportError, or a stub package that raises on import
         return False
     return True
 

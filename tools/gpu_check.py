@@ -176,7 +176,7 @@ def backends(args: argparse.Namespace) -> Section:
         import tensorrt  # noqa: F401
 
         trt_ok = True
-    except ImportError as error:
+    except Exception as error:  # ImportError, or a stub package that raises on import
         rows.append({"backend": "tensorrt", "status": "not installed", "detail": str(error)})
         trt_ok = False
     candidates: list[tuple[str, Callable[[], Engine]]] = []
