@@ -69,7 +69,8 @@ def create_engine(
     cache_dir: str | Path = "~/.cache/streamer/engines",
     int8: bool = True,
 ) -> Engine:
-    """Factory: ``kind`` is auto, cpu, tensorrt or passthrough. ``auto`` tries TensorRT, then the CPU.
+    """Factory: ``kind`` is auto, cpu, tensorrt, cuda (PyTorch CUDA) or passthrough. ``auto`` here is the
+    first of TensorRT and the CPU that is usable; ``activate_engine`` tries every candidate in turn.
 
     ``model`` is a shipped model's name (see ``shipped_models()``) or an ONNX file path; None is ``lite``.
 
@@ -85,21 +86,38 @@ def create_engine(
 
         if kind == "tensorrt" or tensorrt_available():
             return TensorRTEngine(model_path, fp16=fp16, cache_dir=Path(cache_dir).expanduser())
+    if kind == "cuda":
+        from engines.torch_backend import TorchEngine
+
+        return TorchEngine(model_path, device="cuda", fp16=fp16)  # always the float model, like TensorRT
     if kind in ("cpu", "auto"):
         from engines.onnx_cpu import OnnxCpuEngine
 
         return OnnxCpuEngine(int8_twin(model_path) if int8 else model_path, threads=threads)
-    raise EngineError(f"unknown engine type {kind!r} (auto, cpu, tensorrt, passthrough)")
+    raise EngineError(f"unknown engine type {kind!r} (auto, cpu, tensorrt, cuda, passthrough)")
+
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/nvhost-ctrl-gpu")
+
+
+def nvidia_gpu_present() -> bool:
+    """A cheap look for an NVIDIA driver (x86 or Jetson) before importing TensorRT or PyTorch to ask it."""
+    return any(Path(path).exists() for path in GPU_DEVICE_FILES)
 
 
 def engine_candidates(kind: str) -> list[str]:
     """The backends to try for ``kind``, best first: ``auto`` is TensorRT where it and a GPU are usable,
-    then the CPU; any other kind is just itself."""
+    then PyTorch CUDA, then the CPU; any other kind is just itself."""
     if kind != "auto":
         return [kind]
-    from engines.tensorrt_backend import tensorrt_available
+    candidates: list[str] = []
+    if nvidia_gpu_present():
+        from engines.tensorrt_backend import tensorrt_available
+        from engines.torch_backend import torch_cuda_available
 
-    return (["tensorrt"] if tensorrt_available() else []) + ["cpu"]
+        candidates += ["tensorrt"] if tensorrt_available() else []
+        candidates += ["cuda"] if torch_cuda_available() else []
+    return [*candidates, "cpu"]
 
 
 def activate_engine(

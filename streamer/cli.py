@@ -23,7 +23,7 @@ from streamer.config import (
 
 log = logging.getLogger("streamer")
 
-ENGINES = ["auto", "cpu", "tensorrt", "passthrough"]
+ENGINES = ["auto", "cpu", "tensorrt", "cuda", "passthrough"]
 
 
 def odd_window(text: str) -> int:

@@ -95,8 +95,8 @@ SourceConfig = Annotated[
 
 # --------------------------------------------------------------------------------------------- engine
 class EngineConfig(StrictModel):
-    type: Literal["auto", "cpu", "tensorrt", "passthrough"] = Field(
-        "auto", description="auto = TensorRT when a GPU is usable, else ONNX Runtime on the CPU"
+    type: Literal["auto", "cpu", "tensorrt", "cuda", "passthrough"] = Field(
+        "auto", description="auto = TensorRT when a GPU is usable, else ONNX Runtime on the CPU; cuda = PyTorch CUDA"
     )
     model: str | None = Field(
         None,

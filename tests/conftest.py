@@ -21,18 +21,38 @@ def _have_gst_rtsp() -> bool:
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _have_tensorrt() -> bool:
     try:
         import tensorrt  # noqa: F401
+    except Exception:  # ImportError, or a stub package that raises on import
+        return False
+    return True
 
-        has_gpu = True
+
+def _have_torch_cuda() -> bool:
+    """PyTorch sees a CUDA device (torch is imported only where an NVIDIA driver is visible at all)."""
+    if not (shutil.which("nvidia-smi") or Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia").exists()):
+        return False
+    try:
+        import torch
     except ImportError:
-        has_gpu = False
-    if not has_gpu:
-        skip = pytest.mark.skip(reason="needs an NVIDIA GPU with TensorRT")
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(skip)
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests run where TensorRT imports or PyTorch sees a CUDA device; those whose name mentions
+    tensorrt need TensorRT itself."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    has_tensorrt = _have_tensorrt()
+    has_cuda = has_tensorrt or _have_torch_cuda()
+    for item in gpu_items:
+        if "tensorrt" in item.name and not has_tensorrt:
+            item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU with TensorRT"))
+        elif not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU (TensorRT or PyTorch CUDA)"))
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import engines
 from engines import EngineError, activate_engine
 from engines.base import Engine, ModelInfo
 
@@ -70,6 +71,7 @@ def install_tensorrt_whose_build_fails(monkeypatch: pytest.MonkeyPatch) -> dict[
     for name, module in (("tensorrt", tensorrt), ("cuda", cuda), ("cuda.bindings", bindings),
                          ("cuda.bindings.runtime", runtime)):
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(engines, "nvidia_gpu_present", lambda: True)  # as if the driver's device files existed
     return calls
 
 
