@@ -75,7 +75,8 @@ def test_validate_config_prints_everything_but_secrets(tmp_path: Path) -> None:
              "sinks": [{"type": "rtsp_publish", "url": "rtsp://pub:foxtrot7/golf7@hotel7@10.0.0.3/x"}]},
             {"name": "yard", "source": {"type": "rtsp", "url": "rtsp://cam:554/user=admin&password=india7"}},
         ],
-        "server": {"rtsp": {"auth": {"users": [{"username": "viewer", "password": "juliet7:kilo7@lima7"}]}}},
+        "server": {"rtsp": {"auth": {"users": [{"username": "viewer", "password": "juliet7:kilo7@lima7"}]}},
+                   "http": {"auth": {"token": "mike7-november7-oscar7"}}},
     }))
     result = subprocess.run([sys.executable, "-m", "streamer", "validate-config", str(config)], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
@@ -86,9 +87,10 @@ def test_validate_config_prints_everything_but_secrets(tmp_path: Path) -> None:
     assert printed["cameras"][0]["sinks"][0]["url"] == "rtsp://pub:***@10.0.0.3/x"
     assert printed["cameras"][1]["source"]["url"] == "rtsp://cam:554/user=admin&password=***"
     assert printed["server"]["rtsp"]["auth"]["users"] == [{"username": "viewer", "password": "***"}]
+    assert printed["server"]["http"]["auth"]["token"] == "***"
     # otherwise complete: every default is there
     assert printed["cameras"][0]["source"]["reconnect_backoff_s"] == [0.5, 1.0, 2.0, 5.0, 10.0]
-    assert printed["server"]["http"]["port"] == 8080 and printed["log_level"] == "info"
+    assert printed["server"]["http"]["max_connections"] == 256 and printed["log_level"] == "info"
 
 
 def test_passwords_stay_out_of_the_log_and_the_api(camera: GstCamera, tmp_path: Path) -> None:
