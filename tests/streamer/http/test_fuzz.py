@@ -166,17 +166,17 @@ def test_junk_requests_are_4xx_never_tracebacks(streamer: StreamerProcess) -> No
     finally:
         stop.set()
         loris.join(5)
-    # every slow connection was cut at the idle timeout (fuzz time / timeout * 10 of them)
-    assert len(closed_after) >= SECONDS / IDLE_TIMEOUT_S * 10 * 0.7, closed_after
-    assert max(closed_after) < IDLE_TIMEOUT_S + 1.5, closed_after
     errors, bad = http_counters(port)
-    assert errors == 0 and bad > sent / 4, (errors, bad, sent)  # most junk reached the parser and was refused
     assert http_get(port, "/healthz")[0] == 200 and streamer.process is not None and streamer.process.poll() is None
     streamer.terminate()
     log = "".join(streamer.log)
-    assert "Traceback" not in log, f"seed {SEED}: {log[log.index('Traceback') - 300:][:3000]}"
+    assert "Traceback" not in log, f"seed {SEED}: {log.count('Traceback')} tracebacks, the first: " + (
+        log[log.index("Traceback") - 300 :][:3000])
     problems = [line for line in log.splitlines() if " ERROR " in line or " CRITICAL " in line]
     assert not problems, problems[:5]
     assert TOKEN not in log
+    assert errors == 0 and bad > sent / 4, (errors, bad, sent)  # most junk reached the parser and was refused
     assert sum(statuses.values()) > sent / 2, statuses  # most junk got an answer, not just a close
-
+    # every slow connection was cut at the idle timeout (fuzz time / timeout * 10 of them)
+    assert len(closed_after) >= SECONDS / IDLE_TIMEOUT_S * 10 * 0.7, closed_after
+    assert max(closed_after) < IDLE_TIMEOUT_S + 1.5, closed_after
