@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -149,12 +149,15 @@ class GuardedRequestHandler(web.RequestHandler):
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple | list) and peer else "unknown"
         if not self._gate.admit(address):
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(REFUSED)
+            cast(asyncio.Transport, transport).write(REFUSED)  # uvloop's transports are not asyncio subclasses
             transport.close()
             return
         self._address = address
         super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._address is not None:  # a refused connection's request is read and dropped, never parsed
+            super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._address is None:  # refused: aiohttp never saw this connection

@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+import uvloop
 from prometheus_client import CollectorRegistry
 
 from streamer.config import HttpServerConfig
 from streamer.http.server import HttpServer
 
 TOKEN = "kilo7-lima7.mike7_november7"
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], Any]]:
+    """The in-process tests run on both loops: uvloop is what `streamer run` uses (its transports differ from
+    asyncio's in ways that matter here), asyncio what the rest of the suite uses."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @asynccontextmanager
