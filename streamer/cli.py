@@ -202,8 +202,11 @@ def cmd_models(_args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
+    from streamer.redact import redact_config
+
     config = load_config_file(args.file)
-    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    resolved = redact_config(config.model_dump(mode="json"))  # complete, but passwords and tokens as '***'
+    print(yaml.safe_dump(resolved, sort_keys=False), end="")
     print(f"# {args.file}: valid ({len(config.cameras)} camera(s))", file=sys.stderr)
     return 0
 

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -208,10 +209,93 @@ class RtspServerConfig(StrictModel):
     auth: RtspAuthConfig | None = Field(None, description="Require a user name and password")
 
 
+BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]{16,4096}=*$")  # RFC 6750 b64token, at least 16 characters
+
+
+class HttpAuthConfig(StrictModel):
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token clients must send (Authorization: Bearer TOKEN): 16 to 4096 characters from "
+        "A-Z a-z 0-9 - . _ ~ + / (then '=' padding); or use token_file",
+    )
+    token_file: str | None = Field(
+        None, min_length=1, max_length=4096, description="File whose first line is the token (instead of token)"
+    )
+    realm: str = Field(
+        "streamer", min_length=1, max_length=128, description="Realm named in the WWW-Authenticate challenge"
+    )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_is_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | SecretStr):
+            raise ValueError("must be text: quote a token that YAML reads as a number or a date")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not BEARER_TOKEN.match(value.get_secret_value()):
+            raise ValueError("must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / (then '=' padding)")
+        return value
+
+    @field_validator("realm")
+    @classmethod
+    def _realm_fits_a_header(cls, value: str) -> str:
+        if not all(" " <= char <= "~" and char not in '"\\' for char in value):
+            raise ValueError("must be printable ASCII without quotes or backslashes")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HttpAuthConfig:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give either token or token_file")
+        if self.token_file is not None:
+            self.bearer_token()  # an unreadable or malformed file is a configuration error, not a runtime one
+        return self
+
+    def bearer_token(self) -> str:
+        """The token, read from token_file when that is how it was given."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        path = Path(self.token_file or "").expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"token_file: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        token = lines[0].strip() if lines else ""
+        if not BEARER_TOKEN.match(token):
+            raise ValueError(
+                f"token_file: the first line of {path} must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / "
+                "(then '=' padding)"
+            )
+        return token
+
+
 class HttpServerConfig(StrictModel):
     enabled: bool = Field(True, description="Serve /healthz, /metrics and the API")
     host: str = Field("0.0.0.0", description="Address to listen on")
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port)")
+    auth: HttpAuthConfig | None = Field(
+        None, description="Require a bearer token on every path except /healthz"
+    )
+    max_connections: int = Field(256, ge=1, le=10000, description="HTTP connections open at once; more are refused")
+    max_connections_per_address: int = Field(
+        32, ge=1, le=10000, description="HTTP connections open at once from one client address"
+    )
+    idle_timeout_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600,
+        description="Close a connection that has not completed a request this long after it opened or after its "
+        "last response (idle keep-alive, silent and half-sent requests)",
+    )
+    max_url_bytes: int = Field(4096, ge=256, le=65536, description="Longest request target (path and query)")
+    max_header_bytes: int = Field(8190, ge=256, le=65536, description="Longest header field (name and value)")
+    max_headers: int = Field(64, ge=8, le=1024, description="Most header fields in one request")
+    max_body_bytes: int = Field(
+        65536, ge=0, le=16 * 1024 * 1024, description="Largest request body; a longer Content-Length gets 413"
+    )
 
 
 class ServerConfig(StrictModel):

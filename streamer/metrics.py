@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from streamer.http.guard import HttpStats
     from streamer.pipeline import CameraPipeline
     from streamer.rtsp.server import RtspServer
 
@@ -84,3 +85,26 @@ def build_registry(pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StreamerCollector(pipelines, rtsp))
     return registry
+
+
+class HttpCollector(Collector):
+    """The HTTP server's own counters (registered by ``HttpServer`` on the registry it serves)."""
+
+    def __init__(self, stats: HttpStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        for name, text, value in (
+            ("http_bad_requests", "HTTP requests refused as malformed or over a size limit (4xx)", stats.bad_requests),
+            ("http_internal_errors", "HTTP requests that failed inside the server (500), a bug", stats.internal_errors),
+            ("http_auth_failures", "HTTP requests refused for a missing or wrong bearer token (401)", stats.auth_failures),
+            ("http_connections_refused", "HTTP connections refused over max_connections(_per_address)",
+             stats.connections_refused),
+        ):
+            family = CounterMetricFamily(f"streamer_{name}", text, labels=[])
+            family.add_metric([], value)
+            yield family
+        open_now = GaugeMetricFamily("streamer_http_connections", "HTTP connections open", labels=[])
+        open_now.add_metric([], stats.connections_open)
+        yield open_now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +11,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streamer.config import HttpServerConfig
+from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
+from streamer.http.middleware import build_middlewares
+from streamer.metrics import HttpCollector
 
 if TYPE_CHECKING:
     from streamer.pipeline import CameraPipeline
@@ -53,8 +58,13 @@ class HttpServer:
         self.pipelines = pipelines
         self.registry = registry
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self.app = web.Application()
+        self._listener: asyncio.Server | None = None
+        self.stats = HttpStats()
+        self._errors = ErrorReporter(self.stats)
+        self.app = web.Application(
+            middlewares=build_middlewares(config, self.stats, self._errors), client_max_size=config.max_body_bytes + 1
+        )
+        registry.register(HttpCollector(self.stats))
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
@@ -62,21 +72,29 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        if self._site is None or self._site._server is None:
-            return self.config.port
-        sockets = getattr(self._site._server, "sockets", None) or []
+        sockets = self._listener.sockets if self._listener is not None else ()
         return int(sockets[0].getsockname()[1]) if sockets else self.config.port
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
-        await self._site.start()
+        try:
+            self._listener = await listen(self._runner, self.config, self.stats, self._errors)
+        except OSError:
+            await self.stop()
+            raise
         log.info("HTTP server listening on %s:%d", self.config.host, self.port)
+        warning = exposure_warning(self.config, self.port)
+        if warning:
+            log.warning("%s", warning)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        listener, runner = self._listener, self._runner
+        self._listener = self._runner = None
+        if listener is not None:
+            listener.close()
+        if runner is not None:
+            await runner.cleanup()
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: the process and its event loop answer. Whether cameras produce output is /readyz."""
@@ -98,3 +116,23 @@ class HttpServer:
 
     async def streams(self, request: web.Request) -> web.Response:
         return web.json_response({"streams": [stream_status(pipeline) for pipeline in self.pipelines]})
+
+
+def exposure_warning(config: HttpServerConfig, port: int) -> str | None:
+    """The warning for an API that other machines can reach without a token (None when it is protected)."""
+    if config.auth is not None or _is_loopback(config.host):
+        return None
+    return (
+        f"HTTP: /metrics and /api on {config.host or '0.0.0.0'}:{port} are open to anyone who can reach this "
+        "port (no token): set server.http.auth.token or token_file (or STREAMER__SERVER__HTTP__AUTH__TOKEN), "
+        "or server.http.host: 127.0.0.1 to serve this machine only"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -9,8 +9,8 @@ import av
 
 from streamer.config import RtspPublishSinkConfig
 from streamer.hub import StreamHub
+from streamer.redact import redact_url as redact
 from streamer.sinks.base import H264Muxer, Sink
-from streamer.sources.rtsp import redact
 
 log = logging.getLogger(__name__)
 

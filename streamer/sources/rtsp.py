@@ -9,19 +9,10 @@ from typing import Any
 import av
 
 from streamer.config import RtspSourceConfig
+from streamer.redact import redact_url as redact  # the URL without its password, for logs
 from streamer.sources.base import Source
 
 log = logging.getLogger(__name__)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.split("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 class ReconnectNeeded(Exception):
