@@ -27,6 +27,18 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>]+")
 _AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s,]+")
 
 
+def split_authority(url: str) -> tuple[str, str, str, str] | None:
+    """``scheme://userinfo@hostport/rest`` as (scheme, userinfo, hostport, rest), the user information ending
+    at the last '@' before the first '/', '?' or '#' (as FFmpeg reads it); None without ``://``."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return None
+    match = _AUTHORITY_END.search(rest)
+    end = match.start() if match else len(rest)
+    at = rest.rfind("@", 0, end)
+    return scheme, rest[:max(at, 0)], rest[at + 1:end], rest[end:]
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password (and secret-named parameters) replaced by ``***``; the user name stays."""
     scheme, separator, rest = url.partition("://")

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 
 from streamer.config import DemoSourceConfig, FileSourceConfig, RtspSourceConfig
+from streamer.redact import split_authority
 
 
 class SourceError(ValueError):
@@ -33,13 +34,15 @@ def check_source(config: RtspSourceConfig | DemoSourceConfig | FileSourceConfig,
 
 
 def rtsp_url_problem(url: str) -> str:
-    """Why ``url`` cannot be an RTSP camera address, or '' when it can. Credentials may contain any
-    character but '/', so the host starts after the last '@' before the path."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme.lower() not in ("rtsp", "rtsps"):
+    """Why ``url`` cannot be an RTSP camera address, or '' when it can (the host follows the last '@' of
+    the authority: see ``streamer.redact``)."""
+    parts = split_authority(url)
+    if parts is None or parts[0].lower() not in ("rtsp", "rtsps"):
         return "must start with rtsp:// or rtsps://"
-    authority = rest.split("/", 1)[0].split("?", 1)[0]
-    hostport = authority.rsplit("@", 1)[-1]
+    _scheme, userinfo, hostport, rest = parts
+    if not userinfo and "@" in rest and ":" in hostport:
+        # user:pa/ss@host: the raw '/' ended the authority inside the password (never quote any of it)
+        return "a '/', '?' or '#' in the user name or password must be written %2F, %3F or %23"
     if hostport.startswith("["):
         host, bracket, port_text = hostport[1:].partition("]")
         if not bracket or (port_text and not port_text.startswith(":")):
