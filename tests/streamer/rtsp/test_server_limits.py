@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
+from streamer.graph.frames import AccessUnit
 from tests.peers.processes import start_viewer
 from tests.streamer.rtsp.client import RtspClient
 from tests.streamer.rtsp.conftest import RunningServer, ffmpeg_frames
@@ -101,3 +102,16 @@ def test_a_silent_playing_tcp_viewer_outlives_the_idle_timeout(serve: Callable[.
             received += len(chunk)
         assert received > 10_000
     assert running.server.counters.idle_timeouts == 0
+
+
+def test_a_sender_failing_unexpectedly_is_counted_as_an_internal_error(rtsp_server: RunningServer) -> None:
+    """A broken access unit (NaN timestamp) kills that viewer's sender: counted and logged, the server goes on."""
+    with RtspClient(rtsp_server.port) as viewer:
+        session = viewer.setup_tcp().session
+        assert viewer.request("PLAY", viewer.url(), {"Session": session}).status == 200
+        broken = AccessUnit([b"\x65\x88"], float("nan"), time.time(), True, 160, 96, 0)
+        rtsp_server.call(lambda: rtsp_server.hub.publish(broken))
+        rtsp_server.wait_until(lambda server: server.counters.internal_errors == 1, 2.0, "the failure was counted")
+        rtsp_server.wait_until(lambda server: session not in server.sessions, 2.0, "the broken session ended")
+    frames, errors = ffmpeg_frames(rtsp_server.url(), "tcp", seconds=1)
+    assert frames == 25, errors
