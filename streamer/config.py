@@ -196,6 +196,18 @@ class RtspAuthConfig(StrictModel):
     method: Literal["basic", "digest"] = Field("digest", description="HTTP authentication scheme for RTSP")
     realm: str = Field("streamer", min_length=1, max_length=128, description="Realm shown to viewers")
     users: list[RtspUserConfig] = Field(min_length=1, max_length=256, description="Accepted users")
+    nonce_lifetime_s: float = Field(
+        60.0, ge=1, le=3600,
+        description="Digest: a nonce is accepted this long after its challenge, on its own connection only; "
+        "later the client is asked again with stale=true (no new password prompt)",
+    )
+    max_failures: int = Field(
+        5, ge=1, le=1000, description="Wrong passwords from one address within lockout_s that lock it out"
+    )
+    lockout_s: float = Field(
+        30.0, ge=1, le=86400,
+        description="How long an address that failed max_failures times is refused (403) without checking",
+    )
 
 
 class RtspServerConfig(StrictModel):
@@ -205,8 +217,34 @@ class RtspServerConfig(StrictModel):
     udp: bool = Field(True, description="Offer RTP over UDP unicast besides TCP interleaved")
     session_timeout_s: float = Field(60.0, ge=5, le=3600, description="Drop UDP sessions silent this long")
     viewer_queue: int = Field(64, ge=4, le=4096, description="Access units buffered per viewer before dropping")
-    max_viewers: int = Field(64, ge=1, le=10000, description="Sessions accepted at once")
+    max_viewers: int = Field(64, ge=1, le=10000, description="Sessions playing at once")
     auth: RtspAuthConfig | None = Field(None, description="Require a user name and password")
+    max_connections: int = Field(
+        256, ge=1, le=100000,
+        description="Control connections open at once; at the cap a new one evicts the idlest non-playing one",
+    )
+    max_connections_per_address: int = Field(
+        128, ge=1, le=100000,
+        description="Control connections from one address; at the cap its idlest non-playing one is evicted",
+    )
+    idle_timeout_s: float = Field(
+        30.0, ge=1, le=3600, description="Close a connection that sends no request this long (unless it plays)"
+    )
+    request_timeout_s: float = Field(
+        10.0, ge=1, le=300, description="Close a connection whose request is not complete this long after it began"
+    )
+    setup_timeout_s: float = Field(
+        5.0, ge=1, le=120, description="End a session that was set up but not played within this long"
+    )
+    max_sessions_per_connection: int = Field(4, ge=1, le=64, description="Sessions one connection may set up")
+    max_sessions_per_address: int = Field(
+        64, ge=1, le=10000,
+        description="Sessions from one address; at the cap its oldest not-yet-playing one is ended",
+    )
+    max_pending_sessions: int = Field(
+        32, ge=1, le=10000,
+        description="Sessions set up but not yet playing, all addresses; at the cap the oldest is ended",
+    )
 
 
 BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]{16,4096}=*$")  # RFC 6750 b64token, at least 16 characters

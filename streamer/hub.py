@@ -73,6 +73,7 @@ class StreamHub:
         self.parameter_sets: tuple[bytes, bytes] | None = None
         self.size: tuple[int, int] | None = None
         self.units_published = 0
+        self.sender_restarts = 0  # viewer senders restarted after an unexpected failure (all viewers)
         self.last_timestamp: float | None = None
         self.last_published_at: float | None = None  # time.monotonic() of the last access unit
         self.fps_estimate = 0.0

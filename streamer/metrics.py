@@ -57,6 +57,7 @@ class StreamerCollector(Collector):
             encode_errors.add_metric([name], pipeline.encode_stage.errors)
             for stage, health in pipeline.stage_health().items():
                 restarts.add_metric([name, stage], health.restarts)
+            restarts.add_metric([name, "rtsp-viewer"], pipeline.hub.sender_restarts)
             if pipeline.restorer is not None:
                 restore = pipeline.restorer.stats
                 dropped.add_metric([name, "restore_pending"], restore.dropped)
@@ -79,6 +80,36 @@ class StreamerCollector(Collector):
             bad = counter("rtsp_bad_requests", "RTSP requests refused as malformed or invalid", [])
             bad.add_metric([], self.rtsp.bad_requests)
             yield from (requests, bad)
+            yield from _rtsp_metrics(self.rtsp)
+
+
+_RTSP_COUNTERS = (
+    ("connections", "RTSP control connections accepted"),
+    ("connections_refused", "RTSP connections closed at once: a connection cap reached and every holder playing"),
+    ("connections_evicted", "Idle non-playing RTSP connections closed to make room under a connection cap"),
+    ("idle_timeouts", "RTSP connections closed after idle_timeout_s without a request"),
+    ("request_timeouts", "RTSP connections closed because a request was not complete within request_timeout_s"),
+    ("sessions_refused", "RTSP SETUP or PLAY refused with 453 by a session cap or max_viewers"),
+    ("sessions_evicted", "RTSP sessions set up but not playing, ended to make room under a session cap"),
+    ("sessions_expired", "RTSP sessions set up but not played within setup_timeout_s"),
+    ("auth_failures", "RTSP requests with wrong credentials"),
+    ("auth_lockouts", "RTSP client addresses locked out after auth.max_failures wrong credentials"),
+    ("auth_locked_requests", "RTSP requests refused (403) because their address was locked out"),
+    ("internal_errors", "Exceptions that reached an RTSP catch-all (a bug: should stay 0)"),
+)
+
+
+def _rtsp_metrics(rtsp: RtspServer) -> Iterator[Metric]:
+    for name, text in _RTSP_COUNTERS:
+        family = CounterMetricFamily(f"streamer_rtsp_{name}", text, labels=[])
+        family.add_metric([], getattr(rtsp.counters, name))
+        yield family
+    connections = GaugeMetricFamily("streamer_rtsp_open_connections", "RTSP control connections open", labels=[])
+    connections.add_metric([], len(rtsp.connections))
+    sessions = GaugeMetricFamily("streamer_rtsp_sessions", "RTSP sessions by state", labels=["state"])
+    sessions.add_metric(["playing"], rtsp.session_limits.playing)
+    sessions.add_metric(["pending"], rtsp.session_limits.pending)
+    yield from (connections, sessions)
 
 
 def build_registry(pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None) -> CollectorRegistry:

@@ -6,17 +6,23 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
-MAX_LINE = 4096
+MAX_LINE = 4096  # request line or one header line
 MAX_HEADERS = 64
+MAX_HEAD = 16384  # request line and headers together (live555: 20000, MediaMTX: 255 headers of 2 kB)
 MAX_BODY = 16384
 METHOD_PATTERN = re.compile(r"^[A-Z][A-Z_]{0,31}$")
+CSEQ_PATTERN = re.compile(r"[0-9]{1,9}")
+CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]{1,9}")
+PAIR_PATTERN = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 
 REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     413: "Request Entity Too Large",
     414: "Request-URI Too Long",
     453: "Not Enough Bandwidth",
@@ -53,7 +59,9 @@ class Request:
 
     @property
     def cseq(self) -> str:
-        return self.header("cseq")
+        """The CSeq when it is a number (RFC 2326: 1*DIGIT), else "" (never echoed unchecked)."""
+        value = self.header("cseq")
+        return value if CSEQ_PATTERN.fullmatch(value) else ""
 
 
 @dataclass
@@ -62,6 +70,14 @@ class InterleavedFrame:
 
     channel: int
     payload: bytes
+
+
+@dataclass(frozen=True)
+class BlankLine:
+    """An empty line between requests: nothing to answer."""
+
+
+BLANK_LINE = BlankLine()
 
 
 async def _read_line(reader: asyncio.StreamReader) -> bytes:
@@ -74,25 +90,34 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
     return line
 
 
-async def read_message(reader: asyncio.StreamReader) -> Request | InterleavedFrame | None:
-    """The next request or interleaved frame; None at end of stream."""
-    try:
-        first = await reader.readexactly(1)
-    except asyncio.IncompleteReadError:
-        return None
+def _printable(text: str) -> bool:
+    return text.isprintable() and " " not in text
+
+
+async def read_message(
+    reader: asyncio.StreamReader, first: bytes | None = None
+) -> Request | InterleavedFrame | BlankLine | None:
+    """The next request or interleaved frame; None at end of stream. ``first``: its first byte, when the
+    caller already read it (to tell an idle connection from a slow request)."""
+    if first is None:
+        try:
+            first = await reader.readexactly(1)
+        except asyncio.IncompleteReadError:
+            return None
     if first == b"$":
         header = await reader.readexactly(3)
         length = int.from_bytes(header[1:3], "big")
         return InterleavedFrame(header[0], await reader.readexactly(length))
     line = first + await _read_line(reader)
-    while line in (b"\r\n", b"\n"):  # tolerate blank lines between requests
-        line = await _read_line(reader)
+    if line in (b"\r\n", b"\n"):  # tolerated between requests (some clients ping with CRLF)
+        return BLANK_LINE
+    head_size = len(line)
     try:
         text = line.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise BadRequest(400, "request line is not UTF-8") from None
     parts = text.split(" ")
-    if len(parts) != 3 or not METHOD_PATTERN.match(parts[0]):
+    if len(parts) != 3 or not METHOD_PATTERN.match(parts[0]) or not _printable(parts[1]):
         raise BadRequest(400, f"malformed request line {text[:80]!r}")
     method, url, version = parts
     if version != "RTSP/1.0":
@@ -100,6 +125,9 @@ async def read_message(reader: asyncio.StreamReader) -> Request | InterleavedFra
     request = Request(method, url, version)
     for _ in range(MAX_HEADERS + 1):
         raw = await _read_line(reader)
+        head_size += len(raw)
+        if head_size > MAX_HEAD:
+            raise BadRequest(400, "request head too large")
         if raw in (b"\r\n", b"\n"):
             break
         try:
@@ -110,7 +138,7 @@ async def read_message(reader: asyncio.StreamReader) -> Request | InterleavedFra
     else:
         raise BadRequest(400, "too many headers")
     length_text = request.header("content-length", "0")
-    if not length_text.isdigit():
+    if not CONTENT_LENGTH_PATTERN.fullmatch(length_text):
         raise BadRequest(400, "bad Content-Length")
     length = int(length_text)
     if length > MAX_BODY:
@@ -146,12 +174,11 @@ def parse_transport(header: str) -> dict[str, str]:
 
 
 def _parse_pair(text: str, minimum: int, maximum: int, what: str) -> tuple[int, int]:
-    first, _, second = text.partition("-")
-    try:
-        low = int(first)
-        high = int(second) if second else low + 1
-    except ValueError:
-        raise BadRequest(461, f"bad {what} {text[:20]!r}", fatal=False) from None
+    match = PAIR_PATTERN.fullmatch(text.strip())
+    if match is None:
+        raise BadRequest(461, f"bad {what}", fatal=False)
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) else low + 1
     if not (minimum <= low <= maximum and minimum <= high <= maximum):
         raise BadRequest(461, f"{what} out of range", fatal=False)
     return low, high

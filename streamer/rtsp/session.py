@@ -8,10 +8,15 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamer.hub import StreamHub, Subscription
 from streamer.rtsp.rtp import H264RtpSender
 from streamer.rtsp.sdp import PAYLOAD_TYPE
+from streamer.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from streamer.rtsp.limits import Connection
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +89,48 @@ async def open_udp_transport(
 
 
 class RtspSession:
-    """Created by SETUP, started by PLAY, ended by TEARDOWN, the connection closing, or a timeout."""
+    """Created by SETUP, started by PLAY, ended by TEARDOWN, the connection closing, or a timeout.
 
-    def __init__(self, hub: StreamHub, queue_size: int, timeout_s: float, on_end: Callable[[RtspSession], None]) -> None:
+    ``address`` is the viewer's, ``on_end`` runs once when it ends, ``on_error`` when its sender fails with
+    an unexpected exception (an internal error, counted)."""
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        queue_size: int,
+        timeout_s: float,
+        on_end: Callable[[RtspSession], None],
+        address: str = "",
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
         self.id = secrets.token_hex(8)
         self.hub = hub
+        self.address = address
+        self.owner: Connection | None = None  # the control connection responsible for it
         self.queue_size = queue_size
         self.timeout_s = timeout_s
         self.transport: TcpTransport | UdpTransport | None = None
         self.rtp = H264RtpSender(PAYLOAD_TYPE)
         self.subscription: Subscription | None = None
-        self.last_activity = time.monotonic()
+        self.created = time.monotonic()
+        self.last_activity = self.created
         self.units_sent = 0
         self._task: asyncio.Task[None] | None = None
         self._on_end = on_end
+        self._on_error = on_error
         self._ended = False
 
     @property
     def playing(self) -> bool:
         return self._task is not None
+
+    def attach(self, transport: TcpTransport | UdpTransport) -> bool:
+        """Give the session its transport; False (and the transport closed) when it ended meanwhile."""
+        if self._ended:
+            transport.close()
+            return False
+        self.transport = transport
+        return True
 
     @property
     def dropped(self) -> int:
@@ -116,7 +144,7 @@ class RtspSession:
         return isinstance(self.transport, UdpTransport) and now - self.last_activity > self.timeout_s
 
     def play(self) -> None:
-        if self._task is None:
+        if self._task is None and not self._ended:
             self.subscription = self.hub.subscribe(self.queue_size, name=f"rtsp-{self.id}")
             self._task = asyncio.create_task(self._send_loop(), name=f"rtsp-send-{self.id}")
 
@@ -134,6 +162,25 @@ class RtspSession:
         self._on_end(self)
 
     async def _send_loop(self) -> None:
+        """Send until the viewer goes or the session ends. An unexpected failure (a bug, a unit that cannot
+        be packetised) is counted and the sender restarted by a supervisor at the next keyframe: the viewer
+        keeps its session and connection."""
+        supervisor = Supervisor(self.hub.name, "rtsp-viewer", self._send, lambda: self._ended, self._restart)
+        try:
+            await supervisor.run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.end()
+
+    def _restart(self) -> None:
+        self.hub.sender_restarts += 1
+        if self._on_error is not None:
+            self._on_error()
+        if self.subscription is not None:
+            self.subscription.resync()
+
+    async def _send(self) -> None:
         transport, subscription = self.transport, self.subscription
         if transport is None or subscription is None:
             return
@@ -151,11 +198,5 @@ class RtspSession:
                     transport.send_rtcp(self.rtp.sender_report())
                     last_report = now
                 await transport.drain()
-        except asyncio.CancelledError:
-            pass
         except (ConnectionError, asyncio.TimeoutError, OSError) as error:
             log.info("rtsp session %s: viewer gone (%s)", self.id, error.__class__.__name__)
-        except Exception:
-            log.exception("rtsp session %s: sender failed", self.id)
-        finally:
-            self.end()

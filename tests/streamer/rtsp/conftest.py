@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from streamer.graph.frames import Frame
 from streamer.hub import StreamHub
 from streamer.rtsp.server import RtspServer
 from tests.media import clean_frames
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,6 +33,21 @@ class RunningServer:
 
     def url(self, name: str = "live", credentials: str = "") -> str:
         return f"rtsp://{credentials}127.0.0.1:{self.port}/{name}"
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` in the server's loop thread (to read its state consistently)."""
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(5)
+
+    def wait_until(self, predicate: Callable[[RtspServer], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.call(lambda: predicate(self.server)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout} s: {what}")
+            time.sleep(0.05)
 
 
 def _serve(config: RtspServerConfig) -> Iterator[RunningServer]:
@@ -81,14 +100,54 @@ def rtsp_server() -> Iterator[RunningServer]:
     yield from _serve(RtspServerConfig(host="127.0.0.1", port=0, session_timeout_s=5))
 
 
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RunningServer]]:
+    """Start a server with the given RtspServerConfig fields (on 127.0.0.1, any free port)."""
+    running: list[Iterator[RunningServer]] = []
+
+    def start(**fields: Any) -> RunningServer:
+        generator = _serve(RtspServerConfig(host="127.0.0.1", port=0, **fields))
+        running.append(generator)
+        return next(generator)
+
+    yield start
+    for generator in running:
+        next(generator, None)
+
+
+def viewer_auth(method: str, **fields: Any) -> RtspAuthConfig:
+    return RtspAuthConfig(method=method, users=[RtspUserConfig(username="viewer", password="s3cret")], **fields)
+
+
 @pytest.fixture(params=["basic", "digest"])
 def rtsp_server_with_auth(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    auth = RtspAuthConfig(method=request.param, users=[RtspUserConfig(username="viewer", password="s3cret")])
-    yield from _serve(RtspServerConfig(host="127.0.0.1", port=0, auth=auth))
+    yield from _serve(RtspServerConfig(host="127.0.0.1", port=0, auth=viewer_auth(request.param)))
 
 
 def frame_count(output: bytes, width: int = 160, height: int = 96) -> int:
     return len(output) // (width * height * 3)
 
 
-__all__ = ["RunningServer", "frame_count", "np"]
+def ffmpeg_frames(url: str, transport: str = "tcp", seconds: int = 2) -> tuple[int, str]:
+    """Frames an ffmpeg viewer decodes from ``url`` (it stops after ``seconds`` at 25 fps)."""
+    result = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", transport, "-i", url, "-frames:v", str(25 * seconds),
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+        capture_output=True, timeout=30,
+    )
+    return frame_count(result.stdout), result.stderr.decode()
+
+
+def gst_frames(url: str, transport: str = "tcp", frames: int = 25, user: str = "", password: str = "") -> tuple[int, str]:
+    """Frames a gst-launch rtspsrc viewer decodes from ``url`` (it stops after ``frames``)."""
+    credentials = [f"user-id={user}", f"user-pw={password}"] if user else []
+    result = subprocess.run(
+        ["gst-launch-1.0", "-q", "rtspsrc", f"location={url}", *credentials, f"protocols={transport}", "latency=100",
+         "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=RGB",
+         "!", "identity", f"eos-after={frames}", "!", "fdsink", "fd=1"],
+        capture_output=True, timeout=30,
+    )
+    return frame_count(result.stdout), result.stderr.decode()[-500:]
+
+
+__all__ = ["RunningServer", "ffmpeg_frames", "frame_count", "gst_frames", "np", "viewer_auth"]

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.streamer.rtsp.conftest import RunningServer, frame_count
+from tests.streamer.rtsp.conftest import RunningServer, ffmpeg_frames, gst_frames
 
 
 def exchange(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
@@ -24,15 +24,6 @@ def exchange(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
 
 def status(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"RTSP/1.0 ") else -1
-
-
-def ffmpeg_frames(url: str, transport: str, seconds: int = 2) -> tuple[int, str]:
-    result = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", transport, "-i", url, "-frames:v", str(25 * seconds),
-         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        capture_output=True, timeout=30,
-    )
-    return frame_count(result.stdout), result.stderr.decode()
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
@@ -78,6 +69,17 @@ def test_describe_gives_sdp_with_parameter_sets(rtsp_server: RunningServer) -> N
         ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 505),
         ("hello\r\n\r\n", 400),
         ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 99999999\r\n\r\n", 413),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: \u00b2\r\n\r\n", 400),  # a digit to isdigit()
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: -1\r\n\r\n", 400),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\rX-Injected: 1\r\n\r\n", 400),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: \u0661\r\n\r\n", 400),
+        ("DESCRIBE rtsp://127.0.0.1/live/\x00 RTSP/1.0\r\nCSeq: 1\r\n\r\n", 400),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n" + "X: y\r\n" * 70 + "\r\n", 400),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nX: " + "y" * 5000 + "\r\n\r\n", 400),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n" + ("X: " + "y" * 3000 + "\r\n") * 6 + "\r\n", 400),
+        ("SETUP rtsp://127.0.0.1/live/trackID=0 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=+1-2\r\n\r\n", 461),
+        ("SETUP rtsp://127.0.0.1/live/trackID=0 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP;client_port=\u0661-\u0662\r\n\r\n", 461),
+        ("SETUP rtsp://127.0.0.1/live/trackID=0 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP;client_port=0-1\r\n\r\n", 461),
     ],
 )
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(
@@ -100,26 +102,9 @@ def test_teardown_ends_the_session(rtsp_server: RunningServer) -> None:
         assert session not in rtsp_server.server.sessions
 
 
-def test_auth_refuses_without_credentials(rtsp_server_with_auth: RunningServer) -> None:
-    response = exchange(rtsp_server_with_auth.port, f"DESCRIBE {rtsp_server_with_auth.url()} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
-    assert status(response) == 401 and b"WWW-Authenticate" in response
-
-
-def test_auth_admits_real_clients_with_credentials(rtsp_server_with_auth: RunningServer) -> None:
-    good, errors = ffmpeg_frames(rtsp_server_with_auth.url(credentials="viewer:s3cret@"), "tcp", seconds=1)
-    assert good == 25, errors
-    bad, _ = ffmpeg_frames(rtsp_server_with_auth.url(credentials="viewer:wrong@"), "tcp", seconds=1)
-    assert bad == 0
-
-
 def test_gstreamer_plays_over_udp(rtsp_server: RunningServer) -> None:
-    result = subprocess.run(
-        ["gst-launch-1.0", "-q", "rtspsrc", f"location={rtsp_server.url()}", "protocols=udp", "latency=100", "!",
-         "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=RGB",
-         "!", "identity", "eos-after=40", "!", "fdsink", "fd=1"],
-        capture_output=True, timeout=30,
-    )
-    assert frame_count(result.stdout) >= 39, result.stderr.decode()[-500:]
+    frames, errors = gst_frames(rtsp_server.url(), "udp", frames=40)
+    assert frames >= 39, errors
 
 
 def test_udp_session_without_keepalive_times_out(rtsp_server: RunningServer) -> None:
