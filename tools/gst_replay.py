@@ -35,18 +35,24 @@ def read_access_units(path: str) -> list[bytes]:
     pipeline.get_by_name("file").set_property("location", path)
     sink = pipeline.get_by_name("sink")
     pipeline.set_state(Gst.State.PLAYING)
+    pipeline.get_state(10 * Gst.SECOND)  # started (the sink reports "eos" until then) or failed
     units = []
+    bus = pipeline.get_bus()
+    deadline = time.monotonic() + 300
     while True:
-        sample = sink.emit("pull-sample")  # None at the end of the stream or on an error
-        if sample is None:
+        sample = sink.emit("try-pull-sample", Gst.SECOND // 10)  # None at the end, or after 0.1 s
+        if sample is not None:
+            buffer = sample.get_buffer()
+            units.append(buffer.extract_dup(0, buffer.get_size()))
+            continue
+        message = bus.pop_filtered(Gst.MessageType.ERROR)
+        if message is not None or time.monotonic() > deadline:
+            pipeline.set_state(Gst.State.NULL)
+            reason = message.parse_error()[0].message if message is not None else "took over 300 s"
+            raise SystemExit(f"cannot read H.264 from {path}: {reason}")
+        if sink.get_property("eos"):
             break
-        buffer = sample.get_buffer()
-        units.append(buffer.extract_dup(0, buffer.get_size()))
-    message = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
     pipeline.set_state(Gst.State.NULL)
-    if message is not None:
-        error, _ = message.parse_error()
-        raise SystemExit(f"cannot read H.264 from {path}: {error.message}")
     if not units:
         raise SystemExit(f"no H.264 access units in {path}")
     return units

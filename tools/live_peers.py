@@ -228,6 +228,7 @@ class Viewer:
         if self.kind == "ffmpeg":
             return ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", self.transport, "-fflags", "nobuffer",
                     "-flags", "low_delay", "-i", self.url, "-vf", f"crop=iw:{STRIP_ROWS}:0:ih-{STRIP_ROWS}",
+                    "-fps_mode", "passthrough",  # raw output is constant-rate by default: gaps become repeats
                     "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         return ["gst-launch-1.0", "-q", "rtspsrc", f"location={self.url}", f"protocols={self.transport}",
                 "latency=100", "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "videocrop",

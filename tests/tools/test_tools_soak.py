@@ -21,7 +21,9 @@ def test_soak_samples_growth_reconnects_and_viewer_rates(real_peers: None, tmp_p
     assert result["camera_restarts"] >= 1 and result["reconnects"]["s0"] >= 1
     assert all(recovery is not None for recovery in result["camera_recovery_s"])
     assert [viewer["kind"] for viewer in result["viewers"]] == ["ffmpeg/tcp", "gst/udp"]
-    assert all(viewer["mean_fps"] > 10 for viewer in result["viewers"])
+    tcp, udp = (viewer["mean_fps"] for viewer in result["viewers"])
+    assert tcp > 5 and udp > 5
+    assert abs(tcp - udp) < 3, "both viewers lost the same outages (ffmpeg must not fill gaps with repeats)"
 
 
 def test_growth_compares_the_first_and_last_windows() -> None:
