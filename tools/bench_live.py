@@ -1,220 +1,176 @@
-"""Live benchmark: synthetic camera -> streamer -> viewer, on this machine, with a baseline in the same run.
+"""Live benchmark: camera -> streamer -> viewer on this machine, with the camera's own viewer and an optional
+ffmpeg relay measured in the same run.
 
-The camera is ``streamer run demo --engine passthrough`` (a separate process): a 640x360 25 fps H.264 RTSP
-stream whose frames carry a wallclock barcode. The streamer under test restores it; an ffmpeg viewer
-decodes its output and the barcode gives the camera-to-viewer latency of every frame. A second, identical
-viewer watches the camera directly: the difference is the latency the streamer adds. CPU time and RSS of
-the streamer process come from /proc. With ``--relay-baseline`` the same camera also feeds an
-``ffmpeg ... -c:v libx264 -preset ultrafast -tune zerolatency -f rtsp`` relay into a receiver, measured in
-the same run, and the CPU-time ratio is reported.
+The camera is cheap, so that the machine's cores go to the streamer under test: a clip of the demo camera
+(scene, sensor noise, the camera's H.264; rendered once and cached, or any H.264 clip given with --clip) is
+replayed, looped, as it is (no decode, no encode) by GStreamer's RTSP server (tools/gst_rtsp_camera.py
+--h264); its CPU share is reported. The streamer under test restores it; an ffmpeg viewer decodes its output
+and a second, identical viewer watches the camera directly. Each frame's barcode holds its index in the
+clip, and the camera says when it sends each frame, so the figures are: the absolute camera-to-viewer
+latency of each viewer, and the latency the streamer adds (the same frame at the two viewers, matched by
+index across loops). CPU time and RSS of the streamer process come from /proc. With ``--relay-baseline``
+the same camera also feeds an ``ffmpeg ... -c:v libx264 -preset ultrafast -tune zerolatency -f rtsp``
+relay into a receiver, measured in the same run, and the CPU-time ratio is reported.
 
     python tools/bench_live.py --engine cpu --seconds 30
     python tools/bench_live.py --engine passthrough --relay-baseline --seconds 30
+    python tools/bench_live.py --engine cpu --width 1280 --height 720 --fps 30
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from streamer.timecode import read_timecode  # noqa: E402
+from tools import live_peers as peers  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children that were waited for."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / TICKS
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def start(command: list[str], ready: str | None = None, timeout: float = 120) -> subprocess.Popen[str]:
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    found = threading.Event()
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if ready and ready in line:
-                found.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if ready and not found.wait(timeout):
-        process.kill()
-        raise SystemExit(f"{command[:4]} did not become ready")
-    return process
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", default="cpu", choices=["cpu", "passthrough", "auto", "tensorrt"])
+    parser.add_argument("--model", help="a shipped model's name or an ONNX file (default: the streamer's)")
+    parser.add_argument("--size", choices=sorted(SIZES), help="shorthand for --width/--height")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--fps", type=int, default=25, help="camera frame rate (e.g. 25 or 30)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured duration (after the warm-up)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds between the viewers' first frames "
+                        "and the measurement")
+    parser.add_argument("--relay-baseline", action="store_true", help="also run an ffmpeg re-encoding relay")
+    parser.add_argument("--clip", type=Path, help="H.264 clip the camera loops (default: the demo camera, "
+                        "rendered once at the size and rate asked); must be --width x --height")
+    parser.add_argument("--clip-seconds", type=float, default=20.0, help="length of the rendered demo clip")
+    parser.add_argument("--camera-kbps", type=int, help="peak bitrate of the rendered clip (default: by size)")
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.size:
+        args.width, args.height = SIZES[args.size]
+    if args.clip_seconds < 5:
+        parser.error("--clip-seconds must be at least 5 (loops are told apart by time)")
+    return args
 
 
 def streamer_command(*args: str, rtsp_port: int, http_port: int) -> list[str]:
-    return [sys.executable, "-m", "streamer", "run", *args, "--rtsp-port", str(rtsp_port), "--http-port", str(http_port)]
+    return [sys.executable, "-m", "streamer", "run", *args, "--rtsp-port", str(rtsp_port),
+            "--http-port", str(http_port)]
 
 
-@dataclass
-class ViewerLog:
-    arrivals: list[float] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
-    sequences: list[int] = field(default_factory=list)
+def start_relay(camera_url: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """An ffmpeg receiver listening for RTSP, and an ffmpeg relay re-encoding the camera into it."""
+    port = peers.free_port()
+    receiver_url = f"rtsp://127.0.0.1:{port}/relay"
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    receiver = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-rtsp_flags", "listen", "-i", receiver_url,
+                                 "-f", "null", "-"], **quiet)
+    peers.wait_until(lambda: peers.listening(port), 10, "the ffmpeg relay receiver to listen")
+    relay = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", camera_url,
+                              "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "2000k",
+                              "-f", "rtsp", "-rtsp_transport", "tcp", receiver_url], **quiet)
+    return relay, receiver
 
 
-def view(url: str, width: int, height: int, log: ViewerLog, stop: threading.Event) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-fflags", "nobuffer", "-flags", "low_delay",
-         "-i", url, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )
-    size = width * height * 3
+def measure(args: argparse.Namespace, camera: peers.ReplayCamera, streamer: peers.LoggedProcess, http_port: int,
+            viewer: peers.Viewer, direct: peers.Viewer, relay: subprocess.Popen[bytes] | None) -> dict[str, Any]:
+    peers.wait_until(lambda: viewer.frames > 0 and direct.frames > 0, 60, "both viewers' first frames")
+    time.sleep(args.warmup)  # the engine's first runs, ffmpeg's probe burst
+    begin_wall, begin = time.time(), time.monotonic()
+    cpu0, camera_cpu0 = peers.cpu_seconds(streamer.pid), peers.cpu_seconds(camera.process.pid)
+    relay_cpu0 = peers.cpu_seconds(relay.pid) if relay else 0.0
+    metrics0 = peers.scrape(http_port)
+    frames0, direct0 = viewer.frames, direct.frames
+    rss = []
+    while time.monotonic() - begin < args.seconds:
+        time.sleep(1.0)
+        rss.append(peers.rss_mb(streamer.pid))
+    elapsed = time.monotonic() - begin
+    cpu = peers.cpu_seconds(streamer.pid) - cpu0
+    camera_cpu = peers.cpu_seconds(camera.process.pid) - camera_cpu0
+    relay_cpu = peers.cpu_seconds(relay.pid) - relay_cpu0 if relay else 0.0
+    metrics = peers.scrape(http_port)
 
-    def pump() -> None:
-        assert process.stdout is not None
-        while not stop.is_set():
-            data = process.stdout.read(size)
-            if len(data) < size:
-                return
-            now = time.time()
-            log.arrivals.append(time.monotonic())
-            code = read_timecode(np.frombuffer(data, np.uint8).reshape(height, width, 3))
-            if code is not None:
-                log.latencies_ms.append(now * 1000 - code[0])
-                log.sequences.append(code[1])
+    def delta(name: str, *labels: str) -> float:
+        return peers.total(metrics, name, *labels) - peers.total(metrics0, name, *labels)
 
-    threading.Thread(target=pump, daemon=True).start()
-    return process
+    out = delta("streamer_frames_out_total")
+    seen = peers.place_in_stream(viewer.sightings, camera.epoch, args.fps, camera.frames, since=begin_wall)
+    direct_seen = peers.place_in_stream(direct.sightings, camera.epoch, args.fps, camera.frames, since=begin_wall)
+    added = peers.added_ms(seen, direct_seen)
+    absolute = peers.percentiles(peers.latencies_ms(seen, camera.epoch, args.fps))
+    direct_absolute = peers.percentiles(peers.latencies_ms(direct_seen, camera.epoch, args.fps))
+    result: dict[str, Any] = {
+        "engine": args.engine,
+        "model": args.model or "default",
+        "size": f"{args.width}x{args.height}",
+        "camera_fps": args.fps,
+        "seconds": round(elapsed, 1),
+        "viewer_fps": round((viewer.frames - frames0) / elapsed, 2),
+        "camera_direct_viewer_fps": round((direct.frames - direct0) / elapsed, 2),
+        "pipeline_out_fps": round(out / elapsed, 2),
+        "restored_share": round(delta("streamer_frames_restored_total") / out, 3) if out else 0.0,
+        "engine_busy_frames": delta("streamer_frames_degraded_total", 'reason="engine_busy"'),
+        "degraded_frames": delta("streamer_frames_degraded_total"),
+        "latency_ms_p50": absolute["p50"],
+        "latency_ms_p95": absolute["p95"],
+        "camera_direct_latency_ms_p50": direct_absolute["p50"],
+        "camera_direct_latency_ms_p95": direct_absolute["p95"],
+        "added_latency_ms_p50": peers.percentiles(added)["p50"],
+        "added_latency_ms_p95": peers.percentiles(added)["p95"],
+        "frames_matched": int(added.size),
+        "cpu_percent": round(100 * cpu / elapsed, 1),
+        "rss_mb_max": round(max(rss), 1),
+        "camera_cpu_percent": round(100 * camera_cpu / elapsed, 1),
+        "camera": camera.stats,
+        "clip": str(camera.clip),
+    }
+    if relay:
+        result["ffmpeg_relay_cpu_percent"] = round(100 * relay_cpu / elapsed, 1)
+        result["cpu_ratio_vs_ffmpeg_relay"] = round(cpu / relay_cpu, 2) if relay_cpu else None
+    return result
 
 
-def metric(http_port: int, name: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", default="cpu", choices=["cpu", "passthrough", "auto", "tensorrt"])
-    parser.add_argument("--model", help="ONNX model (default: shipped lite)")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=360)
-    parser.add_argument("--fps", type=float, default=25.0)
-    parser.add_argument("--seconds", type=float, default=30.0, help="measured duration (after a 5 s warm-up)")
-    parser.add_argument("--relay-baseline", action="store_true", help="also run an ffmpeg re-encoding relay")
-    parser.add_argument("--json", help="write the figures to this file")
-    args = parser.parse_args()
-
-    camera_port, camera_http = free_port(), free_port()
-    config = ROOT / ".bench-camera.yaml"
-    config.write_text(
-        f"cameras:\n  - name: cam\n    source: {{type: demo, width: {args.width}, height: {args.height}, fps: {args.fps}}}\n"
-        "    engine: {type: passthrough}\n    encoder: {bitrate_kbps: 2500}\n"
-    )
-    camera = start(streamer_command("--config", str(config), rtsp_port=camera_port, http_port=camera_http),
-                   ready="health and metrics at")
-    camera_url = f"rtsp://127.0.0.1:{camera_port}/cam"
-    rtsp_port, http_port = free_port(), free_port()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    kbps = args.camera_kbps or peers.camera_kbps(args.width, args.height)
+    clip = args.clip or peers.demo_clip(args.width, args.height, args.fps, args.clip_seconds, kbps)
+    camera = peers.ReplayCamera(clip, args.fps)
+    rtsp_port, http_port = peers.free_port(), peers.free_port()
     extra = ["--model", args.model] if args.model else []
-    under_test = start(streamer_command(camera_url, "--engine", args.engine, *extra, rtsp_port=rtsp_port,
-                                        http_port=http_port), ready="health and metrics at")
+    command = streamer_command(camera.url, "--engine", args.engine, *extra, rtsp_port=rtsp_port, http_port=http_port)
+    streamer = peers.LoggedProcess(command)
     relay = receiver = None
-    if args.relay_baseline:
-        receiver_url = f"rtsp://127.0.0.1:{free_port()}/relay"
-        receiver = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-rtsp_flags", "listen", "-i", receiver_url,
-                                     "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)  # ffmpeg's listener prints nothing when ready; give it a moment to bind
-        relay = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", camera_url,
-                                  "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "2000k",
-                                  "-f", "rtsp", "-rtsp_transport", "tcp", receiver_url],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stop = threading.Event()
-    log = ViewerLog()
-    viewer = view(f"rtsp://127.0.0.1:{rtsp_port}/restored", args.width, args.height, log, stop)
-    direct_log = ViewerLog()  # the same kind of viewer on the camera itself: the latency we did not add
-    direct = view(camera_url, args.width, args.height, direct_log, stop)
+    viewers: list[peers.Viewer] = []
     try:
-        time.sleep(5.0)  # warm-up: connections, engine first runs, ffmpeg's probe burst
-        begin = time.monotonic()
-        cpu0 = cpu_seconds(under_test.pid)
-        relay_cpu0 = cpu_seconds(relay.pid) if relay else 0.0
-        restored0 = metric(http_port, "streamer_frames_restored_total")
-        out0 = metric(http_port, "streamer_frames_out_total")
-        first_index = len(log.latencies_ms)
-        direct_first = len(direct_log.latencies_ms)
-        rss = []
-        while time.monotonic() - begin < args.seconds:
-            time.sleep(1.0)
-            rss.append(rss_mb(under_test.pid))
-        elapsed = time.monotonic() - begin
-        cpu = cpu_seconds(under_test.pid) - cpu0
-        relay_cpu = cpu_seconds(relay.pid) - relay_cpu0 if relay else 0.0
-        restored = metric(http_port, "streamer_frames_restored_total") - restored0
-        out = metric(http_port, "streamer_frames_out_total") - out0
-        degraded = metric(http_port, 'streamer_frames_degraded_total{camera="restored",reason="engine_busy"}')
-        latencies = np.array(log.latencies_ms[first_index:])
-        direct_latencies = np.array(direct_log.latencies_ms[direct_first:])
-        frames = sum(1 for arrival in log.arrivals if begin <= arrival < begin + elapsed)
-        result = {
-            "engine": args.engine,
-            "size": f"{args.width}x{args.height}",
-            "camera_fps": args.fps,
-            "seconds": round(elapsed, 1),
-            "viewer_fps": round(frames / elapsed, 2),
-            "pipeline_out_fps": round(out / elapsed, 2),
-            "restored_share": round(restored / out, 3) if out else 0.0,
-            "engine_busy_frames_total": degraded,
-            "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
-            "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies.size else None,
-            "timecodes_read": int(latencies.size),
-            "camera_direct_latency_ms_p50": round(float(np.percentile(direct_latencies, 50)), 1)
-            if direct_latencies.size else None,
-            "cpu_percent": round(100 * cpu / elapsed, 1),
-            "rss_mb_max": round(max(rss), 1),
-        }
-        if relay:
-            result["ffmpeg_relay_cpu_percent"] = round(100 * relay_cpu / elapsed, 1)
-            result["cpu_ratio_vs_ffmpeg_relay"] = round(cpu / relay_cpu, 2) if relay_cpu else None
+        camera.start()
+        streamer.start("health and metrics at", 120)
+        if args.relay_baseline:
+            relay, receiver = start_relay(camera.url)
+        viewer = peers.Viewer("ffmpeg", f"rtsp://127.0.0.1:{rtsp_port}/restored", args.width).start(args.height)
+        direct = peers.Viewer("ffmpeg", camera.url, args.width).start(args.height)  # the latency we did not add
+        viewers = [viewer, direct]
+        result = measure(args, camera, streamer, http_port, viewer, direct, relay)
         print(json.dumps(result, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     finally:
-        stop.set()
-        processes = (viewer, direct, relay, receiver, under_test, camera)
-        for process in processes:
+        for each in viewers:
+            each.stop()
+        for process in (relay, receiver):
             if process is not None and process.poll() is None:
                 process.terminate()
-        for process in processes:
-            if process is not None:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-        config.unlink(missing_ok=True)
+                process.wait(10)
+        streamer.stop()
+        camera.process.stop()
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -122,35 +123,90 @@ class SensorNoise:
         return np.clip(signal + std * field, 0, 255).astype(np.uint8)
 
 
-class CameraCodec:
-    """A real H.264 encode/decode round trip, as a camera's low-bitrate stream would deliver."""
+def frame_rate(fps: float) -> Fraction:
+    """``fps`` as an exact rate for codecs (29.97 -> 2997/100, 25.0 -> 25)."""
+    return Fraction(fps).limit_denominator(1001)
 
-    def __init__(self, width: int, height: int, fps: float, bitrate_kbps: int) -> None:
+
+class CameraCodec:
+    """A real H.264 encode/decode round trip, as a camera's low-bitrate stream would deliver.
+
+    The encoder is told the real frame rate (time base 1/fps, one tick per frame): libx264's rate control
+    spreads the VBV budget over ``fps`` frames per second, and with a 1/1000 time base and no rate it
+    budgeted for 1000 fps, starved every frame and the picture decayed into flat blocks within a minute.
+    """
+
+    def __init__(self, width: int, height: int, fps: float, bitrate_kbps: int, keyint: int | None = None) -> None:
+        rate = frame_rate(fps)
         self._encoder: Any = av.CodecContext.create("libx264", "w")
         self._encoder.width, self._encoder.height = width, height
         self._encoder.pix_fmt = "yuv420p"
-        self._encoder.time_base = Fraction(1, 1000)
+        self._encoder.framerate = rate
+        self._encoder.time_base = 1 / rate
         self._encoder.thread_count = 1
+        keyint = keyint or max(round(fps * 2), 1)
         self._encoder.options = {
             "preset": "ultrafast",
             "tune": "zerolatency",
             "x264-params": (
-                f"keyint={max(int(fps * 2), 1)}:bframes=0:crf=26:vbv-maxrate={bitrate_kbps}:"
-                f"vbv-bufsize={bitrate_kbps * 2}"
+                f"keyint={keyint}:bframes=0:crf=26:vbv-maxrate={bitrate_kbps}:"
+                f"vbv-bufsize={bitrate_kbps * 2}:repeat-headers=1"
             ),
         }
         self._decoder: Any = av.CodecContext.create("h264", "r")
         self._pts = 0
+        self.packets: list[bytes] = []  # the last frame's H.264 (Annex B), what the camera sent for it
+        self.keyframe = False  # whether the last frame was sent as a keyframe
 
     def roundtrip(self, image: np.ndarray) -> np.ndarray:
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = self._pts
-        self._pts += 40
+        self._pts += 1
         decoded = image
+        self.packets, self.keyframe = [], False
         for packet in self._encoder.encode(frame):
+            self.packets.append(bytes(packet))
+            self.keyframe = self.keyframe or bool(packet.is_keyframe)
             for out in self._decoder.decode(packet):
                 decoded = out.to_ndarray(format="rgb24")
         return decoded
+
+
+@dataclass
+class DemoFrame:
+    index: int
+    timestamp: float  # seconds of stream time
+    clean: np.ndarray  # the rendered scene (with the barcode, if drawn): what restoration aims for
+    image: np.ndarray  # after sensor noise and the camera's H.264: what the camera delivers
+    packets: list[bytes]  # the camera's H.264 for this frame (Annex B)
+    keyframe: bool
+
+
+class DemoFrames:
+    """The demo camera's frames in order, as fast as they are asked for (pacing is the caller's):
+    scene, optional barcode, sensor noise, camera H.264. Shared by the live source, tests and tools."""
+
+    def __init__(self, config: DemoSourceConfig, keyint: int | None = None) -> None:
+        self.config = config
+        self.scene = DemoScene(config.width, config.height, config.seed)
+        self.noise = SensorNoise(config.width, config.height, config.noise_sigma, config.seed)
+        self.codec = CameraCodec(config.width, config.height, config.fps, config.bitrate_kbps, keyint)
+        self.index = 0
+
+    @property
+    def next_timestamp(self) -> float:
+        return self.index / self.config.fps
+
+    def next(self, barcode_ms: int | None = None) -> DemoFrame:
+        """The next frame; ``barcode_ms`` (with the frame index) is burnt in when given and the config
+        asks for the strip."""
+        index, timestamp = self.index, self.next_timestamp
+        clean = self.scene.frame(index, self.config.fps)
+        if barcode_ms is not None and self.config.timestamp_strip:
+            draw_timecode(clean, barcode_ms, index)
+        image = self.codec.roundtrip(self.noise.apply(clean))
+        self.index += 1
+        return DemoFrame(index, timestamp, clean, image, self.codec.packets, self.codec.keyframe)
 
 
 class DemoSource(Source):
@@ -160,19 +216,11 @@ class DemoSource(Source):
         self.fps_hint = config.fps
 
     def _produce(self) -> None:
-        config = self.config
-        scene = DemoScene(config.width, config.height, config.seed)
-        noise = SensorNoise(config.width, config.height, config.noise_sigma, config.seed)
-        codec = CameraCodec(config.width, config.height, config.fps, config.bitrate_kbps)
+        frames = DemoFrames(self.config)
         pacer = Pacer(self)
         self.stats.connected = True
-        index = 0
         while not self.stopping:
-            timestamp = index / config.fps
-            if not pacer.wait(timestamp):
+            if not pacer.wait(frames.next_timestamp):
                 return
-            image = scene.frame(index, config.fps)
-            if config.timestamp_strip:
-                draw_timecode(image, int(time.time() * 1000), index)
-            self.emit(codec.roundtrip(noise.apply(image)), timestamp)
-            index += 1
+            frame = frames.next(int(time.time() * 1000))
+            self.emit(frame.image, frame.timestamp)

@@ -9,14 +9,15 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tools.live_peers import scrape
+
 ROOT = Path(__file__).resolve().parents[2]
-CAMERA_SCRIPT = Path(__file__).resolve().parent / "gst_rtsp_camera.py"
+CAMERA_SCRIPT = ROOT / "tools" / "gst_rtsp_camera.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -151,14 +152,7 @@ class StreamerProcess:
         return self
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return scrape(self.http_port)
 
     def wait_metric(self, name: str, minimum: float, timeout: float) -> float:
         deadline = time.monotonic() + timeout

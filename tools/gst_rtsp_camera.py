@@ -1,14 +1,18 @@
 #!/usr/bin/python3
-"""An independent RTSP camera for tests: GStreamer's RTSP server (Debian packages), run with the system
-python3 (python3-gi), serving a video file in a loop as a live H.264 stream.
+"""An independent RTSP camera for tests and benchmarks: GStreamer's RTSP server (Debian packages), run with
+the system python3 (python3-gi), serving a video file in a loop as a live H.264 stream.
 
-    /usr/bin/python3 tests/peers/gst_rtsp_camera.py --port 8554 --path cam --file clip.mkv
+    /usr/bin/python3 tools/gst_rtsp_camera.py --port 8554 --path cam --file clip.mkv --width 320 --height 176
+    /usr/bin/python3 tools/gst_rtsp_camera.py --port 8554 --path cam --h264 clip.h264 --fps 25
 
+``--file`` decodes the file and re-encodes it with x264. ``--h264`` replays an H.264 clip as it is (no
+decode, no encode: the cheapest camera there is; see tools/gst_replay.py).
 Prints READY once serving; runs until killed.
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 import gi
 
@@ -16,18 +20,27 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.gst_replay import serve_replay  # noqa: E402
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="cam")
-    parser.add_argument("--file", required=True, help="video file to loop")
-    parser.add_argument("--width", type=int, required=True)
-    parser.add_argument("--height", type=int, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="video file to loop, decoded and re-encoded")
+    source.add_argument("--h264", help="H.264 clip to replay as it is, looped")
+    parser.add_argument("--width", type=int, default=0, help="frame size (--file)")
+    parser.add_argument("--height", type=int, default=0)
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--bitrate", type=int, default=3000, help="kbit/s of the camera's H.264")
     args = parser.parse_args()
     Gst.init(None)
+    if args.h264:
+        return serve_replay(args.h264, args.port, args.path, args.fps)
+    if not (args.width and args.height):
+        parser.error("--file needs --width and --height")
 
     channel = f"cam{args.port}"
     player = Gst.parse_launch(
