@@ -116,7 +116,7 @@ def _pump(capture: FrameCapture, stream: object) -> None:
 def start_viewer(kind: str, url: str, width: int, height: int, transport: str = "tcp", keep_every: int = 1) -> FrameCapture:
     """An ffmpeg or gst-launch viewer decoding ``url`` to raw RGB on its stdout."""
     if kind == "ffmpeg":
-        command = ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", transport, "-i", url,
+        command = ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", transport, "-i", url, "-fps_mode", "passthrough",
                    "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "pipe:1"]
     else:
         command = ["gst-launch-1.0", "-q", "rtspsrc", f"location={url}", f"protocols={transport}", "latency=100",
