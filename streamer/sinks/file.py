@@ -11,6 +11,12 @@ from streamer.sinks.base import H264Muxer, Sink
 
 log = logging.getLogger(__name__)
 
+MATROSKA_SUFFIXES = {".mkv", ".mka", ".webm"}
+# A Matroska cluster is written out whole, so a process killed outright (SIGKILL, power loss) loses the
+# open one: by default a GOP or up to 5 s. Short clusters, each flushed to the file as it is written,
+# bound that to ~0.2 s.
+MATROSKA_OPTIONS = {"cluster_time_limit": "200", "flush_packets": "1"}
+
 
 class FileSink(Sink):
     kind = "file"
@@ -38,7 +44,7 @@ class FileSink(Sink):
                     await self.blocking(muxer.close)  # a new size starts a new file
                     muxer, part = None, part + 1
                 if muxer is None:
-                    muxer = await self.blocking(H264Muxer, self._target(part), None, {}, unit)
+                    muxer = await self.blocking(H264Muxer, self._target(part), None, self._options(), unit)
                     log.info("recording %s to %s", self.hub.name, self._target(part))
                 await self.blocking(muxer.write, unit)
                 self.units_written += 1
@@ -46,6 +52,9 @@ class FileSink(Sink):
             if muxer is not None:
                 await self.blocking(muxer.close)
             self._executor.shutdown(wait=False)
+
+    def _options(self) -> dict[str, str]:
+        return dict(MATROSKA_OPTIONS) if self.path.suffix.lower() in MATROSKA_SUFFIXES else {}
 
     def describe(self) -> str:
         return f"file:{self.path}"
