@@ -81,7 +81,7 @@ class CameraPipeline:
             await self.prepare()
         if self.restorer is None:
             raise RuntimeError("pipeline not prepared")
-        self.encoder.fps_hint = self.source.fps_hint
+        self.encoder.rate_hint = lambda: self.source.fps_hint  # read when the encoder opens (after connect)
         self.running = True
         tasks = [
             asyncio.create_task(self.source.run(self.decoded), name=f"{self.name}-source"),
