@@ -63,6 +63,18 @@ class RtspSourceConfig(StrictModel):
         max_length=16,
         description="Pauses between reconnect attempts; the last one repeats",
     )
+    reconnect_fast_s: float = Field(
+        0.2,
+        ge=0.05,
+        le=5,
+        description="Pause between reconnect attempts in the first reconnect_fast_for_s seconds after a camera is lost",
+    )
+    reconnect_fast_for_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="How long a lost camera is retried every reconnect_fast_s before reconnect_backoff_s applies",
+    )
 
     @field_validator("reconnect_backoff_s")
     @classmethod

@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from streamer.config import EncoderConfig
+from streamer.framerate import FrameRateMeter, nice_rate
 from streamer.graph.channel import Channel, ChannelClosed
 from streamer.graph.frames import AccessUnit, Frame
 
@@ -55,27 +56,61 @@ class EncoderStats:
 
 
 class H264Encoder:
-    """Blocking encoder (call from one worker thread): RGB frames in, access units out."""
+    """Blocking encoder (call from one worker thread): RGB frames in, access units out.
+
+    The encoder runs at the stream's real frame rate, which sets both libx264's bit budget per frame
+    (bitrate / rate: a 10 fps stream encoded as 25 fps gets 40 % of its target) and the SPS's VUI timing
+    that viewers and recorders read. It opens with the best rate known then (measured from the frames'
+    timestamps once a few have arrived, else the source's declared ``rate_hint()``, else ``fps_hint``),
+    keeps measuring, and re-opens with a new rate when the measurement moves by more than
+    ``RATE_CHANGE``: at the next keyframe (a new SPS starts there anyway), or at once while the rate it
+    opened with was only a guess.
+    """
+
+    RATE_CHANGE = 0.12
 
     def __init__(self, config: EncoderConfig, fps_hint: float = 25.0) -> None:
         self.config = config
         self.fps_hint = fps_hint
+        self.rate_hint: Callable[[], float | None] | None = None
+        self.meter = FrameRateMeter()
+        self.rate: Fraction | None = None  # the rate the open encoder runs at
         self.stats = EncoderStats()
         self._context: Any = None
         self._size: tuple[int, int] | None = None
+        self._rate_guessed = True
         self._next_pts = 0
         self._last_key_ts: float | None = None
         self._meta: dict[int, Frame] = {}
 
+    def _best_rate(self) -> Fraction:
+        measured = self.meter.rate()
+        self._rate_guessed = measured is None
+        if measured is not None:
+            return measured
+        declared = self.rate_hint() if self.rate_hint is not None else None
+        return nice_rate(declared if declared and declared > 0 else self.fps_hint)
+
+    def _rate_moved(self, keyframe_due: bool) -> bool:
+        measured = self.meter.rate()
+        if measured is None or self.rate is None or not (keyframe_due or self._rate_guessed):
+            return False
+        if abs(measured / self.rate - 1) <= self.RATE_CHANGE:
+            self._rate_guessed = False
+            return False
+        log.info("encoder: frame rate %.3f -> %.3f fps (measured)", self.rate, measured)
+        return True
+
     def _open(self, width: int, height: int) -> None:
         if self._context is not None:
             self.stats.reinits += 1
+        self.rate = self._best_rate()
         context: Any = av.CodecContext.create("libx264", "w")
         context.width = width
         context.height = height
         context.pix_fmt = "yuv420p"
         context.time_base = Fraction(1, 90000)
-        context.framerate = Fraction(round(self.fps_hint * 1000), 1000)
+        context.framerate = self.rate
         context.bit_rate = self.config.bitrate_kbps * 1000
         context.thread_count = self.config.threads
         kbps = self.config.bitrate_kbps
@@ -103,21 +138,24 @@ class H264Encoder:
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
 
     def encode(self, frame: Frame) -> list[AccessUnit]:
+        self.meter.add(frame.timestamp, frame.discontinuity)
         video = self._video_frame(frame)
         width, height = video.width, video.height
-        if self._size != (width, height):
+        keyframe_due = self._last_key_ts is None or frame.timestamp - self._last_key_ts >= self.config.gop_s - 1e-3
+        units: list[AccessUnit] = []
+        if self._size != (width, height) or self._rate_moved(keyframe_due):
             if self._context is not None:
-                self._flush_context()
+                units = self._flush_context()
             self._open(width, height)
         video.pts = self._next_pts
         self._next_pts += 1
-        if self._last_key_ts is None or frame.timestamp - self._last_key_ts >= self.config.gop_s - 1e-3:
+        if self._last_key_ts is None or keyframe_due:
             video.pict_type = av.video.frame.PictureType.I
             self._last_key_ts = frame.timestamp
         else:
             video.pict_type = av.video.frame.PictureType.NONE
         self._meta[int(video.pts)] = frame
-        return self._collect(self._context.encode(video))
+        return units + self._collect(self._context.encode(video))
 
     def _collect(self, packets: list[Any]) -> list[AccessUnit]:
         units = []

@@ -103,7 +103,7 @@ class CameraPipeline:
         if self.restorer is None:
             raise RuntimeError("pipeline not prepared")
         restorer = self.restorer
-        self.encoder.fps_hint = self.source.fps_hint
+        self.encoder.rate_hint = lambda: self.source.fps_hint  # read when the encoder opens (after connect)
 
         def supervise(stage_name: str, stage: Callable[[], Awaitable[None]],
                       on_restart: Callable[[], None] | None = None) -> Supervisor:

@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=0)
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--bitrate", type=int, default=3000, help="kbit/s of the camera's H.264")
+    parser.add_argument("--key-int", type=int, help="frames from one keyframe to the next (default: --fps)")
     args = parser.parse_args()
     Gst.init(None)
     if args.h264:
@@ -68,7 +69,7 @@ def main() -> int:
     factory.set_launch(
         # A late frame (a loaded machine) repeats the last one instead of turning black after 1 s.
         f"( intervideosrc channel={channel} timeout={60 * Gst.SECOND} ! video/x-raw,format=I420,width={args.width},height={args.height},"
-        f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
+        f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.key_int or args.fps} "
         f"bitrate={args.bitrate} ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1 )"
     )
     factory.set_shared(True)

@@ -13,11 +13,13 @@ import av
 
 from streamer.graph.frames import AccessUnit
 from streamer.hub import StreamHub, Subscription
+from streamer.sps import sps_frame_rate
 
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
 QUEUE_UNITS = 128
+FALLBACK_RATE = Fraction(25)
 
 
 def annexb(nals: list[bytes]) -> bytes:
@@ -31,7 +33,10 @@ class H264Muxer:
         if first.parameter_sets is None:
             raise ValueError("a muxer must start on a keyframe with SPS/PPS")
         self.container: Any = av.open(target, "w", format=format_name, options=options)
-        self.stream: Any = self.container.add_stream("h264", rate=25)
+        # The container's frame rate (Matroska's default duration, what players and ffprobe report) is the
+        # one the encoder declares in the SPS; the packets carry their real timestamps besides.
+        self.rate = sps_frame_rate(first.parameter_sets[0]) or FALLBACK_RATE
+        self.stream: Any = self.container.add_stream("h264", rate=self.rate)
         self.stream.width = first.width
         self.stream.height = first.height
         self.stream.time_base = TIME_BASE

@@ -11,6 +11,12 @@ from streamer.sinks.base import H264Muxer, Sink
 
 log = logging.getLogger(__name__)
 
+MATROSKA_SUFFIXES = {".mkv", ".mka", ".webm"}
+# A Matroska cluster is written out whole, so a process killed outright (SIGKILL, power loss) loses the
+# open one: by default a GOP or up to 5 s. Short clusters, each flushed to the file as it is written,
+# bound that to ~0.2 s.
+MATROSKA_OPTIONS = {"cluster_time_limit": "200", "flush_packets": "1"}
+
 
 class FileSink(Sink):
     kind = "file"
@@ -41,7 +47,7 @@ class FileSink(Sink):
                     muxer = None
                 if muxer is None:
                     target = self._target(self._parts)
-                    muxer = await self.blocking(H264Muxer, target, None, {}, unit)
+                    muxer = await self.blocking(H264Muxer, target, None, self._options(), unit)
                     self._parts += 1
                     log.info("recording %s to %s", self.hub.name, target)
                 await self.blocking(muxer.write, unit)
@@ -49,6 +55,9 @@ class FileSink(Sink):
         finally:
             if muxer is not None:
                 await self.blocking(muxer.close)
+
+    def _options(self) -> dict[str, str]:
+        return dict(MATROSKA_OPTIONS) if self.path.suffix.lower() in MATROSKA_SUFFIXES else {}
 
     def describe(self) -> str:
         return f"file:{self.path}"

@@ -26,22 +26,33 @@ class SourceStats:
     corrupt_packets: int = 0
     skipped_until_keyframe: int = 0
     size_changes: int = 0
+    timestamp_jumps: int = 0
     connected: bool = False
     last_error: str = ""
 
 
 class Timeline:
-    """Maps each segment's own timestamps onto one timeline that never goes back.
+    """Maps each segment's own timestamps onto one timeline that never goes back and never jumps.
 
     A camera that reconnects restarts its timestamps; the new segment is anchored after the old one,
-    at least one frame interval later and no earlier than the wallclock time that has passed.
+    at least one frame interval later and no earlier than the wallclock time that has passed. Within a
+    segment the camera's own spacing is kept (variable frame rates pass through), except where its
+    timestamps jump: backwards, or further ahead than the wallclock time that passed plus
+    ``JUMP_TOLERANCE_S`` (a camera clock reset, a wrap). There the segment is re-anchored one frame
+    interval after the previous frame, so viewers see neither a burst of frames squeezed into an instant
+    nor a long hole in the timestamps.
     """
+
+    JUMP_TOLERANCE_S = 1.0
 
     def __init__(self) -> None:
         self._origin = time.monotonic()
         self._offset: float | None = None
         self._last = -1.0
+        self._last_local = 0.0
+        self._last_now = 0.0
         self._interval = 0.04
+        self.jumps = 0
 
     def new_segment(self) -> None:
         self._offset = None
@@ -49,15 +60,21 @@ class Timeline:
     def map(self, local: float | None) -> float:
         now = time.monotonic() - self._origin
         if local is None:
-            local = now if self._offset is None else self._last - self._offset + self._interval
+            local = now if self._offset is None else self._last_local + self._interval
+        starts_segment = self._offset is None
         if self._offset is None:
             self._offset = max(self._last + self._interval, now) - local
+        elif not 0 < local - self._last_local <= now - self._last_now + self.JUMP_TOLERANCE_S:
+            self.jumps += 1
+            self._offset = self._last + self._interval - local
         mapped = local + self._offset
-        if mapped <= self._last:  # non-monotonic input: keep order, nudge forward
+        if mapped <= self._last:  # cannot happen after the re-anchoring above; kept as the invariant
             mapped = self._last + 1e-3
-        elif self._last >= 0:
+        elif self._last >= 0 and not starts_segment:  # an outage is not a frame interval
             self._interval = min(max(mapped - self._last, 1e-3), 1.0)
         self._last = mapped
+        self._last_local = local
+        self._last_now = now
         return mapped
 
 
@@ -156,6 +173,9 @@ class Source(abc.ABC):
             log.info("source %s: frame size changed %s -> %s", self.name, self._last_size, frame.size)
         self._last_size = frame.size
         self._pending_discontinuity = False
+        if self.timeline.jumps != self.stats.timestamp_jumps:
+            self.stats.timestamp_jumps = self.timeline.jumps
+            log.debug("source %s: timestamps jumped; re-anchored after the previous frame", self.name)
         self._seq += 1
         self.stats.frames += 1
         if self._channel is not None:

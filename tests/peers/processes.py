@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from tools.live_peers import scrape
 
@@ -49,9 +50,12 @@ def wait_for_line(process: subprocess.Popen[str], expected: str, timeout: float)
 class GstCamera:
     """GStreamer's RTSP server serving ``clip`` in a loop at rtsp://127.0.0.1:PORT/cam."""
 
-    def __init__(self, clip: Path, width: int, height: int, fps: int = 25, port: int | None = None) -> None:
+    def __init__(
+        self, clip: Path, width: int, height: int, fps: int = 25, port: int | None = None, key_int: int | None = None
+    ) -> None:
         self.clip = clip
         self.width, self.height, self.fps = width, height, fps
+        self.key_int = key_int or fps  # frames between keyframes
         self.port = port or free_port()
         self.process: subprocess.Popen[str] | None = None
 
@@ -62,7 +66,8 @@ class GstCamera:
     def start(self) -> GstCamera:
         self.process = subprocess.Popen(
             [SYSTEM_PYTHON, str(CAMERA_SCRIPT), "--port", str(self.port), "--file", str(self.clip),
-             "--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)],
+             "--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps),
+             "--key-int", str(self.key_int)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         wait_for_line(self.process, "READY", 20)
@@ -126,6 +131,19 @@ def start_viewer(kind: str, url: str, width: int, height: int, transport: str = 
     capture = FrameCapture(width, height, process=process, keep_every=keep_every)
     threading.Thread(target=_pump, args=(capture, process.stdout), daemon=True).start()
     return capture
+
+
+def write_camera_config(
+    path: Path, url: str, source: dict | None = None, encoder: dict | None = None, record: Path | None = None
+) -> Path:
+    """A one-camera YAML configuration (camera ``restored``) for settings the command line has no flag for."""
+    camera: dict = {"name": "restored", "source": {"type": "rtsp", "url": url, **(source or {})}}
+    if encoder:
+        camera["encoder"] = encoder
+    if record is not None:
+        camera["sinks"] = [{"type": "file", "path": str(record)}]
+    path.write_text(yaml.safe_dump({"cameras": [camera]}))
+    return path
 
 
 class StreamerProcess:

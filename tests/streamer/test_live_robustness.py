@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
 import subprocess
@@ -15,7 +14,8 @@ import pytest
 
 from tests.conftest import FPS, HEIGHT, WIDTH
 from tests.media import read_video
-from tests.peers.processes import GstCamera, StreamerProcess, free_port, start_viewer
+from tests.peers.processes import GstCamera, StreamerProcess, free_port, start_viewer, write_camera_config
+from tests.peers.rtsp_proxy import InterleavedProxy
 
 
 def rtsp_play_tcp(url: str) -> socket.socket:
@@ -78,63 +78,27 @@ def test_slow_viewer_does_not_reduce_another_viewers_frames(camera: GstCamera) -
         streamer.kill()
 
 
-class CorruptingProxy:
-    """TCP proxy between camera and streamer that flips bytes inside interleaved RTP payloads."""
+class Corrupter:
+    """Flips bytes inside a share of the camera's RTP payloads (for ``InterleavedProxy``)."""
 
-    def __init__(self, target_port: int, rate: float) -> None:
-        self.target_port = target_port
+    def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.port = free_port()
         self.corrupted = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-        assert self._ready.wait(5)
+        self._rng = random.Random(1)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        rng = random.Random(1)
-
-        async def upstream() -> None:
-            while data := await reader.read(4096):
-                up_writer.write(data)
-            up_writer.close()
-
-        async def downstream() -> None:
-            while True:
-                first = await up_reader.read(1)
-                if not first:
-                    break
-                if first != b"$":  # RTSP response text: pass through
-                    writer.write(first)
-                    continue
-                header = await up_reader.readexactly(3)
-                payload = bytearray(await up_reader.readexactly(int.from_bytes(header[1:], "big")))
-                if header[0] == 0 and len(payload) > 20 and rng.random() < self.rate:
-                    for _ in range(8):
-                        payload[rng.randrange(14, len(payload))] = rng.randrange(256)
-                    self.corrupted += 1
-                writer.write(b"$" + header + bytes(payload))
-            writer.close()
-
-        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+    def __call__(self, payload: bytearray) -> bytes:
+        if len(payload) > 20 and self._rng.random() < self.rate:
+            for _ in range(8):
+                payload[self._rng.randrange(14, len(payload))] = self._rng.randrange(256)
+            self.corrupted += 1
+        return bytes(payload)
 
 
 @pytest.mark.slow
 def test_corrupted_camera_bytes_are_survived(camera: GstCamera) -> None:
-    proxy = CorruptingProxy(camera.port, rate=0.05)
-    url = f"rtsp://127.0.0.1:{proxy.port}/cam"
-    streamer = StreamerProcess(url, "--engine", "passthrough", "--transport", "tcp").start()
+    corrupter = Corrupter(rate=0.05)
+    proxy = InterleavedProxy(camera.port, corrupter)
+    streamer = StreamerProcess(proxy.url, "--engine", "passthrough", "--transport", "tcp").start()
     viewer = start_viewer("ffmpeg", streamer.url(), WIDTH, HEIGHT, "tcp")
     try:
         assert viewer.first_frame.wait(30)
@@ -142,7 +106,7 @@ def test_corrupted_camera_bytes_are_survived(camera: GstCamera) -> None:
         end = start + 6
         while time.monotonic() < end + 0.5:
             time.sleep(0.25)
-        assert proxy.corrupted > 20, "the proxy should have corrupted packets"
+        assert corrupter.corrupted > 20, "the proxy should have corrupted packets"
         count = viewer.count_between(start, end)
         assert count >= 0.8 * FPS * 6, f"viewer got {count} frames from a corrupted camera"
         assert streamer.process is not None and streamer.process.poll() is None
@@ -190,3 +154,26 @@ def test_publish_to_a_real_rtsp_receiver(camera: GstCamera) -> None:
     finally:
         receiver.kill()
         streamer.kill()
+
+
+@pytest.mark.slow
+def test_mkv_recording_killed_outright_loses_well_under_a_second(camera: GstCamera, tmp_path: Path) -> None:
+    """SIGKILL (no clean close): the frames already out must be in the file, decodable, but for the last few."""
+    record = tmp_path / "restored.mkv"
+    # A low bitrate: what the muxer buffers by default then spans a second or more.
+    config = write_camera_config(tmp_path / "record.yaml", camera.url, encoder={"bitrate_kbps": 300}, record=record)
+    streamer = StreamerProcess("--config", str(config), "--engine", "passthrough").start()
+    try:
+        streamer.wait_metric('streamer_frames_out_total{camera="restored"}', 6 * FPS, 30)
+        time.sleep(0.5 + random.random())  # anywhere in a keyframe interval
+        sent = streamer.metrics()['streamer_frames_out_total{camera="restored"}']
+        assert streamer.process is not None
+        streamer.process.kill()
+        streamer.process.wait(5)
+    finally:
+        streamer.kill()
+    frames = read_video(record)
+    lost = sent - len(frames)
+    print(f"SIGKILLed .mkv: {lost:.0f} of {sent:.0f} frames lost ({lost / FPS:.2f} s)")
+    assert lost <= 0.4 * FPS, f"{lost:.0f} of {sent:.0f} frames lost ({lost / FPS:.2f} s)"
+    assert float(np.std(frames[-1])) > 5, "the last recorded frame should carry a picture"
