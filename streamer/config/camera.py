@@ -1,0 +1,165 @@
+"""One camera: its source, temporal window, engine, encoder and extra outputs (sinks)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from engines import EngineError, resolve_model
+from streamer.config.base import NAME_PATTERN, RtspUrl, StrictModel
+
+
+# --------------------------------------------------------------------------------------------- sources
+class RtspSourceConfig(StrictModel):
+    type: Literal["rtsp"] = "rtsp"
+    url: RtspUrl = Field(description="Camera URL, rtsp://[user:pass@]host[:port]/path (rtsps:// too)")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTP transport asked of the camera")
+    open_timeout_s: float = Field(5.0, ge=0.5, le=120, description="Give up connecting after this long")
+    read_timeout_s: float = Field(5.0, ge=0.5, le=120, description="Reconnect when no packet arrives for this long")
+    no_frames_timeout_s: float = Field(
+        10.0, ge=1, le=600, description="Reconnect when packets arrive but no frame decodes for this long"
+    )
+    reconnect_backoff_s: list[float] = Field(
+        [0.5, 1, 2, 5, 10],
+        min_length=1,
+        max_length=16,
+        description="Pauses between reconnect attempts; the last one repeats",
+    )
+    reconnect_fast_s: float = Field(
+        0.2,
+        ge=0.05,
+        le=5,
+        description="Pause between reconnect attempts in the first reconnect_fast_for_s seconds after a camera is lost",
+    )
+    reconnect_fast_for_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="How long a lost camera is retried every reconnect_fast_s before reconnect_backoff_s applies",
+    )
+
+    @field_validator("reconnect_backoff_s")
+    @classmethod
+    def _check_backoff(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= step <= 300 for step in value):
+            raise ValueError("each pause must be between 0 and 300 s")
+        return value
+
+
+class DemoSourceConfig(StrictModel):
+    type: Literal["demo"] = "demo"
+    width: int = Field(640, ge=64, le=3840, multiple_of=2, description="Frame width in pixels")
+    height: int = Field(360, ge=64, le=2160, multiple_of=2, description="Frame height in pixels")
+    fps: float = Field(25.0, gt=0, le=120, description="Frames per second, paced in real time")
+    noise_sigma: float = Field(18.0, ge=0, le=80, description="Sensor noise level (0-255 scale)")
+    bitrate_kbps: int = Field(1200, ge=50, le=50000, description="Peak bitrate of the camera's own H.264 encode")
+    seed: int = Field(0, ge=0, description="Seed of the synthetic scene")
+    timestamp_strip: bool = Field(True, description="Embed a wallclock barcode for latency measurement")
+
+
+class FileSourceConfig(StrictModel):
+    type: Literal["file"] = "file"
+    path: str = Field(description="A video file, played at its own frame rate")
+    loop: bool = Field(True, description="Start again at the end")
+
+
+SourceConfig = Annotated[
+    RtspSourceConfig | DemoSourceConfig | FileSourceConfig, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------------------------- engine
+class EngineConfig(StrictModel):
+    type: Literal["auto", "cpu", "tensorrt", "cuda", "passthrough"] = Field(
+        "auto", description="auto = TensorRT when a GPU is usable, else ONNX Runtime on the CPU; cuda = PyTorch CUDA"
+    )
+    model: str | None = Field(
+        None,
+        description="A shipped model's name ('lite', 'lite-causal' = lowest latency, 'lite-fast') or an ONNX file; "
+        "default: 'lite'",
+    )
+    threads: int = Field(0, ge=0, le=256, description="CPU inference threads (0 = all cores)")
+    int8: bool = Field(
+        True,
+        description="CPU: run the model's int8 twin (NAME.int8.onnx beside NAME.onnx) when there is one",
+    )
+    fp16: bool = Field(True, description="TensorRT: build the engine in fp16")
+    cache_dir: str = Field(
+        "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists_when_named(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                resolve_model(value)
+            except EngineError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+
+class WindowConfig(StrictModel):
+    size: int | None = Field(
+        None, ge=1, le=15, description="Frames per temporal window (odd); default: the model's"
+    )
+    lookahead: int | None = Field(
+        None, ge=0, le=14, description="Future frames waited for (0 = causal); default: the model's"
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, value: int | None) -> int | None:
+        if value is not None and value % 2 == 0:
+            raise ValueError("must be odd")
+        return value
+
+    @model_validator(mode="after")
+    def _lookahead_fits(self) -> WindowConfig:
+        if self.size is not None and self.lookahead is not None and self.lookahead > self.size - 1:
+            raise ValueError("lookahead must be smaller than size")
+        return self
+
+
+class EncoderConfig(StrictModel):
+    bitrate_kbps: int = Field(2000, ge=100, le=100000, description="Target bitrate of the restored stream")
+    gop_s: float = Field(1.0, gt=0, le=10, description="Keyframe interval in seconds")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
+        "ultrafast", description="libx264 preset"
+    )
+    threads: int = Field(1, ge=0, le=64, description="Encoder threads (0 = auto)")
+
+
+class RtspPublishSinkConfig(StrictModel):
+    type: Literal["rtsp_publish"] = "rtsp_publish"
+    url: RtspUrl = Field(description="rtsp://server:port/path to push the restored stream to (RTSP ANNOUNCE/RECORD)")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTP transport for the push")
+    reconnect_s: float = Field(2.0, ge=0.1, le=300, description="Pause before pushing again after a failure")
+
+
+class FileSinkConfig(StrictModel):
+    type: Literal["file"] = "file"
+    path: str = Field(description="Output file; .mkv stays playable even after a crash, .mp4 on clean exit")
+
+
+SinkConfig = Annotated[RtspPublishSinkConfig | FileSinkConfig, Field(discriminator="type")]
+
+
+class CameraConfig(StrictModel):
+    name: str = Field(
+        "restored", pattern=NAME_PATTERN, description="Path of the restored stream: rtsp://host:port/<name>"
+    )
+    source: SourceConfig
+    window: WindowConfig = Field(default_factory=WindowConfig, description="Temporal window")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Restoration engine")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="H.264 encoder")
+    sinks: list[SinkConfig] = Field(default_factory=list, max_length=16, description="Extra outputs")
+    queue_frames: int = Field(8, ge=1, le=256, description="Bound of each frame queue between stages")
+    stall_timeout_s: float = Field(
+        5.0, ge=0.5, le=600, description="Not ready (/readyz 503) when no output frame was produced for this long"
+    )

@@ -1,0 +1,171 @@
+"""The RTSP and HTTP servers: addresses, limits, authentication."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from streamer.config.base import StrictModel
+
+
+# --------------------------------------------------------------------------------------------- servers
+class RtspUserConfig(StrictModel):
+    username: str = Field(min_length=1, max_length=128, description="User name")
+    password: str = Field(min_length=1, max_length=256, description="Password")
+
+
+class RtspAuthConfig(StrictModel):
+    method: Literal["basic", "digest"] = Field("digest", description="HTTP authentication scheme for RTSP")
+    realm: str = Field("streamer", min_length=1, max_length=128, description="Realm shown to viewers")
+    users: list[RtspUserConfig] = Field(min_length=1, max_length=256, description="Accepted users")
+    nonce_lifetime_s: float = Field(
+        60.0, ge=1, le=3600,
+        description="Digest: a nonce is accepted this long after its challenge, on its own connection only; "
+        "later the client is asked again with stale=true (no new password prompt)",
+    )
+    max_failures: int = Field(
+        5, ge=1, le=1000, description="Wrong passwords from one address within lockout_s that lock it out"
+    )
+    lockout_s: float = Field(
+        30.0, ge=1, le=86400,
+        description="How long an address that failed max_failures times is refused (403) without checking",
+    )
+
+
+class RtspServerConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve restored streams over RTSP")
+    host: str = Field("0.0.0.0", description="Address to listen on")
+    port: int = Field(8554, ge=0, le=65535, description="TCP port (0 = any free port)")
+    udp: bool = Field(True, description="Offer RTP over UDP unicast besides TCP interleaved")
+    session_timeout_s: float = Field(60.0, ge=5, le=3600, description="Drop UDP sessions silent this long")
+    viewer_queue: int = Field(64, ge=4, le=4096, description="Access units buffered per viewer before dropping")
+    max_viewers: int = Field(64, ge=1, le=10000, description="Sessions playing at once")
+    auth: RtspAuthConfig | None = Field(None, description="Require a user name and password")
+    max_connections: int = Field(
+        256, ge=1, le=100000,
+        description="Control connections open at once; at the cap a new one evicts the idlest non-playing one",
+    )
+    max_connections_per_address: int = Field(
+        128, ge=1, le=100000,
+        description="Control connections from one address; at the cap its idlest non-playing one is evicted",
+    )
+    idle_timeout_s: float = Field(
+        30.0, ge=1, le=3600, description="Close a connection that sends no request this long (unless it plays)"
+    )
+    request_timeout_s: float = Field(
+        10.0, ge=1, le=300, description="Close a connection whose request is not complete this long after it began"
+    )
+    setup_timeout_s: float = Field(
+        5.0, ge=1, le=120, description="End a session that was set up but not played within this long"
+    )
+    max_sessions_per_connection: int = Field(4, ge=1, le=64, description="Sessions one connection may set up")
+    max_sessions_per_address: int = Field(
+        64, ge=1, le=10000,
+        description="Sessions from one address; at the cap its oldest not-yet-playing one is ended",
+    )
+    max_pending_sessions: int = Field(
+        32, ge=1, le=10000,
+        description="Sessions set up but not yet playing, all addresses; at the cap the oldest is ended",
+    )
+
+
+BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]{16,4096}=*$")  # RFC 6750 b64token, at least 16 characters
+
+
+class HttpAuthConfig(StrictModel):
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token clients must send (Authorization: Bearer TOKEN): 16 to 4096 characters from "
+        "A-Z a-z 0-9 - . _ ~ + / (then '=' padding); or use token_file",
+    )
+    token_file: str | None = Field(
+        None, min_length=1, max_length=4096, description="File whose first line is the token (instead of token)"
+    )
+    realm: str = Field(
+        "streamer", min_length=1, max_length=128, description="Realm named in the WWW-Authenticate challenge"
+    )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_is_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | SecretStr):
+            raise ValueError("must be text: quote a token that YAML reads as a number or a date")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not BEARER_TOKEN.match(value.get_secret_value()):
+            raise ValueError("must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / (then '=' padding)")
+        return value
+
+    @field_validator("realm")
+    @classmethod
+    def _realm_fits_a_header(cls, value: str) -> str:
+        if not all(" " <= char <= "~" and char not in '"\\' for char in value):
+            raise ValueError("must be printable ASCII without quotes or backslashes")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HttpAuthConfig:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give either token or token_file")
+        if self.token_file is not None:
+            self.bearer_token()  # an unreadable or malformed file is a configuration error, not a runtime one
+        return self
+
+    def bearer_token(self) -> str:
+        """The token, read from token_file when that is how it was given."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        path = Path(self.token_file or "").expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"token_file: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        token = lines[0].strip() if lines else ""
+        if not BEARER_TOKEN.match(token):
+            raise ValueError(
+                f"token_file: the first line of {path} must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / "
+                "(then '=' padding)"
+            )
+        return token
+
+
+class HttpServerConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve /healthz, /metrics and the API")
+    host: str = Field("0.0.0.0", description="Address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port)")
+    auth: HttpAuthConfig | None = Field(
+        None, description="Require a bearer token on every path except /healthz"
+    )
+    max_connections: int = Field(256, ge=1, le=10000, description="HTTP connections open at once; more are refused")
+    max_connections_per_address: int = Field(
+        32, ge=1, le=10000, description="HTTP connections open at once from one client address"
+    )
+    idle_timeout_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600,
+        description="Close a connection that has not completed a request this long after it opened or after its "
+        "last response (idle keep-alive, silent and half-sent requests)",
+    )
+    max_url_bytes: int = Field(4096, ge=256, le=65536, description="Longest request target (path and query)")
+    max_header_bytes: int = Field(8190, ge=256, le=65536, description="Longest header field (name and value)")
+    max_headers: int = Field(64, ge=8, le=1024, description="Most header fields in one request")
+    max_body_bytes: int = Field(
+        65536, ge=0, le=16 * 1024 * 1024, description="Largest request body; a longer Content-Length gets 413"
+    )
+
+
+class ServerConfig(StrictModel):
+    rtsp: RtspServerConfig = Field(default_factory=RtspServerConfig, description="RTSP server")
+    http: HttpServerConfig = Field(default_factory=HttpServerConfig, description="HTTP server")
