@@ -35,13 +35,23 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING" || true
+pip_install() {  # pip's and the build backend's chatter stays in a log, shown only when pip fails
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install -q "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+}
+pip_install --upgrade pip || true
 if [ "$dev" -eq 1 ]; then
   # torch is for training/export tools only; this exact CPU build is what the tools were made with.
-  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING" || true
-  .venv/bin/python -m pip install -q -e ".[dev,train]" 2>&1 | grep -v "^WARNING" || true
+  .venv/bin/python -c "import torch" 2>/dev/null || pip_install "torch==2.13.0" || true
+  pip_install -e ".[dev,train]" || true
 else
-  .venv/bin/python -m pip install -q -e . 2>&1 | grep -v "^WARNING" || true
+  pip_install -e . || true
 fi
 .venv/bin/python -c "import streamer, av, onnxruntime" || { echo "setup failed: streamer does not import" >&2; exit 1; }
 echo "streamer installed in $(pwd)/.venv"
