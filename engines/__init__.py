@@ -69,28 +69,29 @@ def create_engine(
     cache_dir: str | Path = "~/.cache/streamer/engines",
     int8: bool = True,
 ) -> Engine:
-    """Factory: ``kind`` is auto, cpu, tensorrt, cuda (PyTorch CUDA) or passthrough. ``auto`` here is the
-    first of TensorRT and the CPU that is usable; ``activate_engine`` tries every candidate in turn.
+    """Factory of one backend: ``kind`` is cpu, tensorrt, cuda (PyTorch CUDA), passthrough, or auto (the best
+    of ``engine_candidates('auto')``, without trying it; ``activate_engine`` tries each in turn).
 
     ``model`` is a shipped model's name (see ``shipped_models()``) or an ONNX file path; None is ``lite``.
 
     On the CPU, ``int8`` runs the model's quantised twin (``NAME.int8.onnx`` beside ``NAME.onnx``, made by
-    tools/quantize.py) when there is one; TensorRT always builds from the float model."""
+    tools/quantize.py) when there is one; TensorRT and PyTorch CUDA always build from the float model."""
     model_path = resolve_model(model)
+    if kind == "auto":
+        kind = engine_candidates("auto")[0]
     if kind == "passthrough":
         from engines.passthrough import PassthroughEngine
 
         return PassthroughEngine()
-    if kind in ("tensorrt", "auto"):
-        from engines.tensorrt_backend import TensorRTEngine, tensorrt_available
+    if kind == "tensorrt":
+        from engines.tensorrt_backend import TensorRTEngine
 
-        if kind == "tensorrt" or tensorrt_available():
-            return TensorRTEngine(model_path, fp16=fp16, cache_dir=Path(cache_dir).expanduser())
+        return TensorRTEngine(model_path, fp16=fp16, cache_dir=Path(cache_dir).expanduser())
     if kind == "cuda":
         from engines.torch_backend import TorchEngine
 
-        return TorchEngine(model_path, device="cuda", fp16=fp16)  # always the float model, like TensorRT
-    if kind in ("cpu", "auto"):
+        return TorchEngine(model_path, device="cuda", fp16=fp16)
+    if kind == "cpu":
         from engines.onnx_cpu import OnnxCpuEngine
 
         return OnnxCpuEngine(int8_twin(model_path) if int8 else model_path, threads=threads)
