@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,17 +14,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tools.live_peers import (
+    free_port as free_port,  # re-exported: tests take it from here with the other peers
+)
 from tools.live_peers import scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMERA_SCRIPT = ROOT / "tools" / "gst_rtsp_camera.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_line(process: subprocess.Popen[str], expected: str, timeout: float) -> list[str]:

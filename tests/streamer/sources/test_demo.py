@@ -7,6 +7,7 @@ import pytest
 
 from streamer.config import DemoSourceConfig
 from streamer.sources.demo import DemoFrames, frame_rate
+from tests.media import psnr
 
 # 480x272 (not the default 640x360) to save time; the default camera otherwise (25 fps, sigma 18, 1200 kbit/s
 # VBV cap). Measured over these 4,500 frames: every delivered frame >= 27.4 dB PSNR against the clean scene
@@ -16,12 +17,6 @@ from streamer.sources.demo import DemoFrames, frame_rate
 PSNR_FLOOR_DB = 25.0
 KEYFRAME_FLOOR = 0.2
 FRAMES = 4500  # 3 minutes at 25 fps
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    error = image.astype(np.int32) - reference
-    mse = float(np.mean(error * error))
-    return 10 * np.log10(255**2 / max(mse, 1e-9))
 
 
 @pytest.mark.slow
