@@ -141,7 +141,28 @@ def list_stills(folders: list[Path]) -> list[Path]:
     return files
 
 
+def is_image_sequence(path: Path) -> bool:
+    """A folder of numbered stills (DAVIS / YouTube-VOS style ``00000.jpg``...) read as one clip."""
+    return path.is_dir() and any(p.suffix.lower() in STILL_SUFFIXES for p in path.iterdir())
+
+
+def sequence_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.suffix.lower() in STILL_SUFFIXES)
+
+
+def native_size(path: Path) -> tuple[int, int]:
+    """(W, H) of a clip's or image sequence's first frame."""
+    if is_image_sequence(path):
+        height, width = load_still(sequence_files(path)[0]).shape[:2]
+        return width, height
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return int(stream.codec_context.width), int(stream.codec_context.height)
+
+
 def count_frames(path: Path) -> int:
+    if is_image_sequence(path):
+        return len(sequence_files(path))
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         if stream.frames:
@@ -152,9 +173,16 @@ def count_frames(path: Path) -> int:
 def read_clip(
     path: Path, start: int, stop: int, size: tuple[int, int] = (640, 360), step: int = 1
 ) -> np.ndarray:
-    """Decode frames [start, stop) (every ``step``-th) of a video, resized to ``size`` = (W, H), as RGB uint8."""
+    """Decode frames [start, stop) (every ``step``-th) of a video or image sequence, resized to ``size`` = (W, H), as RGB uint8."""
     width, height = size
     frames: list[np.ndarray] = []
+    if is_image_sequence(path):
+        for file in sequence_files(path)[start:stop:step]:
+            with av.open(str(file)) as container:
+                still = next(container.decode(video=0))
+                rgb = still.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+                frames.append(rgb.to_ndarray())
+        return np.stack(frames)
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index >= stop:

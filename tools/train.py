@@ -40,11 +40,12 @@ CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
 def list_clips(paths: list[Path]) -> list[Path]:
     clips: list[Path] = []
     for path in paths:
-        clips += (
-            sorted(p for p in path.iterdir() if p.suffix.lower() in CLIP_SUFFIXES)
-            if path.is_dir()
-            else [path]
-        )
+        if degrade.is_image_sequence(path) or not path.is_dir():
+            clips.append(path)
+        else:
+            clips += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in CLIP_SUFFIXES or degrade.is_image_sequence(p)
+            )
     return clips
 
 
