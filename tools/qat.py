@@ -95,21 +95,38 @@ class QuantSimulation:
     def __init__(self, model: WindowRestorer, residual_range: float | None = None) -> None:
         if residual_range is not None and not residual_range > 0:
             raise ValueError(f"residual_range must be positive, got {residual_range}")
-        self.convs = [module for module in model.body if isinstance(module, nn.Conv2d)]
-        self.inputs = [ActivationFakeQuant() for _ in self.convs[1:]]
+        body = [module for module in model.body if isinstance(module, nn.Conv2d)]
+        detail = [] if model.detail is None else model.detail.convs()
+        self.convs = body + detail
+        # Rounded inputs: every body conv's after the first (which reads the exact frames), every detail conv's.
+        self.inputs = [ActivationFakeQuant() for _ in body[1:]]
+        self.detail_inputs = [ActivationFakeQuant() for _ in detail]
         fixed = None if residual_range is None else (-residual_range, residual_range)
         self.output = ActivationFakeQuant(fixed)
+        self.detail_output = ActivationFakeQuant() if detail else None
+        # ONNX Runtime also rounds the inlet's (ReLU) output: the concatenation after it stays in float
+        self.detail_inlet_output = ActivationFakeQuant() if detail else None
         self.weights = [WeightFakeQuant() for _ in self.convs]
         self._handles: list[Any] = []
         for conv, rounding in zip(self.convs, self.weights, strict=True):
             parametrize.register_parametrization(conv, "weight", rounding)
-        for conv, quantizer in zip(self.convs[1:], self.inputs, strict=True):
+        for conv, quantizer in zip(body[1:] + detail, self.inputs + self.detail_inputs, strict=True):
             self._handles.append(conv.register_forward_pre_hook(_input_hook(quantizer)))
-        self._handles.append(self.convs[-1].register_forward_hook(_output_hook(self.output)))
+        self._handles.append(body[-1].register_forward_hook(_output_hook(self.output)))
+        if model.detail is not None and self.detail_output is not None and self.detail_inlet_output is not None:
+            self._handles.append(detail[-1].register_forward_hook(_output_hook(self.detail_output)))
+            inlet_relu = model.detail.inlet_relu
+            self._handles.append(inlet_relu.register_forward_hook(_output_hook(self.detail_inlet_output)))
 
     @property
     def activations(self) -> list[ActivationFakeQuant]:
-        return [*self.inputs, self.output]
+        """In ``tools/quantize.activation_tensors`` order: body inputs, residual, then (when the model has a detail
+        path) the inlet's input and output, the other detail convs' inputs and the path's output."""
+        detail: list[ActivationFakeQuant] = []
+        if self.detail_output is not None and self.detail_inlet_output is not None:
+            first, *rest = self.detail_inputs
+            detail = [first, self.detail_inlet_output, *rest, self.detail_output]
+        return [*self.inputs, self.output, *detail]
 
     @torch.no_grad()
     def calibrate(self, model: WindowRestorer, batches: Iterable[torch.Tensor]) -> None:

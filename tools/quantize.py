@@ -27,7 +27,7 @@ from tools.eval import psnr
 from tools.qat import residual_range_argument
 from tools.train import list_clips
 
-FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice")
+FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice", "Concat")
 
 
 def calibration_windows(
@@ -89,7 +89,8 @@ def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
 
 def activation_tensors(model_path: Path) -> list[str]:
     """Names of the activations ``tools/qat.py`` rounds, in its order: the input of every body convolution after
-    the first, then the output of the last one (the residual). Body convolutions are the ones whose weight is an
+    the first, then the output of the last one (the residual), then (a model with a detail path) the inlet's
+    input and (ReLU) output, the input of every other detail convolution and the output of its last one. Body convolutions are the ones whose weight is an
     initializer named ``body.N.weight`` (with a 1x1 fusion layer the first one's weight is reshaped at export and
     loses its name; with a wider one it keeps it and is skipped here)."""
     import onnx
@@ -103,7 +104,31 @@ def activation_tensors(model_path: Path) -> list[str]:
     body = [(index, node) for index, node in body if index > 0]  # the first reads the frames (exact in uint8)
     if not body:
         raise ValueError(f"{model_path}: no body convolutions named body.N.weight")
-    return [node.input[0] for _, node in body] + [body[-1][1].output[0]]
+    names = [node.input[0] for _, node in body] + [body[-1][1].output[0]]
+    detail = sorted(
+        (-1 if node.input[1] == "detail.inlet.weight" else int(node.input[1].split(".")[2]), node)
+        for node in graph.node
+        if node.op_type == "Conv" and node.input[1].startswith("detail.") and node.input[1].endswith(".weight")
+    )
+    if detail:
+        inlet = detail[0][1]
+        inlet_relu = next(node for node in graph.node if node.op_type == "Relu" and node.input[0] == inlet.output[0])
+        inputs = [node.input[0] for _, node in detail]
+        names += [inputs[0], inlet_relu.output[0], *inputs[1:], detail[-1][1].output[0]]
+    return names
+
+
+def residual_tensor(model_path: Path) -> str:
+    """The residual: the output of the body's last convolution (the activation ``--residual-range`` fixes)."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    last = max(
+        (int(node.input[1].split(".")[1]), node.output[0])
+        for node in graph.node
+        if node.op_type == "Conv" and node.input[1].startswith("body.") and node.input[1].endswith(".weight")
+    )
+    return last[1]
 
 
 def range_overrides(model_path: Path, ranges: list[dict[str, float]]) -> dict[str, list[dict[str, Any]]]:
@@ -124,7 +149,7 @@ def residual_override(model_path: Path, residual_range: float) -> dict[str, list
     if not residual_range > 0:
         raise ValueError(f"residual range must be positive, got {residual_range}")
     bound = np.float32(residual_range)
-    return {activation_tensors(model_path)[-1]: [{"rmin": -bound, "rmax": bound}]}
+    return {residual_tensor(model_path): [{"rmin": -bound, "rmax": bound}]}
 
 
 def quantize(

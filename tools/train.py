@@ -114,9 +114,14 @@ def build_cache(
     seed: int,
     clip_size: tuple[int, int] = (640, 360),
     profile: str = "mixed",
+    clip_downscale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build ``count`` sequences [length, size, size, 3] (half from clips, half from stills)."""
     rng = np.random.default_rng(seed)
+    short = [clip for clip in clips if _training_frames(clip, train_fraction) < length]
+    for clip in short:
+        tqdm.write(f"skipped {clip.name}: fewer than {length} frames to train on")
+    clips = [clip for clip in clips if clip not in short]
     targets = np.zeros((count, length, size, size, 3), np.uint8)
     degraded = np.zeros_like(targets)
     sources: list[np.ndarray] = []
@@ -125,7 +130,9 @@ def build_cache(
     index = 0
     for clip in clips:
         (start, stop), _ = degrade.split_bounds(degrade.count_frames(clip), train_fraction)
-        frames = degrade.read_clip(clip, start, stop, clip_size)
+        frames = degrade.read_clip(
+            clip, start, stop, clean_size(degrade.native_size(clip), clip_size, clip_downscale)
+        )
         for _ in range(per_clip):
             first = int(rng.integers(0, len(frames) - length + 1))
             top = int(rng.integers(0, frames.shape[1] - size + 1))
@@ -146,6 +153,20 @@ def build_cache(
     progress.close()
     order = rng.permutation(count)
     return targets[order], degraded[order]
+
+
+def _training_frames(clip: Path, train_fraction: float) -> int:
+    (start, stop), _ = degrade.split_bounds(degrade.count_frames(clip), train_fraction)
+    return stop - start
+
+
+def clean_size(native: tuple[int, int], largest: tuple[int, int], downscale: float) -> tuple[int, int]:
+    """Size (W, H, even) a training clip is decoded at: at most ``largest`` and at least ``downscale`` times
+    smaller than its native size. Shrinking hides the source's own compression (a 2x downscale averages most
+    H.264 blocking away), so the clean targets are clean and the model does not learn to keep artifacts."""
+    width, height = native
+    factor = max(downscale, width / largest[0], height / largest[1], 1.0)
+    return max(2, int(width / factor) // 2 * 2), max(2, int(height / factor) // 2 * 2)
 
 
 def synthesise_noise(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +316,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--val-sequences", type=int, default=64, help="cache sequences held back for validation"
     )
-    parser.add_argument("--clip-size", default="640x360", help="WxH clips are resized to before cropping")
+    parser.add_argument(
+        "--clip-size", default="640x360", help="largest WxH clips are resized to before cropping"
+    )
+    parser.add_argument(
+        "--clip-downscale",
+        type=float,
+        default=1.0,
+        help="decode each clip at least this many times smaller than its native size (2 hides most of the "
+        "sources' own H.264 blocking, so the targets are clean)",
+    )
     parser.add_argument(
         "--train-fraction", type=float, default=0.6, help="leading share of each clip to train on"
     )
@@ -361,6 +391,7 @@ def load_or_build_cache(
         seed,
         (width, height),
         profile,
+        args.clip_downscale,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, targets=targets, degraded=degraded)
@@ -438,7 +469,11 @@ def main(argv: list[str] | None = None) -> None:
             initial_state = retarget_state(
                 initial_state, old_window, config.window, old_reference, config.reference_index
             )
-        model.load_state_dict(deepen_state(initial_state, old_depth, config.depth))
+        grown = deepen_state(initial_state, old_depth, config.depth)
+        # A detail path the checkpoint lacks keeps its fresh (near-zero output) weights: step 0 computes
+        # what the checkpoint did.
+        fresh = {key: value for key, value in model.state_dict().items() if key.startswith("detail.")}
+        model.load_state_dict({**fresh, **grown})
     # Rounding is attached before the optimiser is made so that resumed optimiser state lines up.
     simulation = QuantSimulation(model, args.qat_residual_range) if args.qat else None
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)

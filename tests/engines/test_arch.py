@@ -97,3 +97,23 @@ def test_retarget_state_grows_a_centred_window_without_changing_what_the_model_c
     # shrinking back drops the outer slots and gives the 5-frame weights back exactly (not summed by distance)
     back = retarget_state(state, 7, 5, seven_config.reference_index, five_config.reference_index)
     assert torch.equal(back["body.0.weight"], five.state_dict()["body.0.weight"])
+
+
+def test_a_detail_path_added_to_a_trained_trunk_starts_where_the_trunk_was() -> None:
+    """Warm start (tools/train.py --init with --preset detail): the fresh path adds nothing, yet learns (its last
+    conv gets a gradient), and it is what makes the model costlier (half-resolution convs)."""
+    trunk = trained_looking_model(preset("tiny"))
+    config = dataclasses.replace(preset("tiny"), detail_width=8, detail_depth=1)
+    torch.manual_seed(1)
+    detailed = build_model(config).eval()
+    fresh = {key: value for key, value in detailed.state_dict().items() if key.startswith("detail.")}
+    detailed.load_state_dict({**fresh, **trunk.state_dict()})
+    frames = torch.rand(2, 15, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(trunk(frames), detailed(frames))
+    detailed(frames).mean().backward()
+    assert detailed.detail is not None
+    assert float(detailed.detail.convs()[-1].weight.grad.abs().max()) > 0
+    extra = count_macs(detailed, 32, 48) - count_macs(trunk, 32, 48)
+    assert extra == (6 * 8 * 16 + (8 + 2) * 8 * 9 + 8 * 8 * 9 + 8 * 12 * 9) * 16 * 24
+    assert len(detailed.detail.convs()) == 4

@@ -44,15 +44,18 @@ def write_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-def export_tiny_model(folder: Path, causal: bool, weight_std: float) -> tuple[Any, Path]:
-    """A random-weight ``tiny`` model exported to ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
+def export_tiny_model(folder: Path, causal: bool, weight_std: float, detail_width: int = 0) -> tuple[Any, Path]:
+    """A random-weight ``tiny`` model (with a half-resolution detail path of ``detail_width`` channels when
+    given) exported to ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
+    import dataclasses
+
     import torch
 
     from engines.arch import build_model, preset
     from tools import export_onnx
 
     torch.manual_seed(0)
-    model = build_model(preset("tiny", causal=causal))
+    model = build_model(dataclasses.replace(preset("tiny", causal=causal), detail_width=detail_width, detail_depth=1))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0, weight_std)
