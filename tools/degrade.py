@@ -68,18 +68,25 @@ def yuv_to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 def x264_roundtrip(
-    frames: np.ndarray, crf: int, preset: str = "medium", bframes: int | None = None
+    frames: np.ndarray,
+    crf: int,
+    preset: str = "medium",
+    bframes: int | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Encode frames with libx264 (yuv420p, given CRF) in memory and decode them back to RGB uint8.
 
     Colour as cameras send it: BT.601 matrix, limited ("tv") range both ways, and the stream's VUI says so
     (smpte170m matrix/primaries/transfer, tv range). H and W must be even. ``bframes=0`` mimics a
-    low-latency live encoder.
+    low-latency live encoder. ``threads=1`` makes the output repeatable bit for bit (x264's frame threads
+    can change it from run to run, seen on small frames).
     """
     count, height, width, _ = frames.shape
     options = {"crf": str(crf), "preset": preset}
     if bframes is not None:
         options["bf"] = str(bframes)
+    if threads is not None:
+        options["threads"] = str(threads)
     encoded: list[bytes] = []
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"

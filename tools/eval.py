@@ -105,18 +105,18 @@ def degradation_seed(name: str, requested: list[str], base_seed: int) -> int:
 
 
 def degrade_clip(name: str, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (reference, degraded) for one named degradation."""
+    """Return (reference, degraded) for one named degradation (repeatable: x264 runs on one thread)."""
     rng = np.random.default_rng(seed)
     if name.startswith("sigma"):
         return clean, degrade.add_gaussian_noise(clean, float(name[5:]), rng)
     if name.startswith("crf"):
-        return clean, degrade.x264_roundtrip(clean, int(name[3:]))
+        return clean, degrade.x264_roundtrip(clean, int(name[3:]), threads=1)
     if name == "lowlight":
         dark = degrade.darken(clean, 0.3, 1.3)
         noisy = degrade.add_poisson_gaussian_noise(dark, 0.008, 5.0, rng)
-        return dark, degrade.x264_roundtrip(noisy, 30)
+        return dark, degrade.x264_roundtrip(noisy, 30, threads=1)
     if name == "noise_crf30":
-        return clean, degrade.x264_roundtrip(degrade.add_gaussian_noise(clean, 10.0, rng), 30)
+        return clean, degrade.x264_roundtrip(degrade.add_gaussian_noise(clean, 10.0, rng), 30, threads=1)
     raise ValueError(f"unknown degradation {name}")
 
 

@@ -64,4 +64,5 @@ def test_noise_crf30_is_noise_then_a_crf30_encode_and_keeps_old_seeds() -> None:
     # a degraded picture, neither the noisy frames nor the clean frames' encode alone
     assert 15.0 < psnr(degraded, clean) < 36.0
     assert psnr(degraded, noisy_only) < 40.0 and psnr(degraded, encoded_only) < 40.0
-    np.testing.assert_array_equal(degrade_clip("noise_crf30", clean, seed)[1], degraded)
+    for _ in range(3):  # repeatable bit for bit (x264's frame threads are not, on small frames)
+        np.testing.assert_array_equal(degrade_clip("noise_crf30", clean, seed)[1], degraded)
