@@ -48,7 +48,11 @@ def markdown_table(title: str, clip_names: list[str], results: dict[str, MethodR
 
 
 def plot_pareto(all_results: dict[str, dict[str, MethodResult]], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: no {path.name} (the tables and JSON are written)")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

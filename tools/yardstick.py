@@ -8,8 +8,10 @@ Training data: every clip (video or image-sequence folder) under ``--clips``, de
 640x360 and half the native size (aspect kept, every ``--clip-step``-th frame), and the still sets under
 ``--stills``; never ../shared/media/val (those scenes are for evaluation only). Random 64-96 px crops, flips
 and transposes, Gaussian noise with sigma uniform in [0, 55] (0-255 scale, rounded to uint8 like a real
-frame) and the true sigma map as input. Loss L1, Adam 1e-3 with a cosine decay over the ``--minutes`` budget
-(or ``--steps``, whichever ends first). Checkpoints are resumable. Example:
+frame) and the true sigma map as input. He (Kaiming) initialisation, the last layer scaled by 0.1. Loss L1,
+Adam 1e-4 (1e-3, the paper's rate with BatchNorm, left this BatchNorm-free net at the identity for 600+ steps)
+with a cosine decay over the ``--minutes`` budget (or ``--steps``, whichever ends first). Checkpoints are
+resumable. Example:
 
     python -m tools.yardstick train --out /work/runs/yardstick --threads 1 --minutes 45
     python -m tools.yardstick export --checkpoint /work/runs/yardstick/checkpoint.pt \
@@ -48,6 +50,13 @@ class FFDNetColor(nn.Module):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(width, 12, 3, padding=1))
         self.body = nn.Sequential(*layers)
+        convolutions = [layer for layer in self.body if isinstance(layer, nn.Conv2d)]
+        for conv in convolutions:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        with torch.no_grad():
+            convolutions[-1].weight.mul_(0.1)  # start near the identity (a small residual)
         self.unshuffle = nn.PixelUnshuffle(2)
         self.shuffle = nn.PixelShuffle(2)
 
@@ -260,7 +269,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--batch", type=int, default=16)
     run.add_argument("--crop-min", type=int, default=64)
     run.add_argument("--crop-max", type=int, default=96)
-    run.add_argument("--lr", type=float, default=1e-3)
+    run.add_argument(
+        "--lr", type=float, default=1e-4, help="peak rate (1e-3 stalls at the identity without BatchNorm)"
+    )
     run.add_argument("--clip-step", type=int, default=4, help="use every N-th frame of a clip")
     run.add_argument("--clip-frames", type=int, default=60, help="at most this many frames per clip")
     run.add_argument("--threads", type=int, default=1)

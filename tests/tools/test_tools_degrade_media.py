@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_media import moving_frames, write_clip, write_png
+from synthetic_media import moving_frames, write_clip, write_sequence
 
 from tools import degrade
 from tools.eval import DEGRADATIONS, degradation_seed, degrade_clip, psnr
@@ -15,10 +15,7 @@ from tools.train import list_clips
 
 def test_an_image_sequence_folder_reads_as_one_clip(tmp_path: Path) -> None:
     frames = moving_frames(5, 32, 48, seed=1)
-    sequence = tmp_path / "clips" / "seq"
-    sequence.mkdir(parents=True)
-    for index, frame in enumerate(frames):
-        write_png(sequence / f"{index:05d}.png", frame)
+    sequence = write_sequence(tmp_path / "clips" / "seq", frames)
     (sequence / "notes.txt").write_text("not a frame")
     video = write_clip(tmp_path / "clips" / "video.mp4", moving_frames(4, 32, 48, seed=2))
     assert list_clips([tmp_path / "clips"]) == [sequence, video]
