@@ -9,7 +9,7 @@ Training data: every clip (video or image-sequence folder) under ``--clips``, de
 ``--stills``; never ../shared/media/val (those scenes are for evaluation only). Random 64-96 px crops, flips
 and transposes, Gaussian noise with sigma uniform in [0, 55] (0-255 scale, rounded to uint8 like a real
 frame) and the true sigma map as input. He (Kaiming) initialisation, the last layer scaled by 0.1. Loss L1,
-Adam 1e-4 (1e-3, the paper's rate with BatchNorm, left this BatchNorm-free net at the identity for 600+ steps)
+Adam 1e-4 (1e-3, the paper's rate with BatchNorm, left this BatchNorm-free net at the identity for 660 steps)
 with a cosine decay over the ``--minutes`` budget (or ``--steps``, whichever ends first). Checkpoints are
 resumable. Example:
 
