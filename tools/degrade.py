@@ -11,8 +11,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
 
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# H.264 VUI code points (ITU-T H.273) for SMPTE 170M, i.e. BT.601 525-line, as most SD/HD IP cameras tag it
+VUI_SMPTE170M = 6
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -42,34 +45,65 @@ def darken(frames: np.ndarray, gain: float, gamma: float = 1.0) -> np.ndarray:
     return to_uint8(np.power(signal, gamma) * gain)
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> av.VideoFrame:
+    """RGB uint8 [H, W, 3] -> yuv420p frame, ITU-R BT.601 matrix, limited (MPEG, "tv") range, tagged so."""
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format="yuv420p",
+        src_colorspace=Colorspace.ITU601,
+        dst_colorspace=Colorspace.ITU601,
+        src_color_range=ColorRange.JPEG,
+        dst_color_range=ColorRange.MPEG,
+    )
+
+
+def yuv_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """Decoded BT.601 limited-range frame -> RGB uint8 (explicit, whatever the stream's tags say)."""
+    return frame.reformat(
+        format="rgb24",
+        src_colorspace=Colorspace.ITU601,
+        dst_colorspace=Colorspace.ITU601,
+        src_color_range=ColorRange.MPEG,
+        dst_color_range=ColorRange.JPEG,
+    ).to_ndarray()
+
+
 def x264_roundtrip(
-    frames: np.ndarray, crf: int, preset: str = "medium", bframes: int | None = None
+    frames: np.ndarray,
+    crf: int,
+    preset: str = "medium",
+    bframes: int | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Encode frames with libx264 (yuv420p, given CRF) in memory and decode them back to RGB uint8.
 
-    H and W must be even. ``bframes=0`` mimics a low-latency live encoder.
+    Colour as cameras send it: BT.601 matrix, limited ("tv") range both ways, and the stream's VUI says so
+    (smpte170m matrix/primaries/transfer, tv range). H and W must be even. ``bframes=0`` mimics a
+    low-latency live encoder. ``threads=1`` makes the output repeatable bit for bit (x264's frame threads
+    can change it from run to run, seen on small frames).
     """
     count, height, width, _ = frames.shape
     options = {"crf": str(crf), "preset": preset}
     if bframes is not None:
         options["bf"] = str(bframes)
+    if threads is not None:
+        options["threads"] = str(threads)
     encoded: list[bytes] = []
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.time_base = Fraction(1, 25)
+    codec.colorspace = codec.color_primaries = codec.color_trc = VUI_SMPTE170M
+    codec.color_range = ColorRange.MPEG
     codec.options = options
     for index in range(count):
-        frame = av.VideoFrame.from_ndarray(frames[index], format="rgb24").reformat(format="yuv420p")
+        frame = rgb_to_yuv420p(frames[index])
         frame.pts = index
         encoded.extend(bytes(packet) for packet in codec.encode(frame))
     encoded.extend(bytes(packet) for packet in codec.encode(None))
     decoder = av.CodecContext.create("h264", "r")
     decoded: list[np.ndarray] = []
     for payload in encoded:
-        for frame in decoder.decode(av.Packet(payload)):
-            decoded.append(frame.to_ndarray(format="rgb24"))
-    for frame in decoder.decode(None):
-        decoded.append(frame.to_ndarray(format="rgb24"))
+        decoded.extend(yuv_to_rgb(frame) for frame in decoder.decode(av.Packet(payload)))
+    decoded.extend(yuv_to_rgb(frame) for frame in decoder.decode(None))
     if len(decoded) != count:
         raise RuntimeError(f"x264 round trip returned {len(decoded)} frames for {count}")
     return np.stack(decoded)

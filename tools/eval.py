@@ -1,31 +1,39 @@
-"""Evaluate restoration models against FFmpeg denoisers on degraded versions of held-out real clips.
+"""Evaluate restoration models against FFmpeg denoisers and yardsticks on degraded versions of real clips.
 
-Each clip contributes ``--frames`` frames taken from its held-out tail (the part after ``--train-fraction``;
-tools/train.py trains only on the leading part), resized to 640x360. Degradations: Gaussian sigma 15 and 25,
-H.264 CRF 37 re-encode, and low light (darkened, Poisson-Gaussian noise, CRF 30). Reported per clip and mean:
-RGB PSNR, SSIM (luma), temporal flicker (RMS of the difference between restored and clean frame-to-frame
-changes, 0-255 scale; lower is better) and fps. FFmpeg filters are tuned by a small grid search on the same
-frames (an optimistic, oracle tuning for them). Example:
+By default the clips are ../shared/media/val (scenes never trained on) and each contributes its FIRST
+``--frames`` frames; ``--held-out`` instead takes the tail after ``--train-fraction`` of training clips (the
+part tools/train.py does not train on; same scenes and cameras, so optimistic). Frames are resized to
+640x360. Degradations: Gaussian sigma 15 and 25, H.264 CRF 37 re-encode, low light (darkened,
+Poisson-Gaussian noise, CRF 30) and noise_crf30 (Gaussian sigma 10, then CRF 30); x264 runs in BT.601 limited
+("tv") range like cameras. Reported per clip and mean: RGB PSNR, SSIM (luma), temporal flicker (RMS of the
+difference between restored and clean frame-to-frame changes, 0-255 scale; lower is better) and fps. FFmpeg
+filters are tuned by a small grid search on the same frames (an optimistic, oracle tuning for them).
 
-    python -m tools.eval --clips /data/clips --model lite=engines/models/lite.onnx --out-dir /scratch/eval
+Yardsticks (rows in every table): ``bm3d`` (told the true sigma, on the sigma rows only, first
+``--bm3d-frames`` frames) and ``--yardstick NAME=PATH.onnx`` non-blind CNNs (default: tools/yardsticks/
+ffdnet.onnx when present) told the true sigma on the sigma rows and an oracle sigma from SIGMA_GRID on the
+others (shown in the setting column). Example:
+
+    python -m tools.eval --model lite=engines/models/lite.int8.onnx --out-dir /scratch/eval
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from tools import degrade
+from tools.eval_report import MethodResult, markdown_table, write_results
 from tools.train import list_clips
+from tools.yardsticks import FFDNET, SIGMA_GRID, OnnxYardstick, bm3d_restore, cpu_session
+
+MEDIA = Path(__file__).resolve().parents[1].parent / "shared/media"
 
 FFMPEG_GRIDS: dict[str, list[str]] = {
     "hqdn3d": [f"hqdn3d={s}:{s}:{t}:{t}" for s, t in [(4, 6), (10, 15), (20, 30), (30, 40), (45, 60)]],
@@ -86,7 +94,7 @@ def flicker(restored: np.ndarray, clean: np.ndarray) -> float:
     return float(np.mean(np.sqrt(np.mean(np.square(difference), axis=(1, 2, 3), dtype=np.float64))))
 
 
-DEGRADATIONS = ("sigma15", "sigma25", "crf37", "lowlight")
+DEGRADATIONS = ("sigma15", "sigma25", "crf37", "lowlight", "noise_crf30")
 
 
 def degradation_seed(name: str, requested: list[str], base_seed: int) -> int:
@@ -97,17 +105,24 @@ def degradation_seed(name: str, requested: list[str], base_seed: int) -> int:
 
 
 def degrade_clip(name: str, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (reference, degraded) for one named degradation."""
+    """Return (reference, degraded) for one named degradation (repeatable: x264 runs on one thread)."""
     rng = np.random.default_rng(seed)
     if name.startswith("sigma"):
         return clean, degrade.add_gaussian_noise(clean, float(name[5:]), rng)
     if name.startswith("crf"):
-        return clean, degrade.x264_roundtrip(clean, int(name[3:]))
+        return clean, degrade.x264_roundtrip(clean, int(name[3:]), threads=1)
     if name == "lowlight":
         dark = degrade.darken(clean, 0.3, 1.3)
         noisy = degrade.add_poisson_gaussian_noise(dark, 0.008, 5.0, rng)
-        return dark, degrade.x264_roundtrip(noisy, 30)
+        return dark, degrade.x264_roundtrip(noisy, 30, threads=1)
+    if name == "noise_crf30":
+        return clean, degrade.x264_roundtrip(degrade.add_gaussian_noise(clean, 10.0, rng), 30, threads=1)
     raise ValueError(f"unknown degradation {name}")
+
+
+def true_sigma(name: str) -> float | None:
+    """The Gaussian sigma of a pure-noise degradation (sigma15 -> 15.0), None for the others."""
+    return float(name[5:]) if name.startswith("sigma") else None
 
 
 def run_ffmpeg(frames: np.ndarray, filter_chain: str, threads: int) -> tuple[np.ndarray, float]:
@@ -154,10 +169,7 @@ class OnnxRestorer:
     """Sliding-window restoration with an exported model (edge frames replicated at the clip ends)."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.window = int(meta["streamer.window"])
         self.reference = int(meta["streamer.reference_index"])
@@ -179,22 +191,6 @@ class OnnxRestorer:
         return degrade.to_uint8(np.stack(outputs).transpose(0, 2, 3, 1)), seconds
 
 
-@dataclass
-class MethodResult:
-    psnr: list[float] = field(default_factory=list)
-    ssim: list[float] = field(default_factory=list)
-    flicker: list[float] = field(default_factory=list)
-    frames: int = 0
-    seconds: float = 0.0
-    setting: str = ""
-    baseline_seconds: float = 0.0
-
-    def fps(self) -> float:
-        """Frames per second; for FFmpeg, the pass-through run's time (I/O, startup) is subtracted (floor 5%)."""
-        busy = max(self.seconds - self.baseline_seconds, 0.05 * self.seconds)
-        return self.frames / busy if busy > 0 else float("nan")
-
-
 def tune_filter(name: str, pairs: list[tuple[np.ndarray, np.ndarray]], frames: int, threads: int) -> str:
     """Pick the grid setting with the best mean PSNR over the first ``frames`` frames of every clip."""
     best, best_score = FFMPEG_GRIDS[name][0], -1.0
@@ -207,15 +203,54 @@ def tune_filter(name: str, pairs: list[tuple[np.ndarray, np.ndarray]], frames: i
     return best
 
 
+def tune_sigma(yardstick: OnnxYardstick, pairs: list[tuple[np.ndarray, np.ndarray]], frames: int) -> float:
+    """Oracle noise level for a non-blind yardstick: the SIGMA_GRID value with the best mean PSNR."""
+    scores = {
+        sigma: float(np.mean([psnr(yardstick(d[:frames], sigma)[0], c[:frames]) for c, d in pairs]))
+        for sigma in SIGMA_GRID
+    }
+    return max(scores, key=lambda sigma: scores[sigma])
+
+
+def add_yardsticks(
+    degradation: str,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    yardsticks: dict[str, OnnxYardstick],
+    args: argparse.Namespace,
+    results: dict[str, MethodResult],
+    methods: dict[str, Callable[[np.ndarray], tuple[np.ndarray, float]]],
+) -> dict[str, int]:
+    """Add the yardstick rows of one degradation; returns their frame limits per clip."""
+    limits: dict[str, int] = {}
+    sigma = true_sigma(degradation)
+    if sigma is not None and args.bm3d_frames > 0:
+        results["bm3d"] = MethodResult(setting=f"bm3d_rgb sigma_psd={sigma:g}/255 (true sigma)")
+        methods["bm3d"] = functools.partial(bm3d_restore, sigma=sigma)
+        limits["bm3d"] = args.bm3d_frames
+    for name, yardstick in yardsticks.items():
+        if sigma is None:
+            chosen = tune_sigma(yardstick, pairs, args.yardstick_tune_frames)
+            setting = f"sigma={chosen:g} (oracle of {'/'.join(f'{v:g}' for v in SIGMA_GRID)})"
+        else:
+            chosen, setting = sigma, f"sigma={sigma:g} (true sigma)"
+        results[name] = MethodResult(setting=setting)
+        methods[name] = functools.partial(yardstick, sigma=chosen)
+        if args.yardstick_frames:
+            limits[name] = args.yardstick_frames
+    return limits
+
+
 def evaluate_degradation(
+    degradation: str,
     pairs: list[tuple[np.ndarray, np.ndarray]],
     models: dict[str, OnnxRestorer],
-    filters: list[str],
+    yardsticks: dict[str, OnnxYardstick],
     args: argparse.Namespace,
 ) -> dict[str, MethodResult]:
     results: dict[str, MethodResult] = {"input": MethodResult(setting="degraded input")}
     methods: dict[str, Callable[[np.ndarray], tuple[np.ndarray, float]]] = {}
-    for name in filters:
+    limits = {name: args.slow_frames for name in SLOW_FILTERS}
+    for name in args.filters:
         limit = 2 if name in SLOW_FILTERS else args.tune_frames
         setting = tune_filter(name, pairs, limit, args.threads)
         results[name] = MethodResult(setting=setting)
@@ -223,16 +258,17 @@ def evaluate_degradation(
     for name, model in models.items():
         results[name] = MethodResult(setting="onnxruntime CPU")
         methods[name] = model
+    limits.update(add_yardsticks(degradation, pairs, yardsticks, args, results, methods))
     for clean, degraded in pairs:
         results["input"].psnr.append(psnr(degraded, clean))
         results["input"].ssim.append(ssim(degraded, clean))
         results["input"].flicker.append(flicker(degraded, clean))
         baseline_seconds = run_ffmpeg(degraded, "null", args.threads)[1]
         for name, method in methods.items():
-            count = args.slow_frames if name in SLOW_FILTERS else len(clean)
+            count = min(limits.get(name, len(clean)), len(clean))
             restored, seconds = method(degraded[:count])
             result = results[name]
-            if name in filters:
+            if name in args.filters:
                 result.baseline_seconds += baseline_seconds * count / len(clean)
             result.psnr.append(psnr(restored, clean[:count]))
             result.ssim.append(ssim(restored, clean[:count]))
@@ -242,72 +278,72 @@ def evaluate_degradation(
     return results
 
 
-def markdown_table(title: str, clip_names: list[str], results: dict[str, MethodResult]) -> str:
-    header = ["method", *clip_names, "mean PSNR", "Δ vs input", "SSIM", "flicker", "fps", "setting"]
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    reference = float(np.mean(results["input"].psnr))
-    for name, result in results.items():
-        mean = float(np.mean(result.psnr))
-        fps = f"{result.fps():.1f}" if result.seconds > 0 else "-"
-        cells = [
-            name,
-            *(f"{v:.2f}" for v in result.psnr),
-            f"**{mean:.2f}**",
-            f"{mean - reference:+.2f}",
-            f"{np.mean(result.ssim):.4f}",
-            f"{np.nanmean(result.flicker):.2f}",
-            fps,
-            f"`{result.setting}`",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_pareto(all_results: dict[str, dict[str, MethodResult]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(all_results), figsize=(5 * len(all_results), 4.2), squeeze=False)
-    for axis, (title, results) in zip(axes[0], all_results.items(), strict=True):
-        for name, result in results.items():
-            if result.seconds <= 0:
-                axis.axhline(np.mean(result.psnr), color="grey", linestyle="--", label="input")
-                continue
-            axis.scatter(result.fps(), np.mean(result.psnr), label=name)
-            axis.annotate(name, (result.fps(), np.mean(result.psnr)), fontsize=8)
-        axis.set_xscale("log")
-        axis.set_xlabel("fps (640x360, 2 CPU threads)")
-        axis.set_ylabel("RGB PSNR (dB)")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--clips", type=Path, nargs="+", required=True, help="video files or folders")
+    parser.add_argument(
+        "--clips", type=Path, nargs="+", help=f"video files or folders (default: {MEDIA / 'val'})"
+    )
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="take the tail after --train-fraction of training clips (default: the first frames of val clips)",
+    )
     parser.add_argument("--model", action="append", default=[], help="NAME=PATH.onnx (repeatable)")
+    parser.add_argument(
+        "--yardstick",
+        action="append",
+        default=None,
+        help=f"NAME=PATH.onnx non-blind yardstick (repeatable; default ffdnet={FFDNET} when present)",
+    )
+    parser.add_argument("--no-yardstick", action="store_true", help="no ONNX yardstick rows")
+    parser.add_argument(
+        "--yardstick-frames", type=int, default=0, help="frames per clip for ONNX yardsticks (0: all)"
+    )
+    parser.add_argument(
+        "--yardstick-tune-frames", type=int, default=3, help="frames per clip for a yardstick's oracle sigma"
+    )
+    parser.add_argument(
+        "--bm3d-frames", type=int, default=2, help="frames per clip for BM3D on sigma rows (0: no BM3D)"
+    )
     parser.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS))
     parser.add_argument("--filters", nargs="*", default=list(FFMPEG_GRIDS))
-    parser.add_argument("--frames", type=int, default=30, help="held-out frames per clip")
+    parser.add_argument("--frames", type=int, default=30, help="frames per clip")
     parser.add_argument(
         "--slow-frames", type=int, default=6, help="frames per clip for slow filters (nlmeans)"
     )
     parser.add_argument(
         "--tune-frames", type=int, default=12, help="frames per clip for the filter grid search (>= 9)"
     )
-    parser.add_argument("--train-fraction", type=float, default=0.6)
+    parser.add_argument("--train-fraction", type=float, default=0.6, help="with --held-out")
     parser.add_argument("--size", default="640x360", help="WxH the clips are resized to")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, required=True)
     return parser.parse_args(argv)
+
+
+def read_cleans(args: argparse.Namespace, size: tuple[int, int]) -> tuple[list[Path], list[np.ndarray]]:
+    """The clips and their clean frames: the first --frames of val clips, or held-out tails (--held-out)."""
+    default = MEDIA / ("clips" if args.held_out else "val")
+    if args.clips is None and not default.exists():
+        raise SystemExit(f"no clips: {default} does not exist; pass --clips VIDEO_OR_FOLDER ...")
+    clips = list_clips(args.clips or [default])
+    cleans = []
+    for clip in clips:
+        start, stop = 0, degrade.count_frames(clip)
+        if args.held_out:
+            _, (start, stop) = degrade.split_bounds(stop, args.train_fraction)
+        cleans.append(degrade.read_clip(clip, start, min(stop, start + args.frames), size))
+    return clips, cleans
+
+
+def load_yardsticks(args: argparse.Namespace) -> dict[str, OnnxYardstick]:
+    if args.no_yardstick:
+        return {}
+    specs = args.yardstick if args.yardstick is not None else [f"ffdnet={FFDNET}"] if FFDNET.exists() else []
+    return {spec.split("=", 1)[0]: OnnxYardstick(Path(spec.split("=", 1)[1]), args.threads) for spec in specs}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -317,45 +353,31 @@ def main(argv: list[str] | None = None) -> None:
             "--frames and --tune-frames must be >= 9 (FFmpeg atadenoise hangs on shorter inputs)"
         )
     width, height = (int(v) for v in args.size.split("x"))
-    clips = list_clips(args.clips)
-    cleans = []
-    for clip in clips:
-        _, (start, stop) = degrade.split_bounds(degrade.count_frames(clip), args.train_fraction)
-        cleans.append(degrade.read_clip(clip, start, min(stop, start + args.frames), (width, height)))
+    clips, cleans = read_cleans(args, (width, height))
     models = {
         spec.split("=", 1)[0]: OnnxRestorer(Path(spec.split("=", 1)[1]), args.threads) for spec in args.model
     }
+    yardsticks = load_yardsticks(args)
     names = [clip.stem for clip in clips]
     all_results: dict[str, dict[str, MethodResult]] = {}
+    source = (
+        f"held-out frames of training clips (the tail after {args.train_fraction:g})"
+        if args.held_out
+        else "val clips (scenes never trained on), the first frames"
+    )
     report = [
-        f"Clips: {len(clips)}, {args.frames} held-out frames each at {args.size}; nlmeans on the first "
-        f"{args.slow_frames} frames only. PSNR columns are per clip (dB).\n"
+        f"Clips: {len(clips)} {source}, {args.frames} frames each at {args.size}; nlmeans on the first "
+        f"{args.slow_frames} frames only; bm3d on the first {args.bm3d_frames} (sigma rows only); "
+        f"ONNX yardsticks on {args.yardstick_frames or 'all'}. PSNR columns are per clip (dB).\n"
     ]
     for name in args.degradations:
         seed = degradation_seed(name, args.degradations, args.seed)
         pairs = [degrade_clip(name, clean, seed + k) for k, clean in enumerate(cleans)]
-        all_results[name] = evaluate_degradation(pairs, models, args.filters, args)
-        report.append(markdown_table(name, names, all_results[name]))
+        all_results[name] = evaluate_degradation(name, pairs, models, yardsticks, args)
+        title = f"{name}, held-out frames of training clips" if args.held_out else name
+        report.append(markdown_table(title, names, all_results[name]))
         print(report[-1], flush=True)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "results.md").write_text("\n".join(report))
-    summary = {
-        d: {
-            m: {
-                "psnr": r.psnr,
-                "ssim": r.ssim,
-                "flicker": r.flicker,
-                "frames": r.frames,
-                "seconds": r.seconds,
-                "fps": r.fps(),
-                "setting": r.setting,
-            }
-            for m, r in res.items()
-        }
-        for d, res in all_results.items()
-    }
-    (args.out_dir / "results.json").write_text(json.dumps({"clips": names, "results": summary}, indent=1))
-    plot_pareto(all_results, args.out_dir / "pareto.png")
+    write_results(args.out_dir, report, names, all_results)
 
 
 if __name__ == "__main__":

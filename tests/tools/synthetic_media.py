@@ -44,6 +44,14 @@ def write_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def write_sequence(folder: Path, frames: np.ndarray) -> Path:
+    """An image-sequence clip: ``folder`` with one numbered PNG per frame."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(frames):
+        write_png(folder / f"{index:05d}.png", frame)
+    return folder
+
+
 def export_tiny_model(folder: Path, causal: bool, weight_std: float, detail_width: int = 0) -> tuple[Any, Path]:
     """A random-weight ``tiny`` model (with a half-resolution detail path of ``detail_width`` channels when
     given) exported to ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
