@@ -53,7 +53,7 @@ def test_noise_crf30_is_noise_then_a_crf30_encode_and_keeps_old_seeds() -> None:
     assert DEGRADATIONS[4] == "noise_crf30"
     seed = degradation_seed("noise_crf30", ["noise_crf30"], 0)
     assert seed == degradation_seed("noise_crf30", list(DEGRADATIONS), 0) == 4000
-    clean = moving_frames(3, 64, 96, seed=3)
+    clean = moving_frames(3, 64, 128, seed=3)  # x264 is not repeatable on some tiny widths (96), even on one thread
     reference, degraded = degrade_clip("noise_crf30", clean, seed)
     assert reference is clean and degraded.shape == clean.shape
     noisy_only = degrade_clip("sigma10", clean, seed)[1]
