@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from streamer.http.guard import HttpStats
     from streamer.pipeline import CameraPipeline
     from streamer.rtsp.server import RtspServer
+    from streamer.webrtc.whep import WhepService
 
 
 class StreamerCollector(Collector):
@@ -43,6 +44,12 @@ class StreamerCollector(Collector):
         restarts = counter("stage_restarts", "Restarts of a pipeline stage after it failed", ["camera", "stage"])
         ready = gauge("camera_ready", "1 while the camera produces output frames (what /readyz checks)", ["camera"])
         encode_errors = counter("encode_errors", "Frames the encoder refused (skipped)", ["camera"])
+        keyframes = counter(
+            "keyframe_requests",
+            "Instant start: IDRs requested by viewers (requested), asked of the encoder (forced), or served by an "
+            "IDR already asked for within encoder.keyframe_request_interval_s (coalesced)",
+            ["camera", "outcome"],
+        )
         for pipeline in self.pipelines:
             name = pipeline.name
             stats = pipeline.source.stats
@@ -72,8 +79,13 @@ class StreamerCollector(Collector):
             subscriptions = pipeline.hub.subscriptions
             viewers.add_metric([name], sum(1 for sub in subscriptions if sub.name.startswith("rtsp-")))
             viewer_drops.add_metric([name], sum(sub.dropped for sub in subscriptions))
+            gate = pipeline.hub.keyframes
+            if gate is not None:
+                keyframes.add_metric([name, "requested"], gate.requests)
+                keyframes.add_metric([name, "forced"], gate.forced)
+                keyframes.add_metric([name, "coalesced"], gate.coalesced)
         yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped, latency)
-        yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors)
+        yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors, keyframes)
         if self.rtsp is not None:
             requests = counter("rtsp_requests", "RTSP requests handled", [])
             requests.add_metric([], self.rtsp.requests)
@@ -139,3 +151,33 @@ class HttpCollector(Collector):
         open_now = GaugeMetricFamily("streamer_http_connections", "HTTP connections open", labels=[])
         open_now.add_metric([], stats.connections_open)
         yield open_now
+
+
+class WebRtcCollector(Collector):
+    """WebRTC (WHEP) viewers and signalling outcomes (registered by ``HttpServer`` when WebRTC is on)."""
+
+    def __init__(self, whep: WhepService) -> None:
+        self.whep = whep
+
+    def collect(self) -> Iterator[Metric]:
+        viewers = GaugeMetricFamily("streamer_webrtc_viewers", "WebRTC (WHEP) sessions open", labels=["camera"])
+        drops = CounterMetricFamily(
+            "streamer_webrtc_viewer_dropped_units", "Access units dropped for slow WebRTC viewers (open sessions)",
+            labels=["camera"],
+        )
+        for stream in self.whep.hubs:
+            sessions = [session for session in self.whep.sessions.values() if session.stream == stream]
+            viewers.add_metric([stream], len(sessions))
+            drops.add_metric([stream], sum(session.track.dropped for session in sessions))
+        yield from (viewers, drops)
+        stats = self.whep.stats
+        for name, text, value in (
+            ("webrtc_sessions_started", "WHEP offers answered (201)", stats.started),
+            ("webrtc_sessions_refused", "WHEP offers refused at max_sessions or before a picture (503)", stats.refused),
+            ("webrtc_bad_offers", "WHEP offers refused as unusable (4xx)", stats.bad_offers),
+            ("webrtc_sessions_failed", "WebRTC sessions whose connection failed or never came up", stats.failed),
+            ("webrtc_keyframe_requests", "PLI/FIR received from WebRTC viewers", stats.keyframe_requests),
+        ):
+            family = CounterMetricFamily(f"streamer_{name}", text, labels=[])
+            family.add_metric([], value)
+            yield family

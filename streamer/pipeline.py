@@ -17,7 +17,7 @@ from streamer.config import CameraConfig
 from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
 from streamer.graph.frames import Frame
-from streamer.hub import StreamHub
+from streamer.hub import KeyframeGate, StreamHub
 from streamer.restorer import RestoreStage
 from streamer.sinks import Sink, create_sink
 from streamer.sources import Source, create_source
@@ -68,6 +68,7 @@ class CameraPipeline:
         self.restorer: RestoreStage | None = None
         self.encoder = H264Encoder(config.encoder)
         self.encode_stage = EncodeStage(self.encoder, self.restored, self.hub.publish)
+        self.hub.keyframes = KeyframeGate(self.encoder.request_keyframe, config.encoder.keyframe_request_interval_s)
         self.supervisors: list[Supervisor] = []
         self.started_at = time.time()
         self.running = False

@@ -33,10 +33,12 @@ from streamer.config.loading import (
 from streamer.config.servers import (
     HttpAuthConfig,
     HttpServerConfig,
+    IceServerConfig,
     RtspAuthConfig,
     RtspServerConfig,
     RtspUserConfig,
     ServerConfig,
+    WebRtcServerConfig,
 )
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "FileSourceConfig",
     "HttpAuthConfig",
     "HttpServerConfig",
+    "IceServerConfig",
     "RtspAuthConfig",
     "RtspPublishSinkConfig",
     "RtspServerConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "SinkConfig",
     "SourceConfig",
     "StrictModel",
+    "WebRtcServerConfig",
     "WindowConfig",
     "apply_env_overrides",
     "build_config",

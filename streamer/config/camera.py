@@ -133,6 +133,16 @@ class EncoderConfig(StrictModel):
         "ultrafast", description="libx264 preset"
     )
     threads: int = Field(1, ge=0, le=64, description="Encoder threads (0 = auto)")
+    profile: Literal["baseline", "main", "high"] = Field(
+        "baseline",
+        description="H.264 profile; WebRTC viewers (browsers through aiortc) need 'baseline' (constrained "
+        "baseline, no B-frames); main/high only suit RTSP and file outputs",
+    )
+    keyframe_request_interval_s: float = Field(
+        0.25, ge=0.05, le=10,
+        description="Instant start: a new viewer (RTSP PLAY, WebRTC) or a WebRTC PLI/FIR asks for an IDR; at most "
+        "one per this interval per stream, later requests share the next one",
+    )
 
 
 class RtspPublishSinkConfig(StrictModel):

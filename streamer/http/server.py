@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streamer.config import HttpServerConfig
+from streamer.config import HttpServerConfig, WebRtcServerConfig
 from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
 from streamer.http.middleware import build_middlewares
-from streamer.metrics import HttpCollector
+from streamer.metrics import HttpCollector, WebRtcCollector
+from streamer.webrtc.whep import WhepService
 
 if TYPE_CHECKING:
+    from streamer.hub import StreamHub
     from streamer.pipeline import CameraPipeline
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
 
 
 class HttpServer:
-    def __init__(self, config: HttpServerConfig, pipelines: list[CameraPipeline], registry: CollectorRegistry) -> None:
+    def __init__(self, config: HttpServerConfig, pipelines: list[CameraPipeline], registry: CollectorRegistry,
+                 webrtc: WebRtcServerConfig | None = None, hubs: dict[str, StreamHub] | None = None) -> None:
         self.config = config
         self.pipelines = pipelines
         self.registry = registry
@@ -69,6 +72,12 @@ class HttpServer:
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/api/streams", self.streams)
+        self.whep: WhepService | None = None
+        if webrtc is not None and webrtc.enabled:
+            streams = hubs if hubs is not None else {pipeline.name: pipeline.hub for pipeline in pipelines}
+            self.whep = WhepService(webrtc, streams)
+            self.whep.add_routes(self.app.router)
+            registry.register(WebRtcCollector(self.whep))
 
     @property
     def port(self) -> int:
@@ -93,6 +102,8 @@ class HttpServer:
         self._listener = self._runner = None
         if listener is not None:
             listener.close()
+        if self.whep is not None:
+            await self.whep.close()
         if runner is not None:
             await runner.cleanup()
 

@@ -1,0 +1,124 @@
+"""WHEP/WHIP signalling helpers: ICE configuration, trickle-ICE SDP fragments, codec choice.
+
+What aiortc (1.x, with aioice) supports and what it does not:
+- one STUN and one TURN server per connection (``RTCIceServer``); none by default here, so no public STUN
+  server is contacted unless configured;
+- host candidates come from every non-loopback interface address; ``restrict_host_addresses`` narrows (or,
+  for 127.0.0.1, widens) that list per connection;
+- no UDP port range: aioice binds each host candidate on an ephemeral port. Behind NAT or in Docker use host
+  networking, or a TURN server;
+- no trickle of our own candidates: the answer carries them all (gathering ends before the answer).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.sdp import candidate_from_sdp
+
+from streamer.config import IceServerConfig
+
+MAX_FRAGMENT_CANDIDATES = 64
+
+
+class SignallingError(ValueError):
+    """A client's SDP or fragment that cannot be used: answered 400 with this message."""
+
+
+def rtc_configuration(servers: Iterable[IceServerConfig]) -> RTCConfiguration:
+    ice = [
+        RTCIceServer(
+            urls=list(server.urls),
+            username=server.username,
+            credential=server.credential.get_secret_value() if server.credential else None,
+        )
+        for server in servers
+    ]
+    return RTCConfiguration(iceServers=ice)  # an empty list: aiortc would otherwise add a public STUN server
+
+
+def link_headers(servers: Iterable[IceServerConfig]) -> list[str]:
+    """``Link: <url>; rel="ice-server"`` values (WHEP/WHIP): players learn our STUN/TURN servers from OPTIONS."""
+    links = []
+    for server in servers:
+        for url in server.urls:
+            link = f'<{url}>; rel="ice-server"'
+            if server.username and server.credential:
+                secret = server.credential.get_secret_value().replace('"', "")
+                link += f'; username="{server.username}"; credential="{secret}"; credential-type="password"'
+            links.append(link)
+    return links
+
+
+def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str]) -> None:
+    """Offer host candidates on ``addresses`` only (call after the transceivers exist, before gathering).
+
+    aioice gathers every interface address except 127.0.0.1 and has no setting for it; each connection's
+    gatherer is told its own list here (no global state is changed)."""
+    if not addresses:
+        return
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport.iceGatherer._connection
+        original = connection.get_component_candidates
+        if not isinstance(original, functools.partial):  # bundled transceivers share one gatherer
+            connection.get_component_candidates = functools.partial(  # type: ignore[method-assign]
+                _with_addresses, original, list(addresses)
+            )
+
+
+async def _with_addresses(original: Any, chosen: list[str], **kwargs: Any) -> Any:
+    kwargs["addresses"] = chosen
+    return await original(**kwargs)
+
+
+def check_offer(text: str) -> None:
+    """What aiortc does not check itself: an offer without a DTLS fingerprint or ICE credentials could never
+    connect (it would fail later, silently, at the connect timeout)."""
+    if not text.startswith("v=0"):
+        raise SignallingError("not an SDP offer (it must start with v=0)")
+    for attribute in ("a=fingerprint:", "a=ice-ufrag:", "a=ice-pwd:"):
+        if f"\n{attribute}" not in text:
+            raise SignallingError(f"the offer has no {attribute[2:-1]} attribute")
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A trickle-ICE SDP fragment (RFC 8840): the remote candidates it carries."""
+
+    candidates: list[RTCIceCandidate]
+    ufrag: str | None
+
+
+def parse_fragment(text: str, default_mid: str | None) -> Fragment:
+    candidates: list[RTCIceCandidate] = []
+    mid, ufrag = default_mid, None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("a=mid:"):
+            mid = line[len("a=mid:"):]
+        elif line.startswith("a=ice-ufrag:"):
+            ufrag = line[len("a=ice-ufrag:"):]
+        elif line.startswith("a=candidate:"):
+            if len(candidates) >= MAX_FRAGMENT_CANDIDATES:
+                raise SignallingError(f"more than {MAX_FRAGMENT_CANDIDATES} candidates in one fragment")
+            try:
+                candidate = candidate_from_sdp(line[len("a="):].removeprefix("candidate:"))
+            except (ValueError, IndexError, KeyError, AssertionError) as error:  # aiortc asserts the shape
+                raise SignallingError(f"bad candidate line: {error}") from None
+            candidate.sdpMid = mid
+            candidates.append(candidate)
+    return Fragment(candidates, ufrag)
+
+
+def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
+    """Send H.264 only (our encoded stream): aiortc would answer VP8 first."""
+    capabilities = RTCRtpSender.getCapabilities("video")
+    if capabilities is None:
+        raise RuntimeError("aiortc offers no video codecs")
+    codecs = [codec for codec in capabilities.codecs if codec.mimeType.lower() in ("video/h264", "video/rtx")]
+    transceiver.setCodecPreferences(codecs)

@@ -1,0 +1,69 @@
+"""An HttpServer with WHEP on 127.0.0.1, serving a hub fed by our real H.264 encoder at 25 fps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from streamer.config import EncoderConfig, HttpServerConfig, WebRtcServerConfig
+from streamer.encoder import H264Encoder
+from streamer.graph.frames import Frame
+from streamer.http.server import HttpServer
+from streamer.hub import KeyframeGate, StreamHub
+from tests.media import clean_frames
+
+WIDTH, HEIGHT, FPS = 320, 176, 25
+
+
+@dataclass
+class WhepServer:
+    server: HttpServer
+    hub: StreamHub
+    encoder: H264Encoder
+    registry: CollectorRegistry
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+async def feed(hub: StreamHub, encoder: H264Encoder) -> None:
+    """Encode a looping clip at FPS in real time (a worker thread per frame, like EncodeStage)."""
+    frames = clean_frames(WIDTH, HEIGHT, FPS)
+    start = time.monotonic()
+    index = 0
+    while True:
+        frame = Frame(frames[index % len(frames)], index / FPS, time.time(), index)
+        for unit in await asyncio.to_thread(encoder.encode, frame):
+            hub.publish(unit)
+        index += 1
+        await asyncio.sleep(max(0.0, start + index / FPS - time.monotonic()))
+
+
+@asynccontextmanager
+async def whep_server(http: dict[str, Any] | None = None, **webrtc: Any) -> AsyncIterator[WhepServer]:
+    """Stream ``live`` over WHEP; ``http`` fields of HttpServerConfig, ``webrtc`` of WebRtcServerConfig."""
+    hub = StreamHub("live")
+    encoder = H264Encoder(EncoderConfig(bitrate_kbps=800, gop_s=2.0), fps_hint=FPS)
+    hub.keyframes = KeyframeGate(encoder.request_keyframe, 0.25)
+    registry = CollectorRegistry()
+    config = WebRtcServerConfig(**{"ice_host_addresses": ["127.0.0.1"], **webrtc})
+    server = HttpServer(HttpServerConfig(**{"host": "127.0.0.1", "port": 0, **(http or {})}), [], registry,
+                        config, {"live": hub})
+    feeder = asyncio.create_task(feed(hub, encoder))
+    await server.start()
+    try:
+        yield WhepServer(server, hub, encoder, registry)
+    finally:
+        feeder.cancel()
+        await server.stop()
+        hub.close()
