@@ -50,11 +50,13 @@ async def feed(hub: StreamHub, encoder: H264Encoder) -> None:
 
 
 @asynccontextmanager
-async def whep_server(http: dict[str, Any] | None = None, **webrtc: Any) -> AsyncIterator[WhepServer]:
+async def whep_server(http: dict[str, Any] | None = None, gop_s: float = 2.0, instant_start: bool = True,
+                      **webrtc: Any) -> AsyncIterator[WhepServer]:
     """Stream ``live`` over WHEP; ``http`` fields of HttpServerConfig, ``webrtc`` of WebRtcServerConfig."""
     hub = StreamHub("live")
-    encoder = H264Encoder(EncoderConfig(bitrate_kbps=800, gop_s=2.0), fps_hint=FPS)
-    hub.keyframes = KeyframeGate(encoder.request_keyframe, 0.25)
+    encoder = H264Encoder(EncoderConfig(bitrate_kbps=800, gop_s=gop_s), fps_hint=FPS)
+    if instant_start:
+        hub.keyframes = KeyframeGate(encoder.request_keyframe, 0.25)
     registry = CollectorRegistry()
     config = WebRtcServerConfig(**{"ice_host_addresses": ["127.0.0.1"], **webrtc})
     server = HttpServer(HttpServerConfig(**{"host": "127.0.0.1", "port": 0, **(http or {})}), [], registry,
