@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from streamer.config import EncoderConfig, HttpServerConfig, RtspServerConfig, WebRtcServerConfig  # noqa: E402
@@ -36,9 +37,8 @@ from tools.whep_client import WhepPlayer  # noqa: E402
 FPS = 25
 
 
-async def feed(hub: StreamHub, encoder: H264Encoder, width: int, height: int) -> None:
-    scene = DemoScene(width, height, 1)
-    frames = [scene.frame(index * 3, float(FPS)) for index in range(FPS)]
+async def feed(hub: StreamHub, encoder: H264Encoder, frames: list[np.ndarray]) -> None:
+    """Encode ``frames`` in a loop at FPS in real time (in a worker thread, like EncodeStage) into ``hub``."""
     start = time.monotonic()
     index = 0
     while True:
@@ -96,7 +96,8 @@ async def measure(instant: bool, joins: int, gop: float, width: int, height: int
     rtsp = RtspServer(RtspServerConfig(host="127.0.0.1", port=0), {"live": hub})
     http = HttpServer(HttpServerConfig(host="127.0.0.1", port=0), [], CollectorRegistry(),
                       WebRtcServerConfig(ice_host_addresses=["127.0.0.1"]), {"live": hub})
-    feeder = asyncio.create_task(feed(hub, encoder, width, height))
+    scene = DemoScene(width, height, 1)
+    feeder = asyncio.create_task(feed(hub, encoder, [scene.frame(index * 3, float(FPS)) for index in range(FPS)]))
     await rtsp.start()
     await http.start()
     url = f"rtsp://127.0.0.1:{rtsp.port}/live"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,10 +12,10 @@ from prometheus_client import CollectorRegistry
 
 from streamer.config import EncoderConfig, HttpServerConfig, WebRtcServerConfig
 from streamer.encoder import H264Encoder
-from streamer.graph.frames import Frame
 from streamer.http.server import HttpServer
 from streamer.hub import KeyframeGate, StreamHub
 from tests.media import clean_frames
+from tools.instant_start import feed
 
 WIDTH, HEIGHT, FPS = 320, 176, 25
 
@@ -36,19 +35,6 @@ class WhepServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-async def feed(hub: StreamHub, encoder: H264Encoder) -> None:
-    """Encode a looping clip at FPS in real time (a worker thread per frame, like EncodeStage)."""
-    frames = clean_frames(WIDTH, HEIGHT, FPS)
-    start = time.monotonic()
-    index = 0
-    while True:
-        frame = Frame(frames[index % len(frames)], index / FPS, time.time(), index)
-        for unit in await asyncio.to_thread(encoder.encode, frame):
-            hub.publish(unit)
-        index += 1
-        await asyncio.sleep(max(0.0, start + index / FPS - time.monotonic()))
-
-
 @asynccontextmanager
 async def whep_server(http: dict[str, Any] | None = None, gop_s: float = 2.0, instant_start: bool = True,
                       **webrtc: Any) -> AsyncIterator[WhepServer]:
@@ -61,7 +47,7 @@ async def whep_server(http: dict[str, Any] | None = None, gop_s: float = 2.0, in
     config = WebRtcServerConfig(**{"ice_host_addresses": ["127.0.0.1"], **webrtc})
     server = HttpServer(HttpServerConfig(**{"host": "127.0.0.1", "port": 0, **(http or {})}), [], registry,
                         config, {"live": hub})
-    feeder = asyncio.create_task(feed(hub, encoder))
+    feeder = asyncio.create_task(feed(hub, encoder, clean_frames(WIDTH, HEIGHT, FPS)))
     await server.start()
     try:
         yield WhepServer(server, hub, encoder, registry)
