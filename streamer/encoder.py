@@ -235,6 +235,7 @@ class EncodeStage:
         self.encoder = encoder
         self.inbox = inbox
         self.publish = publish
+        self.taps: list[Callable[[Frame], None]] = []  # see every frame before it is encoded (extra views)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{inbox.name}")
         self.errors = 0
         self._consecutive_errors = 0
@@ -247,6 +248,8 @@ class EncodeStage:
                 frame = await self.inbox.get()
             except ChannelClosed:
                 break
+            for tap in self.taps:
+                tap(frame)
             try:
                 units = await loop.run_in_executor(self._executor, self.encoder.encode, frame)
             except (av.error.FFmpegError, ValueError) as error:

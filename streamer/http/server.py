@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from streamer.pipeline import CameraPipeline
 
 log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"  # the viewer page: plain HTML/JS/CSS, no CDN, works offline
 
 
 def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
@@ -74,10 +77,15 @@ class HttpServer:
         self.app.router.add_get("/api/streams", self.streams)
         self.whep: WhepService | None = None
         if webrtc is not None and webrtc.enabled:
-            streams = hubs if hubs is not None else {pipeline.name: pipeline.hub for pipeline in pipelines}
+            streams = hubs if hubs is not None else {
+                name: hub for pipeline in pipelines for name, hub in {pipeline.name: pipeline.hub,
+                                                                      **pipeline.views.hubs()}.items()
+            }
             self.whep = WhepService(webrtc, streams)
             self.whep.add_routes(self.app.router)
             registry.register(WebRtcCollector(self.whep))
+            self.app.router.add_get("/", self.page)
+            self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
 
     @property
     def port(self) -> int:
@@ -106,6 +114,10 @@ class HttpServer:
             await self.whep.close()
         if runner is not None:
             await runner.cleanup()
+
+    async def page(self, request: web.Request) -> web.FileResponse:
+        """The viewer page (streams, WebRTC player, raw | restored compare, live stats)."""
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: the process and its event loop answer. Whether cameras produce output is /readyz."""

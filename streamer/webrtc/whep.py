@@ -2,6 +2,7 @@
 
     OPTIONS /whep/<stream>          204, Accept-Post: application/sdp, Link: <stun:…>; rel="ice-server"
     POST    /whep/<stream>          application/sdp offer -> 201, Location, ETag, application/sdp answer
+    POST    /whep/<stream>/raw      the camera as it arrives; /whep/<stream>/compare: raw | restored
     PATCH   /whep/sessions/<id>     application/trickle-ice-sdpfrag (If-Match: * or the ETag) -> 204
     DELETE  /whep/sessions/<id>     -> 200; the session ends (again: 404)
 
@@ -109,6 +110,8 @@ class WhepService:
         router.add_delete("/whep/sessions/{session}", self.delete)
         router.add_route("OPTIONS", "/whep/{stream}", self.options)
         router.add_post("/whep/{stream}", self.offer)
+        router.add_route("OPTIONS", "/whep/{stream}/{view}", self.options)
+        router.add_post("/whep/{stream}/{view}", self.offer)
 
     def viewers(self, stream: str) -> int:
         return sum(1 for session in self.sessions.values() if session.stream == stream)
@@ -121,9 +124,11 @@ class WhepService:
         return response
 
     async def offer(self, request: web.Request) -> web.Response:
-        stream = request.match_info["stream"]
-        hub = self.hubs.get(stream)
-        if hub is None:
+        camera = request.match_info["stream"]
+        view = request.match_info.get("view")
+        stream = f"{camera}/{view}" if view else camera
+        hub, camera_hub = self.hubs.get(stream), self.hubs.get(camera)
+        if hub is None or camera_hub is None:
             return json_error(404, f"no stream named {stream!r}")
         if request.content_type != SDP:
             self.stats.bad_offers += 1
@@ -135,7 +140,7 @@ class WhepService:
         if len(self.sessions) >= self.config.max_sessions:
             self.stats.refused += 1
             return json_error(503, f"at server.webrtc.max_sessions={self.config.max_sessions}", {"Retry-After": "5"})
-        if not await hub.wait_ready(READY_TIMEOUT_S):
+        if not await camera_hub.wait_ready(READY_TIMEOUT_S):  # a view starts encoding once it is watched
             self.stats.refused += 1
             return json_error(503, f"stream {stream!r} has no picture yet", {"Retry-After": "2"})
         try:
