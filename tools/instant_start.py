@@ -16,6 +16,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,12 +38,19 @@ from tools.whep_client import WhepPlayer  # noqa: E402
 FPS = 25
 
 
-async def feed(hub: StreamHub, encoder: H264Encoder, frames: list[np.ndarray]) -> None:
-    """Encode ``frames`` in a loop at FPS in real time (in a worker thread, like EncodeStage) into ``hub``."""
+async def feed(hub: StreamHub, encoder: H264Encoder, frames: list[np.ndarray],
+               originals: list[np.ndarray] | None = None, tap: Callable[[Frame], None] | None = None) -> None:
+    """Encode ``frames`` in a loop at FPS in real time (in a worker thread, like EncodeStage) into ``hub``.
+    With ``originals`` the frames are restored ones made from those camera frames; ``tap`` sees each frame
+    before it is encoded (like EncodeStage's taps)."""
     start = time.monotonic()
     index = 0
     while True:
-        frame = Frame(frames[index % len(frames)], index / FPS, time.time(), index)
+        at, now = index / FPS, time.time()
+        original = Frame(originals[index % len(originals)], at, now, index) if originals else None
+        frame = Frame(frames[index % len(frames)], at, now, index, restored=original is not None, original=original)
+        if tap is not None:
+            tap(frame)
         for unit in await asyncio.to_thread(encoder.encode, frame):
             hub.publish(unit)
         index += 1
