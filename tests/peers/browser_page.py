@@ -32,11 +32,11 @@ CHROMIUM_FLAGS = (
 )
 
 
-def start_streamer(width: int, height: int, fps: float) -> tuple[StreamerApp, asyncio.AbstractEventLoop,
+def start_streamer(width: int, height: int, fps: float, engine: str = "passthrough") -> tuple[StreamerApp, asyncio.AbstractEventLoop,
                                                                   threading.Thread]:
     config = build_config({
         "cameras": [{"name": "cam", "source": {"type": "demo", "width": width, "height": height, "fps": fps},
-                     "engine": {"type": "passthrough"}}],
+                     "engine": {"type": engine}}],
         "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0},
                    "webrtc": {"ice_host_addresses": ["127.0.0.1"]}},
     }, environ={})
@@ -91,8 +91,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--screenshot")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--engine", default="passthrough", help="cpu: a restoring engine (for a screenshot)")
+    parser.add_argument("--size", default="320x180")
     args = parser.parse_args()
-    app, loop, thread = start_streamer(320, 180, 25)
+    width, height = (int(part) for part in args.size.split("x"))
+    app, loop, thread = start_streamer(width, height, 25, args.engine)
     port = app.http.port if app.http else 0
     results: dict[str, Any] = {"views": []}
     with tempfile.TemporaryDirectory() as profile:
