@@ -175,7 +175,8 @@ class WebRtcCollector(Collector):
             ("webrtc_sessions_started", "WHEP offers answered (201)", stats.started),
             ("webrtc_sessions_refused", "WHEP offers refused at max_sessions or before a picture (503)", stats.refused),
             ("webrtc_bad_offers", "WHEP offers refused as unusable (4xx)", stats.bad_offers),
-            ("webrtc_sessions_failed", "WebRTC sessions whose connection failed or never came up", stats.failed),
+            ("webrtc_sessions_failed", "WebRTC viewers whose connection failed or never came up",
+             self.whep.registry.failed),
             ("webrtc_keyframe_requests", "PLI/FIR received from WebRTC viewers", stats.keyframe_requests),
         ):
             family = CounterMetricFamily(f"streamer_{name}", text, labels=[])

@@ -18,6 +18,7 @@ from streamer.config.camera import (
     RtspSourceConfig,
     SinkConfig,
     SourceConfig,
+    WhipSourceConfig,
     WindowConfig,
 )
 from streamer.config.loading import (
@@ -66,6 +67,7 @@ __all__ = [
     "SourceConfig",
     "StrictModel",
     "WebRtcServerConfig",
+    "WhipSourceConfig",
     "WindowConfig",
     "apply_env_overrides",
     "build_config",

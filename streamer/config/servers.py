@@ -81,6 +81,12 @@ class RtspServerConfig(StrictModel):
 BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]{16,4096}=*$")  # RFC 6750 b64token, at least 16 characters
 
 
+def check_bearer_token(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not BEARER_TOKEN.match(value.get_secret_value()):
+        raise ValueError("must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / (then '=' padding)")
+    return value
+
+
 class HttpAuthConfig(StrictModel):
     token: SecretStr | None = Field(
         None,
@@ -104,9 +110,7 @@ class HttpAuthConfig(StrictModel):
     @field_validator("token")
     @classmethod
     def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not BEARER_TOKEN.match(value.get_secret_value()):
-            raise ValueError("must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / (then '=' padding)")
-        return value
+        return check_bearer_token(value)
 
     @field_validator("realm")
     @classmethod

@@ -15,7 +15,9 @@ from streamer.config import HttpServerConfig, WebRtcServerConfig
 from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
 from streamer.http.middleware import build_middlewares
 from streamer.metrics import HttpCollector, WebRtcCollector
+from streamer.sources.whip import WhipSource
 from streamer.webrtc.whep import WhepService
+from streamer.webrtc.whip import WhipService
 
 if TYPE_CHECKING:
     from streamer.hub import StreamHub
@@ -76,6 +78,7 @@ class HttpServer:
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/api/streams", self.streams)
         self.whep: WhepService | None = None
+        self.whip: WhipService | None = None
         if webrtc is not None and webrtc.enabled:
             streams = hubs if hubs is not None else {
                 name: hub for pipeline in pipelines for name, hub in {pipeline.name: pipeline.hub,
@@ -84,6 +87,12 @@ class HttpServer:
             self.whep = WhepService(webrtc, streams)
             self.whep.add_routes(self.app.router)
             registry.register(WebRtcCollector(self.whep))
+            publishers = {pipeline.name: pipeline.source for pipeline in pipelines
+                          if isinstance(pipeline.source, WhipSource)}
+            if publishers:
+                api_token = config.auth.bearer_token() if config.auth is not None else None
+                self.whip = WhipService(webrtc, publishers, api_token)
+                self.whip.add_routes(self.app.router)
             self.app.router.add_get("/", self.page)
             self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
 
@@ -112,6 +121,8 @@ class HttpServer:
             listener.close()
         if self.whep is not None:
             await self.whep.close()
+        if self.whip is not None:
+            await self.whip.close()
         if runner is not None:
             await runner.cleanup()
 

@@ -17,11 +17,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import candidate_from_sdp
 
 from streamer.config import IceServerConfig
+from streamer.redact import redact_text
 
 MAX_FRAGMENT_CANDIDATES = 64
 
@@ -115,10 +123,32 @@ def parse_fragment(text: str, default_mid: str | None) -> Fragment:
     return Fragment(candidates, ufrag)
 
 
-def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
-    """Send H.264 only (our encoded stream): aiortc would answer VP8 first."""
+def prefer_codecs(transceiver: RTCRtpTransceiver, mime_types: tuple[str, ...] = ("video/h264",)) -> None:
+    """Negotiate only these codecs, in this order (and their retransmission): aiortc would answer VP8 first.
+    Sending our encoded stream needs H.264 alone; receiving a publisher takes H.264 or VP8."""
     capabilities = RTCRtpSender.getCapabilities("video")
     if capabilities is None:
         raise RuntimeError("aiortc offers no video codecs")
-    codecs = [codec for codec in capabilities.codecs if codec.mimeType.lower() in ("video/h264", "video/rtx")]
-    transceiver.setCodecPreferences(codecs)
+    codecs = [codec for mime in mime_types for codec in capabilities.codecs if codec.mimeType.lower() == mime]
+    transceiver.setCodecPreferences(codecs + [codec for codec in capabilities.codecs
+                                              if codec.mimeType.lower() == "video/rtx"])
+
+
+async def answer(pc: RTCPeerConnection, video: RTCRtpTransceiver, offer: str, host_addresses: list[str],
+                 directions: tuple[str, ...], refusal: str) -> None:
+    """Apply the client's ``offer`` and make our answer (all candidates gathered): ``video`` (added
+    before) takes the offer's video section, every other section is answered inactive. ``SignallingError``
+    when the offer cannot work, or its video section does not end in one of ``directions``."""
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    except Exception as error:  # aiortc raises many kinds on a malformed offer: all are the client's
+        raise SignallingError(f"unusable offer: {redact_text(str(error))[:200] or type(error).__name__}") from None
+    if video.mid is None:
+        raise SignallingError("the offer has no video section")
+    for transceiver in pc.getTransceivers():  # nothing sent or received there (aiortc would queue what
+        if transceiver is not video:          # it receives without bound if nobody read it)
+            transceiver.direction = "inactive"
+    restrict_host_addresses(pc, host_addresses)
+    await pc.setLocalDescription(await pc.createAnswer())
+    if video.currentDirection not in directions:
+        raise SignallingError(refusal)

@@ -12,7 +12,6 @@ per viewer. PLI/FIR from a viewer reach the shared encoder as rate-limited IDR r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
@@ -22,18 +21,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection
 
-from streamer.config import WebRtcServerConfig
+from streamer.config import IceServerConfig, WebRtcServerConfig
 from streamer.hub import StreamHub
-from streamer.redact import redact_text
+from streamer.webrtc.sessions import SessionRegistry
 from streamer.webrtc.signalling import (
     SignallingError,
+    answer,
     check_offer,
     link_headers,
     parse_fragment,
-    prefer_h264,
-    restrict_host_addresses,
+    prefer_codecs,
     rtc_configuration,
 )
 from streamer.webrtc.track import EncodedVideoTrack
@@ -60,12 +59,49 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
     return web.json_response({"error": message}, status=status, headers={**CORS, **(headers or {})})
 
 
+async def trickle(request: web.Request, pc: RTCPeerConnection, etag: str, mid: str | None) -> web.Response:
+    """A PATCH with the peer's trickled ICE candidates (WHEP and WHIP alike)."""
+    if request.content_type != SDP_FRAGMENT:
+        return json_error(415, f"PATCH takes {SDP_FRAGMENT}", {"Accept-Patch": SDP_FRAGMENT})
+    match = request.headers.get(hdrs.IF_MATCH)
+    if match is not None and match.strip() not in ("*", etag):
+        return json_error(412, "If-Match does not name this session's ICE session")
+    try:
+        fragment = parse_fragment((await request.read()).decode("utf-8", "replace"), mid)
+    except SignallingError as error:
+        return json_error(400, str(error))
+    remote = pc.remoteDescription
+    if fragment.ufrag is not None and remote is not None and f"a=ice-ufrag:{fragment.ufrag}" not in remote.sdp:
+        return json_error(501, "ICE restarts are not supported: make a new session")
+    for candidate in fragment.candidates:
+        with contextlib.suppress(ValueError, KeyError, AttributeError):  # an unusable candidate is ignored
+            await pc.addIceCandidate(candidate)
+    return web.Response(status=204, headers=CORS)
+
+
+async def read_offer(request: web.Request) -> str | web.Response:
+    """The offer's text, or the error answer for a wrong content type or size."""
+    if request.content_type != SDP:
+        return json_error(415, f"the offer must be {SDP}", {"Accept-Post": SDP})
+    if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
+        return json_error(413, f"offer over {MAX_SDP_BYTES} bytes")
+    return (await request.read()).decode("utf-8", "replace")
+
+
+def created(location: str, etag: str, answer: str, servers: list[IceServerConfig]) -> web.Response:
+    """201 with the session's URL, its ETag and the SDP answer (and the ICE servers as Link headers)."""
+    headers: Any = {**CORS, hdrs.LOCATION: location, hdrs.ETAG: etag, "Accept-Patch": SDP_FRAGMENT}
+    response = web.Response(status=201, body=answer.encode(), content_type=SDP, headers=headers)
+    for link in link_headers(servers):
+        response.headers.add(hdrs.LINK, link)
+    return response
+
+
 @dataclass
 class WhepStats:
     started: int = 0  # sessions answered (201)
     refused: int = 0  # offers refused at max_sessions or before the stream had a picture (503)
     bad_offers: int = 0  # offers refused as unusable (400/415)
-    failed: int = 0  # sessions whose connection failed or did not come up within connect_timeout_s
     keyframe_requests: int = 0  # PLI/FIR from viewers, passed on to the encoder (rate-limited there)
 
 
@@ -80,6 +116,10 @@ class WhepSession:
         self.etag = f'"{secrets.token_hex(8)}"'
         self.created = time.monotonic()
         self.closed = False
+
+    @property
+    def label(self) -> str:
+        return f"WebRTC viewer {self.id[:8]} of {self.stream}"
 
     @property
     def video_mid(self) -> str | None:
@@ -100,9 +140,12 @@ class WhepService:
     def __init__(self, config: WebRtcServerConfig, hubs: dict[str, StreamHub]) -> None:
         self.config = config
         self.hubs = hubs
-        self.sessions: dict[str, WhepSession] = {}
+        self.registry: SessionRegistry[WhepSession] = SessionRegistry(config.connect_timeout_s)
         self.stats = WhepStats()
-        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def sessions(self) -> dict[str, WhepSession]:
+        return self.registry.sessions
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_route("OPTIONS", "/whep/sessions/{session}", self.options)
@@ -130,13 +173,10 @@ class WhepService:
         hub, camera_hub = self.hubs.get(stream), self.hubs.get(camera)
         if hub is None or camera_hub is None:
             return json_error(404, f"no stream named {stream!r}")
-        if request.content_type != SDP:
+        text = await read_offer(request)
+        if isinstance(text, web.Response):
             self.stats.bad_offers += 1
-            return json_error(415, f"the offer must be {SDP}", {"Accept-Post": SDP})
-        if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
-            self.stats.bad_offers += 1
-            return json_error(413, f"offer over {MAX_SDP_BYTES} bytes")
-        text = (await request.read()).decode("utf-8", "replace")
+            return text
         if len(self.sessions) >= self.config.max_sessions:
             self.stats.refused += 1
             return json_error(503, f"at server.webrtc.max_sessions={self.config.max_sessions}", {"Retry-After": "5"})
@@ -149,13 +189,8 @@ class WhepService:
             self.stats.bad_offers += 1
             return json_error(400, str(error))
         self.stats.started += 1
-        location = f"/whep/sessions/{session.id}"
-        headers: Any = {**CORS, hdrs.LOCATION: location, hdrs.ETAG: session.etag, "Accept-Patch": SDP_FRAGMENT}
-        response = web.Response(status=201, body=session.pc.localDescription.sdp.encode(), content_type=SDP,
-                                headers=headers)
-        for link in link_headers(self.config.ice_servers):
-            response.headers.add(hdrs.LINK, link)
-        return response
+        return created(f"/whep/sessions/{session.id}", session.etag, session.pc.localDescription.sdp,
+                       self.config.ice_servers)
 
     async def _answer(self, stream: str, hub: StreamHub, offer: str) -> WhepSession:
         check_offer(offer)
@@ -165,35 +200,16 @@ class WhepService:
         session = WhepSession(session_id, stream, pc, track)
         try:
             video = pc.addTransceiver(track, direction="sendonly")
-            prefer_h264(video)
-            try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-            except Exception as error:  # aiortc raises many kinds on a malformed offer: all are the client's
-                raise SignallingError(f"unusable offer: {redact_text(str(error))[:200] or type(error).__name__}") from None
-            if video.mid is None:
-                raise SignallingError("the offer has no video section")
-            self._silence_others(pc, video)
-            restrict_host_addresses(pc, self.config.ice_host_addresses)
-            await pc.setLocalDescription(await pc.createAnswer())
-            if video.currentDirection not in ("sendonly", "sendrecv"):
-                raise SignallingError("the offer does not receive video (its video section must be recvonly)")
+            prefer_codecs(video)
+            await answer(pc, video, offer, self.config.ice_host_addresses, ("sendonly", "sendrecv"),
+                         "the offer does not receive video (its video section must be recvonly)")
         except BaseException:
             await session.close()
             raise
         video.sender._send_keyframe = self._keyframe_request(hub)  # type: ignore[method-assign]
-        self.sessions[session_id] = session
-        pc.on("connectionstatechange", lambda: self._state_changed(session))
-        self._spawn(self._expire_unconnected(session))
-        log.info("WebRTC viewer %s of %s: session started", session_id[:8], stream)
+        self.registry.add(session)
+        log.info("%s: session started", session.label)
         return session
-
-    @staticmethod
-    def _silence_others(pc: RTCPeerConnection, video: RTCRtpTransceiver) -> None:
-        """Audio (and any further video) sections are answered inactive: nothing is sent, nothing received
-        (aiortc would queue received media without bound if nobody read it)."""
-        for transceiver in pc.getTransceivers():
-            if transceiver is not video:
-                transceiver.direction = "inactive"
 
     def _keyframe_request(self, hub: StreamHub) -> Callable[[], None]:
         def request() -> None:  # aiortc's sender calls this on PLI/FIR (it cannot make a keyframe itself)
@@ -202,31 +218,6 @@ class WhepService:
 
         return request
 
-    def _state_changed(self, session: WhepSession) -> None:
-        state = session.pc.connectionState
-        if state in ("failed", "closed") and not session.closed:
-            if state == "failed":
-                self.stats.failed += 1
-            log.info("WebRTC viewer %s of %s: connection %s", session.id[:8], session.stream, state)
-            self._spawn(self._end(session))
-
-    async def _expire_unconnected(self, session: WhepSession) -> None:
-        await asyncio.sleep(self.config.connect_timeout_s)
-        if not session.closed and session.pc.connectionState != "connected":
-            self.stats.failed += 1
-            log.info("WebRTC viewer %s of %s: not connected within server.webrtc.connect_timeout_s=%g",
-                     session.id[:8], session.stream, self.config.connect_timeout_s)
-            await self._end(session)
-
-    async def _end(self, session: WhepSession) -> None:
-        self.sessions.pop(session.id, None)
-        await session.close()
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _session(self, request: web.Request) -> WhepSession | None:
         return self.sessions.get(request.match_info["session"])
 
@@ -234,35 +225,15 @@ class WhepService:
         session = self._session(request)
         if session is None:
             return json_error(404, "no such session")
-        if request.content_type != SDP_FRAGMENT:
-            return json_error(415, f"PATCH takes {SDP_FRAGMENT}", {"Accept-Patch": SDP_FRAGMENT})
-        match = request.headers.get(hdrs.IF_MATCH)
-        if match is not None and match.strip() not in ("*", session.etag):
-            return json_error(412, "If-Match does not name this session's ICE session")
-        try:
-            fragment = parse_fragment((await request.read()).decode("utf-8", "replace"), session.video_mid)
-        except SignallingError as error:
-            return json_error(400, str(error))
-        remote = session.pc.remoteDescription
-        if fragment.ufrag is not None and remote is not None and f"a=ice-ufrag:{fragment.ufrag}" not in remote.sdp:
-            return json_error(501, "ICE restarts are not supported: make a new session")
-        for candidate in fragment.candidates:
-            with contextlib.suppress(ValueError, KeyError, AttributeError):  # an unusable candidate is ignored
-                await session.pc.addIceCandidate(candidate)
-        return web.Response(status=204, headers=CORS)
+        return await trickle(request, session.pc, session.etag, session.video_mid)
 
     async def delete(self, request: web.Request) -> web.Response:
         session = self._session(request)
         if session is None:
             return json_error(404, "no such session")
-        log.info("WebRTC viewer %s of %s: ended by the player", session.id[:8], session.stream)
-        await self._end(session)
+        log.info("%s: ended by the player", session.label)
+        await self.registry.end(session)
         return web.Response(status=200, headers=CORS)
 
     async def close(self) -> None:
-        """End every session (server shutdown); idempotent."""
-        for task in list(self._tasks):
-            task.cancel()
-        sessions = list(self.sessions.values())
-        self.sessions.clear()
-        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+        await self.registry.close()
