@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -32,11 +33,10 @@ CHROMIUM_FLAGS = (
 )
 
 
-def start_streamer(width: int, height: int, fps: float, engine: str = "passthrough") -> tuple[StreamerApp, asyncio.AbstractEventLoop,
-                                                                  threading.Thread]:
+def start_streamer(camera: dict[str, Any], wait_picture: bool = True) -> tuple[
+        StreamerApp, asyncio.AbstractEventLoop, threading.Thread]:
     config = build_config({
-        "cameras": [{"name": "cam", "source": {"type": "demo", "width": width, "height": height, "fps": fps},
-                     "engine": {"type": engine}}],
+        "cameras": [camera],
         "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0},
                    "webrtc": {"ice_host_addresses": ["127.0.0.1"]}},
     }, environ={})
@@ -45,7 +45,7 @@ def start_streamer(width: int, height: int, fps: float, engine: str = "passthrou
     thread = threading.Thread(target=loop.run_until_complete, args=(app.run(),), daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while not (app.ready.is_set() and app.pipelines[0].hub.parameter_sets):
+    while not (app.ready.is_set() and (app.pipelines[0].hub.parameter_sets or not wait_picture)):
         if time.monotonic() > deadline:
             raise SystemExit("the streamer did not start within 60 s")
         time.sleep(0.1)
@@ -59,7 +59,7 @@ def browser(profile: str) -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+    for flag in (*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
@@ -86,6 +86,22 @@ def watch(driver: Any, app: StreamerApp, port: int, view: str, seconds: float) -
             "codec": wait_js(driver, "return window.streamerStats.codec", 5, f"{view}: codec in getStats")}
 
 
+def publish(driver: Any, app: StreamerApp, port: int) -> dict[str, Any]:
+    """The browser's fake camera published over WHIP, watched by an ffmpeg RTSP viewer."""
+    driver.get(f"http://127.0.0.1:{port}/static/publish.html?camera=phone")
+    status = wait_js(driver, "return window.publishState && window.publishState.status", 30, "the WHIP answer")
+    hub = app.pipelines[0].hub
+    deadline = time.monotonic() + 30
+    while hub.units_published < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    viewer = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", app.rtsp_url("phone"),
+         "-frames:v", "25", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], capture_output=True, timeout=60)
+    width, height = hub.size or (0, 0)
+    return {"status": status, "published": hub.units_published, "width": width, "height": height,
+            "frames": len(viewer.stdout) // max(1, width * height * 3), "viewer_errors": viewer.stderr.decode()[-500:]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
@@ -93,16 +109,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--engine", default="passthrough", help="cpu: a restoring engine (for a screenshot)")
     parser.add_argument("--size", default="320x180")
+    parser.add_argument("--whip", action="store_true", help="publish the browser's fake camera over WHIP instead")
     args = parser.parse_args()
     width, height = (int(part) for part in args.size.split("x"))
-    app, loop, thread = start_streamer(width, height, 25, args.engine)
+    if args.whip:
+        camera: dict[str, Any] = {"name": "phone", "source": {"type": "whip"}, "engine": {"type": "passthrough"}}
+    else:
+        camera = {"name": "cam", "source": {"type": "demo", "width": width, "height": height, "fps": 25},
+                  "engine": {"type": args.engine}}
+    app, loop, thread = start_streamer(camera, wait_picture=not args.whip)
     port = app.http.port if app.http else 0
     results: dict[str, Any] = {"views": []}
     with tempfile.TemporaryDirectory() as profile:
         driver = browser(profile)
         try:
-            for view in ("restored", "split"):
-                results["views"].append(watch(driver, app, port, view, args.seconds))
+            if args.whip:
+                results["whip"] = publish(driver, app, port)
+            else:
+                for view in ("restored", "split"):
+                    results["views"].append(watch(driver, app, port, view, args.seconds))
             if args.screenshot:
                 driver.save_screenshot(args.screenshot)
         finally:
