@@ -13,6 +13,7 @@ What aiortc (1.x, with aioice) supports and what it does not:
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from streamer.config import IceServerConfig
 from streamer.redact import redact_text
 
 MAX_FRAGMENT_CANDIDATES = 64
+log = logging.getLogger(__name__)
 
 
 class SignallingError(ValueError):
@@ -149,6 +151,19 @@ async def answer(pc: RTCPeerConnection, video: RTCRtpTransceiver, offer: str, ho
         if transceiver is not video:          # it receives without bound if nobody read it)
             transceiver.direction = "inactive"
     restrict_host_addresses(pc, host_addresses)
-    await pc.setLocalDescription(await pc.createAnswer())
+    try:
+        local = await pc.createAnswer()
+    except Exception as error:  # aiortc accepted the offer but cannot answer it (e.g. no direction in a section)
+        raise SignallingError(f"cannot answer this offer: {redact_text(str(error))[:200] or type(error).__name__}") from None
+    await pc.setLocalDescription(local)
     if video.currentDirection not in directions:
         raise SignallingError(refusal)
+
+
+async def close_peer(pc: RTCPeerConnection) -> None:
+    """Close ``pc``; aiortc can fail to close a connection left half set up by a bad offer: that is logged
+    (debug) and ignored, its sockets are closed with what aiortc did close."""
+    try:
+        await pc.close()
+    except Exception as error:
+        log.debug("closing a peer connection: %s: %s", type(error).__name__, error)

@@ -30,6 +30,7 @@ from streamer.webrtc.signalling import (
     SignallingError,
     answer,
     check_offer,
+    close_peer,
     link_headers,
     parse_fragment,
     prefer_codecs,
@@ -131,7 +132,7 @@ class WhepSession:
             return
         self.closed = True
         self.track.stop()
-        await self.pc.close()
+        await close_peer(self.pc)
 
 
 class WhepService:

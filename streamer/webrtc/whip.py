@@ -33,6 +33,7 @@ from streamer.webrtc.signalling import (
     SignallingError,
     answer,
     check_offer,
+    close_peer,
     prefer_codecs,
     rtc_configuration,
 )
@@ -90,7 +91,7 @@ class WhipSession:
         self.source.detach(self.id)
         if self.reader is not None:
             self.reader.cancel()
-        await self.pc.close()
+        await close_peer(self.pc)
 
 
 class WhipService:
