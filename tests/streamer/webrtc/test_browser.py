@@ -22,7 +22,9 @@ def run_browser(tmp_path: Path, *arguments: str) -> dict[str, Any]:
         pytest.fail(f"browser peers missing (run setup.sh --dev): {missing}")
     out = tmp_path / "report.json"
     script = f"ip link set lo up && exec {sys.executable} -m tests.peers.browser_page --out {out} {' '.join(arguments)}"
-    result = subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=ROOT, capture_output=True, timeout=170)
+    # a user namespace too, so that it runs without root where unprivileged user namespaces are allowed
+    result = subprocess.run(["unshare", "--map-root-user", "--net", "sh", "-c", script], cwd=ROOT,
+                            capture_output=True, timeout=170)
     assert result.returncode == 0 and out.exists(), result.stderr.decode()[-3000:]
     report: dict[str, Any] = json.loads(out.read_text())
     return report
