@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from streamer.pipeline import CameraPipeline
     from streamer.rtsp.server import RtspServer
     from streamer.webrtc.whep import WhepService
+    from streamer.webrtc.whip import WhipService
 
 
 class StreamerCollector(Collector):
@@ -156,8 +157,9 @@ class HttpCollector(Collector):
 class WebRtcCollector(Collector):
     """WebRTC (WHEP) viewers and signalling outcomes (registered by ``HttpServer`` when WebRTC is on)."""
 
-    def __init__(self, whep: WhepService) -> None:
+    def __init__(self, whep: WhepService, whip: WhipService | None = None) -> None:
         self.whep = whep
+        self.whip = whip
 
     def collect(self) -> Iterator[Metric]:
         viewers = GaugeMetricFamily("streamer_webrtc_viewers", "WebRTC (WHEP) sessions open", labels=["camera"])
@@ -171,14 +173,38 @@ class WebRtcCollector(Collector):
             drops.add_metric([stream], sum(session.track.dropped for session in sessions))
         yield from (viewers, drops)
         stats = self.whep.stats
-        for name, text, value in (
+        yield from _counters((
             ("webrtc_sessions_started", "WHEP offers answered (201)", stats.started),
             ("webrtc_sessions_refused", "WHEP offers refused at max_sessions or before a picture (503)", stats.refused),
             ("webrtc_bad_offers", "WHEP offers refused as unusable (4xx)", stats.bad_offers),
             ("webrtc_sessions_failed", "WebRTC viewers whose connection failed or never came up",
              self.whep.registry.failed),
             ("webrtc_keyframe_requests", "PLI/FIR received from WebRTC viewers", stats.keyframe_requests),
-        ):
-            family = CounterMetricFamily(f"streamer_{name}", text, labels=[])
-            family.add_metric([], value)
-            yield family
+        ))
+        if self.whip is not None:
+            yield from _whip_metrics(self.whip)
+
+
+def _whip_metrics(whip: WhipService) -> Iterator[Metric]:
+    publishers = GaugeMetricFamily("streamer_whip_publishers", "WHIP publishers connected", labels=["camera"])
+    dropped = CounterMetricFamily("streamer_whip_dropped_frames",
+                                  "Published frames dropped because the camera's pipeline was behind", labels=["camera"])
+    for name, source in whip.sources.items():
+        publishers.add_metric([name], float(source.publisher is not None))
+        dropped.add_metric([name], source.dropped)
+    yield from (publishers, dropped)
+    stats = whip.stats
+    yield from _counters((
+        ("whip_sessions_started", "WHIP publishers answered (201)", stats.started),
+        ("whip_conflicts", "WHIP offers refused because the path had a publisher (409)", stats.conflicts),
+        ("whip_bad_offers", "WHIP offers refused as unusable (4xx)", stats.bad_offers),
+        ("whip_auth_failures", "WHIP offers without the path's token (401)", stats.auth_failures),
+    ))
+
+
+def _counters(rows: Iterable[tuple[str, str, float]]) -> Iterator[Metric]:
+    """Unlabelled counters from (name without the streamer_ prefix, help, value) rows."""
+    for name, text, value in rows:
+        family = CounterMetricFamily(f"streamer_{name}", text, labels=[])
+        family.add_metric([], value)
+        yield family

@@ -86,13 +86,13 @@ class HttpServer:
             }
             self.whep = WhepService(webrtc, streams)
             self.whep.add_routes(self.app.router)
-            registry.register(WebRtcCollector(self.whep))
             publishers = {pipeline.name: pipeline.source for pipeline in pipelines
                           if isinstance(pipeline.source, WhipSource)}
             if publishers:
                 api_token = config.auth.bearer_token() if config.auth is not None else None
                 self.whip = WhipService(webrtc, publishers, api_token)
                 self.whip.add_routes(self.app.router)
+            registry.register(WebRtcCollector(self.whep, self.whip))
             self.app.router.add_get("/", self.page)
             self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
 

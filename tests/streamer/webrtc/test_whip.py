@@ -117,6 +117,10 @@ async def test_a_whip_publisher_reaches_an_rtsp_viewer(codec: str) -> None:
                     assert reply.status == 404
             source = app.pipelines[0].source
             assert source.stats.connected is False and source.stats.connects == 1
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{http_port}/metrics") as reply:
+                text = await reply.text()
+            assert "streamer_whip_sessions_started_total 1.0" in text and "streamer_whip_conflicts_total 1.0" in text
+            assert 'streamer_whip_publishers{camera="phone"} 0.0' in text
         finally:
             await publisher.close()
 
