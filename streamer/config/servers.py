@@ -203,6 +203,12 @@ class WebRtcServerConfig(StrictModel):
         description="Addresses offered as ICE host candidates; empty = every non-loopback interface address "
         "(set the address viewers reach, e.g. the Docker host's, or 127.0.0.1 for this machine only)",
     )
+    ice_udp_ports: list[int] | None = Field(
+        None, min_length=2, max_length=2,
+        description="[first, last]: bind ICE host candidates on UDP ports in this range (a firewall or Docker "
+        "port mapping: one port per session and address); no STUN server-reflexive candidates then. Default: "
+        "ephemeral ports",
+    )
     max_sessions: int = Field(32, ge=1, le=1000, description="WebRTC viewers at once (all streams); more get 503")
     viewer_queue: int = Field(
         64, ge=4, le=4096,
@@ -221,6 +227,18 @@ class WebRtcServerConfig(StrictModel):
             except ValueError:
                 raise ValueError(f"{address!r} is not an IP address") from None
         return value
+
+
+    @field_validator("ice_udp_ports")
+    @classmethod
+    def _port_range(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not 1024 <= value[0] <= value[1] <= 65535:
+            raise ValueError("must be [first, last] with 1024 <= first <= last <= 65535")
+        return value
+
+    @property
+    def udp_ports(self) -> tuple[int, int] | None:
+        return (self.ice_udp_ports[0], self.ice_udp_ports[1]) if self.ice_udp_ports else None
 
 
 class ServerConfig(StrictModel):

@@ -5,19 +5,26 @@ What aiortc (1.x, with aioice) supports and what it does not:
   server is contacted unless configured;
 - host candidates come from every non-loopback interface address; ``restrict_host_addresses`` narrows (or,
   for 127.0.0.1, widens) that list per connection;
-- no UDP port range: aioice binds each host candidate on an ephemeral port. Behind NAT or in Docker use host
-  networking, or a TURN server;
+- aioice binds each host candidate on an ephemeral UDP port; ``restrict_host_addresses`` can bind them in a
+  port range instead (each session takes one free port per address), for a firewall or a Docker port
+  mapping. Then no server-reflexive (STUN) candidate is gathered: advertise the address viewers reach in
+  ``ice_host_addresses`` (it must be an address of this machine), or use TURN;
 - no trickle of our own candidates: the answer carries them all (gathering ends before the answer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aioice import Candidate
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol
 from aiortc import (
     RTCConfiguration,
     RTCIceCandidate,
@@ -38,6 +45,10 @@ log = logging.getLogger(__name__)
 
 class SignallingError(ValueError):
     """A client's SDP or fragment that cannot be used: answered 400 with this message."""
+
+
+class Unavailable(SignallingError):
+    """We cannot take the session now (no UDP port free): answered 503."""
 
 
 def rtc_configuration(servers: Iterable[IceServerConfig]) -> RTCConfiguration:
@@ -65,25 +76,63 @@ def link_headers(servers: Iterable[IceServerConfig]) -> list[str]:
     return links
 
 
-def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str]) -> None:
-    """Offer host candidates on ``addresses`` only (call after the transceivers exist, before gathering).
+def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str],
+                            ports: tuple[int, int] | None = None) -> None:
+    """Offer host candidates on ``addresses`` only (all interfaces but loopback when empty), bound in the
+    UDP port range ``ports`` when given (call after the transceivers exist, before gathering).
 
-    aioice gathers every interface address except 127.0.0.1 and has no setting for it; each connection's
-    gatherer is told its own list here (no global state is changed)."""
-    if not addresses:
+    aioice has no setting for either; each connection's gatherer is told its own here (no global state is
+    changed)."""
+    if not addresses and ports is None:
         return
     for transceiver in pc.getTransceivers():
         connection = transceiver.sender.transport.transport.iceGatherer._connection
         original = connection.get_component_candidates
         if not isinstance(original, functools.partial):  # bundled transceivers share one gatherer
             connection.get_component_candidates = functools.partial(  # type: ignore[method-assign]
-                _with_addresses, original, list(addresses)
+                _gather, connection, original, list(addresses), ports
             )
 
 
-async def _with_addresses(original: Any, chosen: list[str], **kwargs: Any) -> Any:
-    kwargs["addresses"] = chosen
-    return await original(**kwargs)
+async def _gather(connection: Any, original: Any, chosen: list[str], ports: tuple[int, int] | None,
+                  **kwargs: Any) -> list[Candidate]:
+    addresses = chosen or kwargs["addresses"]
+    if ports is None:
+        kwargs["addresses"] = addresses
+        return list(await original(**kwargs))
+    component = kwargs["component"]
+    candidates: list[Candidate] = []
+    for address in addresses:
+        protocol = await _bind_in_range(connection, address, ports)
+        if protocol is None:
+            log.warning("WebRTC: no free UDP port in server.webrtc.ice_udp_ports=%s on %s", list(ports), address)
+            continue
+        host, port = protocol.transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component, transport="udp",
+            priority=candidate_priority(component, "host"), host=host, port=port, type="host",
+        )
+        connection._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    kwargs["addresses"] = []  # TURN relays, if configured, as aioice makes them
+    return candidates + list(await original(**kwargs))
+
+
+async def _bind_in_range(connection: Any, address: str, ports: tuple[int, int]) -> StunProtocol | None:
+    """A STUN protocol of ``connection`` on a free port of ``ports`` (tried from a random one on)."""
+    loop = asyncio.get_running_loop()
+    first, last = ports
+    count = last - first + 1
+    start = secrets.randbelow(count)
+    for step in range(count):
+        port = first + (start + step) % count
+        try:
+            _, protocol = await loop.create_datagram_endpoint(lambda: StunProtocol(connection),
+                                                              local_addr=(address, port))
+        except OSError:
+            continue
+        return protocol
+    return None
 
 
 def check_offer(text: str) -> None:
@@ -137,7 +186,7 @@ def prefer_codecs(transceiver: RTCRtpTransceiver, mime_types: tuple[str, ...] = 
 
 
 async def answer(pc: RTCPeerConnection, video: RTCRtpTransceiver, offer: str, host_addresses: list[str],
-                 directions: tuple[str, ...], refusal: str) -> None:
+                 ports: tuple[int, int] | None, directions: tuple[str, ...], refusal: str) -> None:
     """Apply the client's ``offer`` and make our answer (all candidates gathered): ``video`` (added
     before) takes the offer's video section, every other section is answered inactive. ``SignallingError``
     when the offer cannot work, or its video section does not end in one of ``directions``."""
@@ -150,7 +199,7 @@ async def answer(pc: RTCPeerConnection, video: RTCRtpTransceiver, offer: str, ho
     for transceiver in pc.getTransceivers():  # nothing sent or received there (aiortc would queue what
         if transceiver is not video:          # it receives without bound if nobody read it)
             transceiver.direction = "inactive"
-    restrict_host_addresses(pc, host_addresses)
+    restrict_host_addresses(pc, host_addresses, ports)
     try:
         local = await pc.createAnswer()
     except Exception as error:  # aiortc accepted the offer but cannot answer it (e.g. no direction in a section)
@@ -158,6 +207,8 @@ async def answer(pc: RTCPeerConnection, video: RTCRtpTransceiver, offer: str, ho
     await pc.setLocalDescription(local)
     if video.currentDirection not in directions:
         raise SignallingError(refusal)
+    if "a=candidate:" not in pc.localDescription.sdp:
+        raise Unavailable("no ICE candidate could be gathered (see server.webrtc.ice_udp_ports and the log)")
 
 
 async def close_peer(pc: RTCPeerConnection) -> None:

@@ -28,6 +28,7 @@ from streamer.hub import StreamHub
 from streamer.webrtc.sessions import SessionRegistry
 from streamer.webrtc.signalling import (
     SignallingError,
+    Unavailable,
     answer,
     check_offer,
     close_peer,
@@ -186,6 +187,8 @@ class WhepService:
             return json_error(503, f"stream {stream!r} has no picture yet", {"Retry-After": "2"})
         try:
             session = await self._answer(stream, hub, text)
+        except Unavailable as error:
+            return json_error(503, str(error), {"Retry-After": "5"})
         except SignallingError as error:
             self.stats.bad_offers += 1
             return json_error(400, str(error))
@@ -202,7 +205,8 @@ class WhepService:
         try:
             video = pc.addTransceiver(track, direction="sendonly")
             prefer_codecs(video)
-            await answer(pc, video, offer, self.config.ice_host_addresses, ("sendonly", "sendrecv"),
+            await answer(pc, video, offer, self.config.ice_host_addresses, self.config.udp_ports,
+                         ("sendonly", "sendrecv"),
                          "the offer does not receive video (its video section must be recvonly)")
         except BaseException:
             await session.close()

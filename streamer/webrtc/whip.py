@@ -31,6 +31,7 @@ from streamer.sources.whip import WhipSource
 from streamer.webrtc.sessions import SessionRegistry
 from streamer.webrtc.signalling import (
     SignallingError,
+    Unavailable,
     answer,
     check_offer,
     close_peer,
@@ -144,6 +145,8 @@ class WhipService:
             return json_error(409, f"{name!r} already has a publisher")
         try:
             session = await self._answer(source, text)
+        except Unavailable as error:
+            return json_error(503, str(error), {"Retry-After": "5"})
         except SignallingError as error:
             self.stats.bad_offers += 1
             return json_error(400, str(error))
@@ -163,7 +166,8 @@ class WhipService:
         try:
             video = pc.addTransceiver("video", direction="recvonly")
             prefer_codecs(video, ("video/h264", "video/vp8"))
-            await answer(pc, video, offer, self.config.ice_host_addresses, ("recvonly", "sendrecv"),
+            await answer(pc, video, offer, self.config.ice_host_addresses, self.config.udp_ports,
+                         ("recvonly", "sendrecv"),
                          "the offer does not send video (its video section must be sendonly)")
             if not source.attach(session_id):  # another publisher won the race while we negotiated
                 await session.close()

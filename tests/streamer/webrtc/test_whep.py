@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 import time
 from collections.abc import Callable
 
@@ -146,3 +148,41 @@ async def test_sessions_are_capped() -> None:
             assert reply.status == 201
         async with http.post(server.url("/whep/live"), data=await offer_sdp(), headers=SDP) as reply:
             assert reply.status == 503 and reply.headers["Retry-After"]
+
+
+def free_udp_ports(count: int) -> int:
+    """The first of ``count`` consecutive UDP ports that are free now, on 127.0.0.1."""
+    while True:
+        first = random.randint(20000, 60000)
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+async def test_ice_binds_in_the_configured_udp_port_range_and_says_when_it_is_full() -> None:
+    first = free_udp_ports(2)
+    async with whep_server(ice_udp_ports=[first, first + 1]) as server, aiohttp.ClientSession() as http:
+        player = WhepPlayer(server.url("/whep/live"))
+        await player.start()
+        try:
+            assert await player.first_frame(10), "no picture with the port range"
+            session = next(iter(server.server.whep.sessions.values())) if server.server.whep else None
+            assert session is not None
+            ports = {int(line.split()[5]) for line in session.pc.localDescription.sdp.splitlines()
+                     if line.startswith("a=candidate:")}
+            assert ports and ports <= {first, first + 1}, ports
+            async with http.post(server.url("/whep/live"), data=await offer_sdp(), headers=SDP) as reply:
+                assert reply.status == 201  # the second port
+            async with http.post(server.url("/whep/live"), data=await offer_sdp(), headers=SDP) as reply:
+                assert reply.status == 503 and "ice_udp_ports" in (await reply.json())["error"]
+        finally:
+            await player.stop()
