@@ -81,7 +81,10 @@ def watch(driver: Any, app: StreamerApp, port: int, view: str, seconds: float) -
     shown, published = driver.execute_script("return window.streamerStats.frames"), hub.units_published
     time.sleep(seconds)
     stats = driver.execute_script("return window.streamerStats")
-    return {"view": view, "shown": stats["frames"] - shown, "published": hub.units_published - published,
+    first = stats["firstFrameAt"]
+    timing = {"post_to_first_ms": round(first - stats["postedAt"]) if first and stats["postedAt"] else None,
+              "connected_to_first_ms": round(first - stats["connectedAt"]) if first and stats["connectedAt"] else None}
+    return {"view": view, **timing, "shown": stats["frames"] - shown, "published": hub.units_published - published,
             "width": stats["width"], "height": stats["height"],
             "codec": wait_js(driver, "return window.streamerStats.codec", 5, f"{view}: codec in getStats")}
 

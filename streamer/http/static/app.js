@@ -5,7 +5,8 @@ const params = new URLSearchParams(location.search);
 const token = new URLSearchParams(location.hash.slice(1)).get("token");  // #token=… never reaches server logs
 const state = { stream: params.get("stream"), view: params.get("view") || "restored", pc: null, session: null };
 // What a person (or a test) can read: pictures shown, their size, the codec the browser decodes.
-const streamerStats = { frames: 0, width: 0, height: 0, codec: null, fps: 0, view: null };
+const streamerStats = { frames: 0, width: 0, height: 0, codec: null, fps: 0, view: null,
+                        postedAt: null, connectedAt: null, firstFrameAt: null };
 window.streamerStats = streamerStats;
 
 const video = document.getElementById("video");
@@ -47,10 +48,15 @@ async function play() {
   if (!state.stream) return;
   const pc = new RTCPeerConnection({ iceServers: [] });
   state.pc = pc;
+  Object.assign(streamerStats, { postedAt: null, connectedAt: null, firstFrameAt: null });
+  pc.addEventListener("connectionstatechange", () => {
+    if (pc.connectionState === "connected" && streamerStats.connectedAt === null) streamerStats.connectedAt = performance.now();
+  });
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (event) => { video.srcObject = event.streams[0] || new MediaStream([event.track]); };
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc, 2000);
+  streamerStats.postedAt = performance.now();
   const response = await fetch(whepPath(state.stream, state.view), {
     method: "POST", body: pc.localDescription.sdp, headers: authHeaders({ "Content-Type": "application/sdp" }),
   });
@@ -80,6 +86,7 @@ function drawSplit() {
 let frameTimes = [];
 function onFrame(now, metadata) {
   streamerStats.frames += 1;
+  if (streamerStats.firstFrameAt === null && streamerStats.postedAt !== null) streamerStats.firstFrameAt = performance.now();
   streamerStats.width = metadata.width;
   streamerStats.height = metadata.height;
   frameTimes.push(now);
