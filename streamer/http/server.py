@@ -84,7 +84,7 @@ class HttpServer:
                 name: hub for pipeline in pipelines for name, hub in {pipeline.name: pipeline.hub,
                                                                       **pipeline.views.hubs()}.items()
             }
-            self.whep = WhepService(webrtc, streams)
+            self.whep = WhepService(webrtc, streams, open_access=config.auth is None)
             self.whep.add_routes(self.app.router)
             publishers = {pipeline.name: pipeline.source for pipeline in pipelines
                           if isinstance(pipeline.source, WhipSource)}

@@ -63,13 +63,14 @@ def rtc_configuration(servers: Iterable[IceServerConfig]) -> RTCConfiguration:
     return RTCConfiguration(iceServers=ice)  # an empty list: aiortc would otherwise add a public STUN server
 
 
-def link_headers(servers: Iterable[IceServerConfig]) -> list[str]:
-    """``Link: <url>; rel="ice-server"`` values (WHEP/WHIP): players learn our STUN/TURN servers from OPTIONS."""
+def link_headers(servers: Iterable[IceServerConfig], credentials: bool = True) -> list[str]:
+    """``Link: <url>; rel="ice-server"`` values (WHEP/WHIP): players learn our STUN/TURN servers from OPTIONS
+    and from the 201. TURN credentials only with ``credentials`` (never to an unauthenticated request)."""
     links = []
     for server in servers:
         for url in server.urls:
             link = f'<{url}>; rel="ice-server"'
-            if server.username and server.credential:
+            if credentials and server.username and server.credential:
                 secret = server.credential.get_secret_value().replace('"', "")
                 link += f'; username="{server.username}"; credential="{secret}"; credential-type="password"'
             links.append(link)

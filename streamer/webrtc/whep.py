@@ -139,8 +139,9 @@ class WhepSession:
 class WhepService:
     """The WHEP routes and the sessions they made, for every stream in ``hubs``."""
 
-    def __init__(self, config: WebRtcServerConfig, hubs: dict[str, StreamHub]) -> None:
+    def __init__(self, config: WebRtcServerConfig, hubs: dict[str, StreamHub], open_access: bool = True) -> None:
         self.config = config
+        self.open_access = open_access  # no HTTP token: OPTIONS may carry TURN credentials (else only the 201)
         self.hubs = hubs
         self.registry: SessionRegistry[WhepSession] = SessionRegistry(config.connect_timeout_s)
         self.stats = WhepStats()
@@ -164,7 +165,7 @@ class WhepService:
     async def options(self, request: web.Request) -> web.Response:
         headers: Any = {**PREFLIGHT, "Accept-Post": SDP, "Accept-Patch": SDP_FRAGMENT}
         response = web.Response(status=204, headers=headers)
-        for link in link_headers(self.config.ice_servers):
+        for link in link_headers(self.config.ice_servers, credentials=self.open_access):  # OPTIONS needs no token
             response.headers.add(hdrs.LINK, link)
         return response
 

@@ -80,7 +80,7 @@ async def test_a_whep_viewer_decodes_the_stream_at_the_camera_rate() -> None:
 
 
 async def test_signalling_edge_cases_get_clear_answers() -> None:
-    async with whep_server(ice_servers=[{"urls": ["stun:stun.example.net:3478"]}]) as server, \
+    async with whep_server(ice_servers=[{"urls": ["turn:127.0.0.1:9?transport=tcp"]}]) as server, \
             aiohttp.ClientSession() as http:
         async with http.options(server.url("/whep/live"), headers={"Origin": "http://elsewhere.example",
                                                                   "Access-Control-Request-Method": "POST"}) as reply:
@@ -89,7 +89,7 @@ async def test_signalling_edge_cases_get_clear_answers() -> None:
             assert reply.headers["Access-Control-Allow-Origin"] == "*"
             assert "POST" in reply.headers["Access-Control-Allow-Methods"]
             assert "Location" in reply.headers["Access-Control-Expose-Headers"]
-            assert reply.headers.getall("Link") == ['<stun:stun.example.net:3478>; rel="ice-server"']
+            assert reply.headers.getall("Link") == ['<turn:127.0.0.1:9?transport=tcp>; rel="ice-server"']
         good = await offer_sdp(audio=True)
         async with http.post(server.url("/whep/nosuch"), data=good, headers=SDP) as reply:
             assert reply.status == 404 and "error" in await reply.json()
@@ -127,12 +127,22 @@ async def test_signalling_edge_cases_get_clear_answers() -> None:
 
 
 async def test_whep_needs_the_token_but_preflight_does_not() -> None:
-    async with whep_server(http={"auth": {"token": TOKEN}}) as server, aiohttp.ClientSession() as http:
+    turn = {"urls": ["turn:127.0.0.1:9?transport=tcp"], "username": "viewer", "credential": "turn-secret"}
+    async with whep_server(http={"auth": {"token": TOKEN}}, ice_servers=[turn]) as server, \
+            aiohttp.ClientSession() as http:
         async with http.options(server.url("/whep/live")) as reply:
             assert reply.status == 204
+            assert reply.headers.getall("Link") == ['<turn:127.0.0.1:9?transport=tcp>; rel="ice-server"']  # no secret
         good = await offer_sdp()
         async with http.post(server.url("/whep/live"), data=good, headers=SDP) as reply:
             assert reply.status == 401
+        async with http.post(server.url("/whep/live"), data=good,
+                             headers={**SDP, "Authorization": f"Bearer {TOKEN}"}) as reply:
+            assert reply.status == 201
+            assert 'credential="turn-secret"' in reply.headers["Link"]  # to an authorized player only
+            async with http.delete(server.url(reply.headers["Location"]),
+                                   headers={"Authorization": f"Bearer {TOKEN}"}) as deleted:
+                assert deleted.status == 200
         player = WhepPlayer(server.url("/whep/live"), token=TOKEN)
         await player.start()
         try:
