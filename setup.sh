@@ -21,7 +21,7 @@ python3 -c "import venv, ensurepip" 2>/dev/null || apt_packages+=(python3-venv p
 if [ "$dev" -eq 1 ]; then
   apt_packages+=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
                  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
-                 python3-gi)
+                 python3-gi chromium chromium-driver)
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   missing=()

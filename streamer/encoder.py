@@ -53,6 +53,7 @@ class EncoderStats:
     bytes: int = 0
     keyframes: int = 0
     reinits: int = 0
+    requested_keyframes: int = 0  # IDRs made on request (a viewer joined or lost a picture)
 
 
 class H264Encoder:
@@ -82,6 +83,11 @@ class H264Encoder:
         self._next_pts = 0
         self._last_key_ts: float | None = None
         self._meta: dict[int, Frame] = {}
+        self._keyframe_requested = False
+
+    def request_keyframe(self) -> None:
+        """Make the next frame an IDR (thread-safe: a flag the encoding thread reads and clears)."""
+        self._keyframe_requested = True
 
     def _best_rate(self) -> Fraction:
         measured = self.meter.rate()
@@ -117,6 +123,7 @@ class H264Encoder:
         context.options = {
             "preset": self.config.preset,
             "tune": "zerolatency",
+            "profile": self.config.profile,
             "x264-params": (
                 "keyint=infinite:min-keyint=1:scenecut=0:bframes=0:repeat-headers=1:forced-idr=1:"
                 f"vbv-maxrate={kbps}:vbv-bufsize={kbps}:annexb=1:aud=0"
@@ -142,6 +149,10 @@ class H264Encoder:
         video = self._video_frame(frame)
         width, height = video.width, video.height
         keyframe_due = self._last_key_ts is None or frame.timestamp - self._last_key_ts >= self.config.gop_s - 1e-3
+        if self._keyframe_requested:
+            self._keyframe_requested = False
+            keyframe_due = True
+            self.stats.requested_keyframes += 1
         units: list[AccessUnit] = []
         if self._size != (width, height) or self._rate_moved(keyframe_due):
             if self._context is not None:
@@ -224,6 +235,7 @@ class EncodeStage:
         self.encoder = encoder
         self.inbox = inbox
         self.publish = publish
+        self.taps: list[Callable[[Frame], None]] = []  # see every frame before it is encoded (extra views)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{inbox.name}")
         self.errors = 0
         self._consecutive_errors = 0
@@ -236,6 +248,8 @@ class EncodeStage:
                 frame = await self.inbox.get()
             except ChannelClosed:
                 break
+            for tap in self.taps:
+                tap(frame)
             try:
                 units = await loop.run_in_executor(self._executor, self.encoder.encode, frame)
             except (av.error.FFmpegError, ValueError) as error:

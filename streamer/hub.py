@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 from streamer.graph.frames import AccessUnit
 
@@ -65,6 +66,48 @@ class Subscription:
             self.hub.unsubscribe(self)
 
 
+class KeyframeGate:
+    """Asks the stream's encoder for an IDR at most once per ``interval_s`` (instant start for new viewers).
+
+    A request inside the interval is not lost: one IDR is scheduled for the end of the interval and every
+    request until then shares it (coalesced). Runs on the event loop; ``force`` only sets a flag the
+    encoder's thread reads at its next frame.
+    """
+
+    def __init__(self, force: Callable[[], None], interval_s: float) -> None:
+        self.force = force
+        self.interval_s = interval_s
+        self.requests = 0  # asked for (viewers joining, PLI/FIR from WebRTC viewers)
+        self.forced = 0  # IDRs asked of the encoder
+        self.coalesced = 0  # requests answered by an IDR already asked for or scheduled
+        self._last = -1e9
+        self._pending: asyncio.TimerHandle | None = None
+
+    def request(self) -> None:
+        self.requests += 1
+        if self._pending is not None:
+            self.coalesced += 1
+            return
+        now = time.monotonic()
+        wait = self._last + self.interval_s - now
+        if wait <= 0:
+            self._fire()
+            return
+        self.coalesced += 1
+        self._pending = asyncio.get_running_loop().call_later(wait, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        self._last = time.monotonic()
+        self.forced += 1
+        self.force()
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+
 class StreamHub:
     """One restored stream: the latest parameter sets and the readers that want its access units."""
 
@@ -79,6 +122,12 @@ class StreamHub:
         self.fps_estimate = 0.0
         self._subscriptions: list[Subscription] = []
         self._ready = asyncio.Event()
+        self.keyframes: KeyframeGate | None = None  # set by the pipeline when its encoder takes IDR requests
+
+    def request_keyframe(self) -> None:
+        """A reader wants a picture now (it joined, or lost one): ask the encoder for an IDR, rate-limited."""
+        if self.keyframes is not None:
+            self.keyframes.request()
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -109,6 +158,7 @@ class StreamHub:
     def subscribe(self, maxsize: int, name: str = "reader") -> Subscription:
         subscription = Subscription(self, maxsize, name)
         self._subscriptions.append(subscription)
+        self.request_keyframe()  # instant start: the new reader need not wait for the next GOP
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -118,3 +168,5 @@ class StreamHub:
     def close(self) -> None:
         for subscription in list(self._subscriptions):
             subscription.close()
+        if self.keyframes is not None:
+            self.keyframes.close()

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from streamer.http.guard import HttpStats
     from streamer.pipeline import CameraPipeline
     from streamer.rtsp.server import RtspServer
+    from streamer.webrtc.whep import WhepService
+    from streamer.webrtc.whip import WhipService
 
 
 class StreamerCollector(Collector):
@@ -43,6 +45,12 @@ class StreamerCollector(Collector):
         restarts = counter("stage_restarts", "Restarts of a pipeline stage after it failed", ["camera", "stage"])
         ready = gauge("camera_ready", "1 while the camera produces output frames (what /readyz checks)", ["camera"])
         encode_errors = counter("encode_errors", "Frames the encoder refused (skipped)", ["camera"])
+        keyframes = counter(
+            "keyframe_requests",
+            "Instant start: IDRs requested by viewers (requested), asked of the encoder (forced), or served by an "
+            "IDR already asked for within encoder.keyframe_request_interval_s (coalesced)",
+            ["camera", "outcome"],
+        )
         for pipeline in self.pipelines:
             name = pipeline.name
             stats = pipeline.source.stats
@@ -72,8 +80,13 @@ class StreamerCollector(Collector):
             subscriptions = pipeline.hub.subscriptions
             viewers.add_metric([name], sum(1 for sub in subscriptions if sub.name.startswith("rtsp-")))
             viewer_drops.add_metric([name], sum(sub.dropped for sub in subscriptions))
+            gate = pipeline.hub.keyframes
+            if gate is not None:
+                keyframes.add_metric([name, "requested"], gate.requests)
+                keyframes.add_metric([name, "forced"], gate.forced)
+                keyframes.add_metric([name, "coalesced"], gate.coalesced)
         yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped, latency)
-        yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors)
+        yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors, keyframes)
         if self.rtsp is not None:
             requests = counter("rtsp_requests", "RTSP requests handled", [])
             requests.add_metric([], self.rtsp.requests)
@@ -139,3 +152,59 @@ class HttpCollector(Collector):
         open_now = GaugeMetricFamily("streamer_http_connections", "HTTP connections open", labels=[])
         open_now.add_metric([], stats.connections_open)
         yield open_now
+
+
+class WebRtcCollector(Collector):
+    """WebRTC (WHEP) viewers and signalling outcomes (registered by ``HttpServer`` when WebRTC is on)."""
+
+    def __init__(self, whep: WhepService, whip: WhipService | None = None) -> None:
+        self.whep = whep
+        self.whip = whip
+
+    def collect(self) -> Iterator[Metric]:
+        viewers = GaugeMetricFamily("streamer_webrtc_viewers", "WebRTC (WHEP) sessions open", labels=["camera"])
+        drops = CounterMetricFamily(
+            "streamer_webrtc_viewer_dropped_units", "Access units dropped for slow WebRTC viewers (open sessions)",
+            labels=["camera"],
+        )
+        for stream in self.whep.hubs:
+            sessions = [session for session in self.whep.sessions.values() if session.stream == stream]
+            viewers.add_metric([stream], len(sessions))
+            drops.add_metric([stream], sum(session.track.dropped for session in sessions))
+        yield from (viewers, drops)
+        stats = self.whep.stats
+        yield from _counters((
+            ("webrtc_sessions_started", "WHEP offers answered (201)", stats.started),
+            ("webrtc_sessions_refused", "WHEP offers refused at max_sessions or before a picture (503)", stats.refused),
+            ("webrtc_bad_offers", "WHEP offers refused as unusable (4xx)", stats.bad_offers),
+            ("webrtc_sessions_failed", "WebRTC viewers whose connection failed or never came up",
+             self.whep.registry.failed),
+            ("webrtc_keyframe_requests", "PLI/FIR received from WebRTC viewers", stats.keyframe_requests),
+        ))
+        if self.whip is not None:
+            yield from _whip_metrics(self.whip)
+
+
+def _whip_metrics(whip: WhipService) -> Iterator[Metric]:
+    publishers = GaugeMetricFamily("streamer_whip_publishers", "WHIP publishers connected", labels=["camera"])
+    dropped = CounterMetricFamily("streamer_whip_dropped_frames",
+                                  "Published frames dropped because the camera's pipeline was behind", labels=["camera"])
+    for name, source in whip.sources.items():
+        publishers.add_metric([name], float(source.publisher is not None))
+        dropped.add_metric([name], source.dropped)
+    yield from (publishers, dropped)
+    stats = whip.stats
+    yield from _counters((
+        ("whip_sessions_started", "WHIP publishers answered (201)", stats.started),
+        ("whip_conflicts", "WHIP offers refused because the path had a publisher (409)", stats.conflicts),
+        ("whip_bad_offers", "WHIP offers refused as unusable (4xx)", stats.bad_offers),
+        ("whip_auth_failures", "WHIP offers without the path's token (401)", stats.auth_failures),
+    ))
+
+
+def _counters(rows: Iterable[tuple[str, str, float]]) -> Iterator[Metric]:
+    """Unlabelled counters from (name without the streamer_ prefix, help, value) rows."""
+    for name, text, value in rows:
+        family = CounterMetricFamily(f"streamer_{name}", text, labels=[])
+        family.add_metric([], value)
+        yield family

@@ -17,12 +17,13 @@ from streamer.config import CameraConfig
 from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
 from streamer.graph.frames import Frame
-from streamer.hub import StreamHub
+from streamer.hub import KeyframeGate, StreamHub
 from streamer.restorer import RestoreStage
 from streamer.sinks import Sink, create_sink
 from streamer.sources import Source, create_source
 from streamer.sources.preflight import check_source
 from streamer.supervisor import StageHealth, Supervisor
+from streamer.webrtc.views import CameraViews
 from streamer.window import TemporalWindow
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class CameraPipeline:
         self.restorer: RestoreStage | None = None
         self.encoder = H264Encoder(config.encoder)
         self.encode_stage = EncodeStage(self.encoder, self.restored, self.hub.publish)
+        self.hub.keyframes = KeyframeGate(self.encoder.request_keyframe, config.encoder.keyframe_request_interval_s)
+        self.views = CameraViews(self.name, config.encoder)  # raw and raw|restored, encoded only while watched
+        self.encode_stage.taps.append(self.views.offer)
         self.supervisors: list[Supervisor] = []
         self.started_at = time.time()
         self.running = False
@@ -137,6 +141,7 @@ class CameraPipeline:
 
     def _close_outputs(self) -> None:
         self.hub.close()
+        self.views.close()
         for sink in self.sinks:
             sink.stop()
 

@@ -164,6 +164,7 @@ class RestoreStage:
             seq=frame.seq,
             discontinuity=frame.discontinuity,
             restored=True,
+            original=frame,
         )
 
     def _infer_timed(self, neighbours: list[Frame]) -> tuple[np.ndarray, float]:

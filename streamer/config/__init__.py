@@ -18,6 +18,7 @@ from streamer.config.camera import (
     RtspSourceConfig,
     SinkConfig,
     SourceConfig,
+    WhipSourceConfig,
     WindowConfig,
 )
 from streamer.config.loading import (
@@ -33,10 +34,12 @@ from streamer.config.loading import (
 from streamer.config.servers import (
     HttpAuthConfig,
     HttpServerConfig,
+    IceServerConfig,
     RtspAuthConfig,
     RtspServerConfig,
     RtspUserConfig,
     ServerConfig,
+    WebRtcServerConfig,
 )
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "FileSourceConfig",
     "HttpAuthConfig",
     "HttpServerConfig",
+    "IceServerConfig",
     "RtspAuthConfig",
     "RtspPublishSinkConfig",
     "RtspServerConfig",
@@ -62,6 +66,8 @@ __all__ = [
     "SinkConfig",
     "SourceConfig",
     "StrictModel",
+    "WebRtcServerConfig",
+    "WhipSourceConfig",
     "WindowConfig",
     "apply_env_overrides",
     "build_config",

@@ -6,12 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
 
 from engines import EngineError, resolve_model
 from streamer.config.base import NAME_PATTERN, RtspUrl, StrictModel
+from streamer.config.servers import check_bearer_token
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -68,8 +70,22 @@ class FileSourceConfig(StrictModel):
     loop: bool = Field(True, description="Start again at the end")
 
 
+class WhipSourceConfig(StrictModel):
+    type: Literal["whip"] = "whip"
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token a publisher must send to POST /whip/<camera name> (16 to 4096 characters); "
+        "default: server.http.auth's token, or none when that is not set",
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        return check_bearer_token(value)
+
+
 SourceConfig = Annotated[
-    RtspSourceConfig | DemoSourceConfig | FileSourceConfig, Field(discriminator="type")
+    RtspSourceConfig | DemoSourceConfig | FileSourceConfig | WhipSourceConfig, Field(discriminator="type")
 ]
 
 
@@ -133,6 +149,16 @@ class EncoderConfig(StrictModel):
         "ultrafast", description="libx264 preset"
     )
     threads: int = Field(1, ge=0, le=64, description="Encoder threads (0 = auto)")
+    profile: Literal["baseline", "main", "high"] = Field(
+        "baseline",
+        description="H.264 profile; WebRTC viewers (browsers through aiortc) need 'baseline' (constrained "
+        "baseline, no B-frames); main/high only suit RTSP and file outputs",
+    )
+    keyframe_request_interval_s: float = Field(
+        0.25, ge=0.05, le=10,
+        description="Instant start: a new viewer (RTSP PLAY, WebRTC) or a WebRTC PLI/FIR asks for an IDR; at most "
+        "one per this interval per stream, later requests share the next one",
+    )
 
 
 class RtspPublishSinkConfig(StrictModel):

@@ -43,7 +43,7 @@ PATTERN_MEANINGS = {
     NAME_PATTERN: "must be 1 to 64 characters: letters, digits, '_', '.' or '-', not starting with '.' or '-'",
 }
 TAGGED_UNIONS = {  # the field holding a union keyed on `type` -> the kinds it takes
-    "source": ("rtsp", "demo", "file"),
+    "source": ("rtsp", "demo", "file", "whip"),
     "sinks": ("file", "rtsp_publish"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +81,12 @@ class RtspServerConfig(StrictModel):
 BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]{16,4096}=*$")  # RFC 6750 b64token, at least 16 characters
 
 
+def check_bearer_token(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not BEARER_TOKEN.match(value.get_secret_value()):
+        raise ValueError("must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / (then '=' padding)")
+    return value
+
+
 class HttpAuthConfig(StrictModel):
     token: SecretStr | None = Field(
         None,
@@ -103,9 +110,7 @@ class HttpAuthConfig(StrictModel):
     @field_validator("token")
     @classmethod
     def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not BEARER_TOKEN.match(value.get_secret_value()):
-            raise ValueError("must be 16 to 4096 characters from A-Z a-z 0-9 - . _ ~ + / (then '=' padding)")
-        return value
+        return check_bearer_token(value)
 
     @field_validator("realm")
     @classmethod
@@ -166,6 +171,79 @@ class HttpServerConfig(StrictModel):
     )
 
 
+ICE_URL = re.compile(r"^(stun|stuns|turn|turns):[^\s?:]+(:[0-9]{1,5})?(\?transport=(udp|tcp))?$")
+
+
+class IceServerConfig(StrictModel):
+    urls: list[str] = Field(
+        min_length=1, max_length=8,
+        description="stun:host[:port] or turn:host[:port][?transport=udp|tcp] (aiortc uses one STUN and one TURN)",
+    )
+    username: str | None = Field(None, max_length=256, description="TURN user name")
+    credential: SecretStr | None = Field(None, description="TURN password (never shown in the API or logs)")
+
+    @field_validator("urls")
+    @classmethod
+    def _ice_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not ICE_URL.match(url):
+                raise ValueError(f"{url!r} must look like stun:host[:port] or turn:host[:port][?transport=udp|tcp]")
+        return value
+
+
+class WebRtcServerConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve streams over WebRTC (WHEP) on the HTTP server")
+    ice_servers: list[IceServerConfig] = Field(
+        default_factory=list, max_length=4,
+        description="STUN/TURN servers used by the server and advertised to players (Link headers); none by "
+        "default: no public STUN server is contacted",
+    )
+    ice_host_addresses: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="Addresses offered as ICE host candidates; empty = every non-loopback interface address "
+        "(set the address viewers reach, e.g. the Docker host's, or 127.0.0.1 for this machine only)",
+    )
+    ice_udp_ports: list[int] | None = Field(
+        None, min_length=2, max_length=2,
+        description="[first, last]: bind ICE host candidates on UDP ports in this range (a firewall or Docker "
+        "port mapping: one port per session and address); no STUN server-reflexive candidates then. Default: "
+        "ephemeral ports",
+    )
+    max_sessions: int = Field(32, ge=1, le=1000, description="WebRTC viewers at once (all streams); more get 503")
+    viewer_queue: int = Field(
+        64, ge=4, le=4096,
+        description="Access units buffered per WebRTC viewer; a viewer that falls behind drops to the next keyframe",
+    )
+    connect_timeout_s: float = Field(
+        15.0, ge=1, le=300, description="End a WebRTC session whose ICE/DTLS connection is not up within this long"
+    )
+
+    @field_validator("ice_host_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address") from None
+        return value
+
+
+    @field_validator("ice_udp_ports")
+    @classmethod
+    def _port_range(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not 1024 <= value[0] <= value[1] <= 65535:
+            raise ValueError("must be [first, last] with 1024 <= first <= last <= 65535")
+        return value
+
+    @property
+    def udp_ports(self) -> tuple[int, int] | None:
+        return (self.ice_udp_ports[0], self.ice_udp_ports[1]) if self.ice_udp_ports else None
+
+
 class ServerConfig(StrictModel):
     rtsp: RtspServerConfig = Field(default_factory=RtspServerConfig, description="RTSP server")
     http: HttpServerConfig = Field(default_factory=HttpServerConfig, description="HTTP server")
+    webrtc: WebRtcServerConfig = Field(
+        default_factory=WebRtcServerConfig, description="WebRTC (WHEP) viewers, served by the HTTP server"
+    )

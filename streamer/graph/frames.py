@@ -16,10 +16,11 @@ class Frame:
     never converted to RGB and back. ``timestamp`` is the presentation time in seconds on a timeline that
     only moves forward for the life of the pipeline (sources re-anchor it after a reconnect);
     ``wallclock`` is ``time.time()`` when the frame was captured or decoded; ``discontinuity`` marks the
-    first frame after a gap that temporal filtering must not bridge (reconnect, resolution change).
+    first frame after a gap that temporal filtering must not bridge (reconnect, resolution change);
+    ``original`` is, on a restored frame, the camera's frame it was made from.
     """
 
-    __slots__ = ("_image", "discontinuity", "restored", "seq", "timestamp", "video", "wallclock")
+    __slots__ = ("_image", "discontinuity", "original", "restored", "seq", "timestamp", "video", "wallclock")
 
     def __init__(
         self,
@@ -30,6 +31,7 @@ class Frame:
         discontinuity: bool = False,
         restored: bool = False,
         video: Any = None,
+        original: Frame | None = None,
     ) -> None:
         if image is None and video is None:
             raise ValueError("a frame needs an image or a decoded video frame")
@@ -40,6 +42,7 @@ class Frame:
         self.seq = seq
         self.discontinuity = discontinuity
         self.restored = restored
+        self.original = original  # a restored frame's camera frame (for the raw and compare views)
 
     @property
     def image(self) -> np.ndarray:

@@ -12,6 +12,10 @@ from streamer.config import HttpAuthConfig, HttpServerConfig
 from streamer.http.guard import ErrorReporter, HttpStats
 
 PUBLIC_PATHS = frozenset({"/healthz"})  # answered without a token: liveness probes carry no credentials
+# CORS preflights of the WebRTC signalling paths: browsers never send credentials with them
+PUBLIC_PREFLIGHT_PREFIXES = ("/whep/", "/whip/")
+# WHIP checks each publishing path's own token (server.http.auth's by default); its session URLs are secrets
+OWN_AUTH_PREFIXES = ("/whip/",)
 
 
 def catch_internal_errors(errors: ErrorReporter) -> Middleware:
@@ -55,7 +59,9 @@ def require_bearer_token(config: HttpAuthConfig, stats: HttpStats) -> Middleware
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or request.path.startswith(OWN_AUTH_PREFIXES) or (
+            request.method == hdrs.METH_OPTIONS and request.path.startswith(PUBLIC_PREFLIGHT_PREFIXES)
+        ):
             return await handler(request)
         scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
         given = hashlib.sha256(credentials.strip().encode("utf-8", "surrogateescape")).digest()

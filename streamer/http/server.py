@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streamer.config import HttpServerConfig
+from streamer.config import HttpServerConfig, WebRtcServerConfig
 from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
 from streamer.http.middleware import build_middlewares
-from streamer.metrics import HttpCollector
+from streamer.metrics import HttpCollector, WebRtcCollector
+from streamer.sources.whip import WhipSource
+from streamer.webrtc.whep import WhepService
+from streamer.webrtc.whip import WhipService
 
 if TYPE_CHECKING:
+    from streamer.hub import StreamHub
     from streamer.pipeline import CameraPipeline
 
 log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"  # the viewer page: plain HTML/JS/CSS, no CDN, works offline
 
 
 def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
@@ -53,7 +60,8 @@ def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
 
 
 class HttpServer:
-    def __init__(self, config: HttpServerConfig, pipelines: list[CameraPipeline], registry: CollectorRegistry) -> None:
+    def __init__(self, config: HttpServerConfig, pipelines: list[CameraPipeline], registry: CollectorRegistry,
+                 webrtc: WebRtcServerConfig | None = None, hubs: dict[str, StreamHub] | None = None) -> None:
         self.config = config
         self.pipelines = pipelines
         self.registry = registry
@@ -69,6 +77,24 @@ class HttpServer:
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/api/streams", self.streams)
+        self.whep: WhepService | None = None
+        self.whip: WhipService | None = None
+        if webrtc is not None and webrtc.enabled:
+            streams = hubs if hubs is not None else {
+                name: hub for pipeline in pipelines for name, hub in {pipeline.name: pipeline.hub,
+                                                                      **pipeline.views.hubs()}.items()
+            }
+            self.whep = WhepService(webrtc, streams, open_access=config.auth is None)
+            self.whep.add_routes(self.app.router)
+            publishers = {pipeline.name: pipeline.source for pipeline in pipelines
+                          if isinstance(pipeline.source, WhipSource)}
+            if publishers:
+                api_token = config.auth.bearer_token() if config.auth is not None else None
+                self.whip = WhipService(webrtc, publishers, api_token)
+                self.whip.add_routes(self.app.router)
+            registry.register(WebRtcCollector(self.whep, self.whip))
+            self.app.router.add_get("/", self.page)
+            self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
 
     @property
     def port(self) -> int:
@@ -93,8 +119,16 @@ class HttpServer:
         self._listener = self._runner = None
         if listener is not None:
             listener.close()
+        if self.whep is not None:
+            await self.whep.close()
+        if self.whip is not None:
+            await self.whip.close()
         if runner is not None:
             await runner.cleanup()
+
+    async def page(self, request: web.Request) -> web.FileResponse:
+        """The viewer page (streams, WebRTC player, raw | restored compare, live stats)."""
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: the process and its event loop answer. Whether cameras produce output is /readyz."""

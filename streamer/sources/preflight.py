@@ -12,7 +12,7 @@ from pathlib import Path
 
 import av
 
-from streamer.config import DemoSourceConfig, FileSourceConfig, RtspSourceConfig
+from streamer.config import DemoSourceConfig, FileSourceConfig, RtspSourceConfig, WhipSourceConfig
 from streamer.redact import split_authority
 
 
@@ -20,7 +20,8 @@ class SourceError(ValueError):
     """A source that cannot work as configured; the message starts with the field's path."""
 
 
-def check_source(config: RtspSourceConfig | DemoSourceConfig | FileSourceConfig, field: str) -> None:
+def check_source(config: RtspSourceConfig | DemoSourceConfig | FileSourceConfig | WhipSourceConfig,
+                 field: str) -> None:
     """Raise ``SourceError`` naming ``field`` (e.g. ``cameras.0.source``) when the source cannot work.
     Blocking (a file is opened): call it from a worker thread."""
     if isinstance(config, RtspSourceConfig):

@@ -1,0 +1,1 @@
+"""WebRTC: WHEP egress of the encoded streams (aiortc), signalling helpers."""

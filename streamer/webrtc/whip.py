@@ -1,0 +1,199 @@
+"""WHIP ingest (RFC 9725): a browser or OBS publishes a camera over WebRTC.
+
+    OPTIONS /whip/<camera>          204, Accept-Post: application/sdp (no token needed: CORS preflight)
+    POST    /whip/<camera>          application/sdp offer (H.264 or VP8) -> 201, Location, ETag, answer;
+                                    409 while another publisher holds the path, 401 without its token
+    PATCH   /whip/sessions/<id>     trickled candidates -> 204
+    DELETE  /whip/sessions/<id>     the publisher leaves
+
+The camera must be configured with ``source: {type: whip}``. The answer carries all our candidates
+(aiortc gathers before answering), which suits OBS (it sends its offer without trickling). The
+publisher's track is read continuously by one task (aiortc queues what nobody reads without bound) and
+its frames go to the camera's source through a small bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+
+from streamer.config import WebRtcServerConfig
+from streamer.sources.whip import WhipSource
+from streamer.webrtc.sessions import SessionRegistry
+from streamer.webrtc.signalling import (
+    SignallingError,
+    Unavailable,
+    answer,
+    check_offer,
+    close_peer,
+    prefer_codecs,
+    rtc_configuration,
+)
+from streamer.webrtc.whep import (
+    CORS,
+    PREFLIGHT,
+    SDP,
+    SDP_FRAGMENT,
+    created,
+    json_error,
+    read_offer,
+    trickle,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WhipStats:
+    started: int = 0  # publishers answered (201)
+    conflicts: int = 0  # offers refused because the path had a publisher (409)
+    bad_offers: int = 0  # offers refused as unusable (4xx)
+    auth_failures: int = 0  # offers without the path's token (401)
+
+
+class WhipSession:
+    """One publisher: its peer connection and the task reading its video. ``close`` is idempotent."""
+
+    def __init__(self, session_id: str, source: WhipSource, pc: RTCPeerConnection) -> None:
+        self.id = session_id
+        self.source = source
+        self.pc = pc
+        self.etag = f'"{secrets.token_hex(8)}"'
+        self.reader: asyncio.Task[None] | None = None
+        self.video_mid: str | None = None
+        self.closed = False
+
+    @property
+    def label(self) -> str:
+        return f"WHIP publisher {self.id[:8]} of {self.source.name}"
+
+    async def read(self, track: Any) -> None:
+        """Every decoded frame of the publisher, at once, to the source (which keeps a bounded queue)."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.source.offer(self.id, frame)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.source.detach(self.id)
+        if self.reader is not None:
+            self.reader.cancel()
+        await close_peer(self.pc)
+
+
+class WhipService:
+    """The WHIP routes for every camera whose source is ``whip``."""
+
+    def __init__(self, config: WebRtcServerConfig, sources: dict[str, WhipSource], api_token: str | None) -> None:
+        self.config = config
+        self.sources = sources
+        self.registry: SessionRegistry[WhipSession] = SessionRegistry(config.connect_timeout_s)
+        self.sessions = self.registry.sessions
+        self.stats = WhipStats()
+        self._tokens = {
+            name: hashlib.sha256(token.encode()).digest() if token else None
+            for name, source in sources.items()
+            for token in [source.config.token.get_secret_value() if source.config.token else api_token]
+        }
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("OPTIONS", "/whip/sessions/{session}", self.options)
+        router.add_patch("/whip/sessions/{session}", self.patch)
+        router.add_delete("/whip/sessions/{session}", self.delete)
+        router.add_route("OPTIONS", "/whip/{name}", self.options)
+        router.add_post("/whip/{name}", self.offer)
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={**PREFLIGHT, "Accept-Post": SDP, "Accept-Patch": SDP_FRAGMENT})
+
+    def _authorized(self, name: str, request: web.Request) -> bool:
+        expected = self._tokens.get(name)
+        if expected is None:
+            return True
+        scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
+        given = hashlib.sha256(credentials.strip().encode("utf-8", "surrogateescape")).digest()
+        return scheme.lower() == "bearer" and bool(credentials) and hmac.compare_digest(given, expected)
+
+    async def offer(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        source = self.sources.get(name)
+        if source is None:
+            return json_error(404, f"no camera {name!r} takes WHIP publishers (source type whip)")
+        if not self._authorized(name, request):
+            self.stats.auth_failures += 1
+            return json_error(401, "unauthorized", {hdrs.WWW_AUTHENTICATE: 'Bearer realm="whip"'})
+        text = await read_offer(request)
+        if isinstance(text, web.Response):
+            self.stats.bad_offers += 1
+            return text
+        if source.publisher is not None:
+            self.stats.conflicts += 1
+            return json_error(409, f"{name!r} already has a publisher")
+        try:
+            session = await self._answer(source, text)
+        except Unavailable as error:
+            return json_error(503, str(error), {"Retry-After": "5"})
+        except SignallingError as error:
+            self.stats.bad_offers += 1
+            return json_error(400, str(error))
+        if session is None:
+            self.stats.conflicts += 1
+            return json_error(409, f"{name!r} already has a publisher")
+        self.stats.started += 1
+        log.info("%s: session started", session.label)
+        return created(f"/whip/sessions/{session.id}", session.etag, session.pc.localDescription.sdp,
+                       self.config.ice_servers)
+
+    async def _answer(self, source: WhipSource, offer: str) -> WhipSession | None:
+        check_offer(offer)
+        session_id = secrets.token_hex(16)
+        pc = RTCPeerConnection(rtc_configuration(self.config.ice_servers))
+        session = WhipSession(session_id, source, pc)
+        try:
+            video = pc.addTransceiver("video", direction="recvonly")
+            prefer_codecs(video, ("video/h264", "video/vp8"))
+            await answer(pc, video, offer, self.config.ice_host_addresses, self.config.udp_ports,
+                         ("recvonly", "sendrecv"),
+                         "the offer does not send video (its video section must be sendonly)")
+            if not source.attach(session_id):  # another publisher won the race while we negotiated
+                await session.close()
+                return None
+        except BaseException:
+            await session.close()
+            raise
+        session.video_mid = video.mid
+        track = video.receiver.track
+        session.reader = asyncio.get_running_loop().create_task(session.read(track))
+        self.registry.add(session)
+        return session
+
+    async def patch(self, request: web.Request) -> web.Response:
+        session = self.sessions.get(request.match_info["session"])
+        if session is None:
+            return json_error(404, "no such session")
+        return await trickle(request, session.pc, session.etag, session.video_mid)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        session = self.sessions.get(request.match_info["session"])
+        if session is None:
+            return json_error(404, "no such session")
+        log.info("%s: ended by the publisher", session.label)
+        await self.registry.end(session)
+        return web.Response(status=200, headers=CORS)
+
+    async def close(self) -> None:
+        await self.registry.close()

@@ -1,0 +1,144 @@
+"""A real browser (Debian's headless Chromium, driven by Selenium and the system chromedriver) watching the
+viewer page of a streamer that runs in this process. Meant to run inside a private network namespace
+(``unshare -n``, loopback only) so that Chromium's and aiortc's ICE candidates are 127.0.0.1 only:
+
+    unshare -n sh -c 'ip link set lo up && python -m tests.peers.browser_page --out r.json --screenshot s.png'
+
+Writes a JSON report: per view, pictures shown over ``--seconds`` (requestVideoFrameCallback), their size,
+the codec from getStats, and the stream's own frame count over the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from streamer.app import StreamerApp
+from streamer.config import build_config
+
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--allow-loopback-in-peer-connection", "--use-fake-ui-for-media-stream",
+    "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1280,900",
+)
+
+
+def start_streamer(camera: dict[str, Any], wait_picture: bool = True) -> tuple[
+        StreamerApp, asyncio.AbstractEventLoop, threading.Thread]:
+    config = build_config({
+        "cameras": [camera],
+        "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0},
+                   "webrtc": {"ice_host_addresses": ["127.0.0.1"]}},
+    }, environ={})
+    app = StreamerApp(config)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(app.run(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (app.ready.is_set() and (app.pipelines[0].hub.parameter_sets or not wait_picture)):
+        if time.monotonic() > deadline:
+            raise SystemExit("the streamer did not start within 60 s")
+        time.sleep(0.1)
+    return app, loop, thread
+
+
+def browser(profile: str) -> Any:
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def wait_js(driver: Any, script: str, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise SystemExit(f"not within {timeout} s: {what}")
+
+
+def watch(driver: Any, app: StreamerApp, port: int, view: str, seconds: float) -> dict[str, Any]:
+    driver.get(f"http://127.0.0.1:{port}/?stream=cam&view={view}")
+    wait_js(driver, "return window.streamerStats && window.streamerStats.frames > 3", 30, f"{view}: pictures")
+    hub = app.pipelines[0].hub
+    shown, published = driver.execute_script("return window.streamerStats.frames"), hub.units_published
+    time.sleep(seconds)
+    stats = driver.execute_script("return window.streamerStats")
+    first = stats["firstFrameAt"]
+    timing = {"post_to_first_ms": round(first - stats["postedAt"]) if first and stats["postedAt"] else None,
+              "connected_to_first_ms": round(first - stats["connectedAt"]) if first and stats["connectedAt"] else None}
+    return {"view": view, **timing, "shown": stats["frames"] - shown, "published": hub.units_published - published,
+            "width": stats["width"], "height": stats["height"],
+            "codec": wait_js(driver, "return window.streamerStats.codec", 5, f"{view}: codec in getStats")}
+
+
+def publish(driver: Any, app: StreamerApp, port: int) -> dict[str, Any]:
+    """The browser's fake camera published over WHIP, watched by an ffmpeg RTSP viewer."""
+    driver.get(f"http://127.0.0.1:{port}/static/publish.html?camera=phone")
+    status = wait_js(driver, "return window.publishState && window.publishState.status", 30, "the WHIP answer")
+    hub = app.pipelines[0].hub
+    deadline = time.monotonic() + 30
+    while hub.units_published < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    viewer = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", app.rtsp_url("phone"),
+         "-frames:v", "25", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], capture_output=True, timeout=60)
+    width, height = hub.size or (0, 0)
+    return {"status": status, "published": hub.units_published, "width": width, "height": height,
+            "frames": len(viewer.stdout) // max(1, width * height * 3), "viewer_errors": viewer.stderr.decode()[-500:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--screenshot")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--engine", default="passthrough", help="cpu: a restoring engine (for a screenshot)")
+    parser.add_argument("--size", default="320x180")
+    parser.add_argument("--whip", action="store_true", help="publish the browser's fake camera over WHIP instead")
+    args = parser.parse_args()
+    width, height = (int(part) for part in args.size.split("x"))
+    if args.whip:
+        camera: dict[str, Any] = {"name": "phone", "source": {"type": "whip"}, "engine": {"type": "passthrough"}}
+    else:
+        camera = {"name": "cam", "source": {"type": "demo", "width": width, "height": height, "fps": 25},
+                  "engine": {"type": args.engine}}
+    app, loop, thread = start_streamer(camera, wait_picture=not args.whip)
+    port = app.http.port if app.http else 0
+    results: dict[str, Any] = {"views": []}
+    with tempfile.TemporaryDirectory() as profile:
+        driver = browser(profile)
+        try:
+            if args.whip:
+                results["whip"] = publish(driver, app, port)
+            else:
+                for view in ("restored", "split"):
+                    results["views"].append(watch(driver, app, port, view, args.seconds))
+            if args.screenshot:
+                driver.save_screenshot(args.screenshot)
+        finally:
+            driver.quit()
+    loop.call_soon_threadsafe(app.stop)
+    thread.join(15)
+    Path(args.out).write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
