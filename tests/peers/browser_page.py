@@ -13,24 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from streamer.app import StreamerApp
 from streamer.config import build_config
-
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--allow-loopback-in-peer-connection", "--use-fake-ui-for-media-stream",
-    "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required",
-    "--window-size=1280,900",
-)
+from tools.browser import chromium, wait_js
 
 
 def start_streamer(camera: dict[str, Any], wait_picture: bool = True) -> tuple[
@@ -52,33 +46,31 @@ def start_streamer(camera: dict[str, Any], wait_picture: bool = True) -> tuple[
     return app, loop, thread
 
 
-def browser(profile: str) -> Any:
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+PICTURES = "return window.streamerStats && window.streamerStats.frames > 3"
+SHOWN = "return window.streamerStats.frames"
 
 
-def wait_js(driver: Any, script: str, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"not within {timeout} s: {what}")
+@contextmanager
+def browsers(count: int) -> Iterator[list[Any]]:
+    """``count`` headless Chromiums, each with a fresh profile of its own."""
+    with ExitStack() as stack:
+        drivers = []
+        for _ in range(count):
+            driver = chromium(stack.enter_context(tempfile.TemporaryDirectory()))
+            stack.callback(driver.quit)
+            drivers.append(driver)
+        yield drivers
+
+
+def page(port: int, view: str) -> str:
+    return f"http://127.0.0.1:{port}/?stream=cam&view={view}"
 
 
 def watch(driver: Any, app: StreamerApp, port: int, view: str, seconds: float) -> dict[str, Any]:
-    driver.get(f"http://127.0.0.1:{port}/?stream=cam&view={view}")
-    wait_js(driver, "return window.streamerStats && window.streamerStats.frames > 3", 30, f"{view}: pictures")
+    driver.get(page(port, view))
+    wait_js(driver, PICTURES, 30, f"{view}: pictures")
     hub = app.pipelines[0].hub
-    shown, published = driver.execute_script("return window.streamerStats.frames"), hub.units_published
+    shown, published = driver.execute_script(SHOWN), hub.units_published
     time.sleep(seconds)
     stats = driver.execute_script("return window.streamerStats")
     first = stats["firstFrameAt"]
@@ -123,18 +115,14 @@ def main() -> None:
     app, loop, thread = start_streamer(camera, wait_picture=not args.whip)
     port = app.http.port if app.http else 0
     results: dict[str, Any] = {"views": []}
-    with tempfile.TemporaryDirectory() as profile:
-        driver = browser(profile)
-        try:
-            if args.whip:
-                results["whip"] = publish(driver, app, port)
-            else:
-                for view in ("restored", "split"):
-                    results["views"].append(watch(driver, app, port, view, args.seconds))
-            if args.screenshot:
-                driver.save_screenshot(args.screenshot)
-        finally:
-            driver.quit()
+    with browsers(1) as drivers:
+        if args.whip:
+            results["whip"] = publish(drivers[0], app, port)
+        else:
+            for view in ("restored", "split"):
+                results["views"].append(watch(drivers[0], app, port, view, args.seconds))
+        if args.screenshot:
+            drivers[0].save_screenshot(args.screenshot)
     loop.call_soon_threadsafe(app.stop)
     thread.join(15)
     Path(args.out).write_text(json.dumps(results))

@@ -4,7 +4,6 @@ private network namespace (loopback only), see tests/peers/browser_page.py."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +12,15 @@ from typing import Any
 import pytest
 
 from tests.peers.processes import ROOT
+from tools.browser import missing_tools, private_network
 
 
 def run_browser(tmp_path: Path, *arguments: str) -> dict[str, Any]:
-    missing = [tool for tool in ("/usr/bin/chromium", "/usr/bin/chromedriver", "unshare", "ip")
-               if not shutil.which(tool)]
-    if missing:
+    if missing := missing_tools():
         pytest.fail(f"browser peers missing (run setup.sh --dev): {missing}")
     out = tmp_path / "report.json"
-    script = f"ip link set lo up && exec {sys.executable} -m tests.peers.browser_page --out {out} {' '.join(arguments)}"
-    # a user namespace too, so that it runs without root where unprivileged user namespaces are allowed
-    result = subprocess.run(["unshare", "--map-root-user", "--net", "sh", "-c", script], cwd=ROOT,
-                            capture_output=True, timeout=170)
+    command = [sys.executable, "-m", "tests.peers.browser_page", "--out", str(out), *arguments]
+    result = subprocess.run(private_network(command), cwd=ROOT, capture_output=True, timeout=170)
     assert result.returncode == 0 and out.exists(), result.stderr.decode()[-3000:]
     report: dict[str, Any] = json.loads(out.read_text())
     return report
