@@ -5,7 +5,9 @@ viewer page of a streamer that runs in this process. Meant to run inside a priva
     unshare -n sh -c 'ip link set lo up && python -m tests.peers.browser_page --out r.json --screenshot s.png'
 
 Writes a JSON report: per view, pictures shown over ``--seconds`` (requestVideoFrameCallback), their size,
-the codec from getStats, and the stream's own frame count over the same time.
+the codec from getStats, and the stream's own frame count over the same time. ``--together N``: N browsers
+(each its own Chromium and profile) and an ffmpeg RTSP viewer on the restored stream at once, the pictures
+each one shows over the same ``--seconds`` beside the camera's frames.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from streamer.app import StreamerApp
 from streamer.config import build_config
+from tests.peers.processes import start_viewer
 from tools.browser import chromium, wait_js
 
 
@@ -81,6 +84,32 @@ def watch(driver: Any, app: StreamerApp, port: int, view: str, seconds: float) -
             "codec": wait_js(driver, "return window.streamerStats.codec", 5, f"{view}: codec in getStats")}
 
 
+def watch_together(drivers: list[Any], app: StreamerApp, port: int, seconds: float) -> dict[str, Any]:
+    """Every browser and an ffmpeg RTSP viewer on the restored stream at once: what each shows in ``seconds``."""
+    pipeline = app.pipelines[0]
+    width, height = pipeline.hub.size or (0, 0)
+    rtsp = start_viewer("ffmpeg", app.rtsp_url("cam"), width, height, keep_every=1000)
+    try:
+        for driver in drivers:
+            driver.get(page(port, "restored"))
+        for number, driver in enumerate(drivers, 1):
+            wait_js(driver, PICTURES, 30, f"browser {number}: pictures")
+        if not rtsp.first_frame.wait(30):
+            raise TimeoutError("the RTSP viewer's first picture")
+        while time.monotonic() < rtsp.arrivals[0] + 1.0:  # past ffmpeg's start-up burst
+            time.sleep(0.05)
+        camera, shown = pipeline.source.stats.frames, [driver.execute_script(SHOWN) for driver in drivers]
+        start, published, viewers = time.monotonic(), pipeline.hub.units_published, len(pipeline.hub.subscriptions)
+        time.sleep(seconds)
+        end, shown_after = time.monotonic(), [driver.execute_script(SHOWN) for driver in drivers]
+        return {"camera": pipeline.source.stats.frames - camera, "published": pipeline.hub.units_published - published,
+                "browsers": [after - before for before, after in zip(shown, shown_after, strict=True)],
+                "rtsp": rtsp.count_between(start, end), "viewers": viewers, "seconds": end - start,
+                "dropped": sum(sub.dropped for sub in pipeline.hub.subscriptions)}
+    finally:
+        rtsp.stop()
+
+
 def publish(driver: Any, app: StreamerApp, port: int) -> dict[str, Any]:
     """The browser's fake camera published over WHIP, watched by an ffmpeg RTSP viewer."""
     driver.get(f"http://127.0.0.1:{port}/static/publish.html?camera=phone")
@@ -105,6 +134,8 @@ def main() -> None:
     parser.add_argument("--engine", default="passthrough", help="cpu: a restoring engine (for a screenshot)")
     parser.add_argument("--size", default="320x180")
     parser.add_argument("--whip", action="store_true", help="publish the browser's fake camera over WHIP instead")
+    parser.add_argument("--together", type=int, default=0, metavar="N",
+                        help="N browsers and an RTSP viewer on the restored stream at once instead")
     args = parser.parse_args()
     width, height = (int(part) for part in args.size.split("x"))
     if args.whip:
@@ -115,9 +146,11 @@ def main() -> None:
     app, loop, thread = start_streamer(camera, wait_picture=not args.whip)
     port = app.http.port if app.http else 0
     results: dict[str, Any] = {"views": []}
-    with browsers(1) as drivers:
+    with browsers(max(1, args.together)) as drivers:
         if args.whip:
             results["whip"] = publish(drivers[0], app, port)
+        elif args.together:
+            results["together"] = watch_together(drivers, app, port, args.seconds)
         else:
             for view in ("restored", "split"):
                 results["views"].append(watch(drivers[0], app, port, view, args.seconds))

@@ -48,3 +48,15 @@ def test_the_browsers_camera_published_over_whip_reaches_an_rtsp_viewer(tmp_path
     assert whip["status"] == 201
     assert (whip["width"], whip["height"]) == (640, 360)  # what the page asked of the fake camera
     assert whip["frames"] == 25, whip["viewer_errors"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("real_peers")
+def test_two_browsers_and_an_rtsp_viewer_keep_the_cameras_rate_together(tmp_path: Path) -> None:
+    report = run_browser(tmp_path, "--together", "2", "--seconds", "5")["together"]
+    assert report["viewers"] >= 3, report  # two WebRTC sessions (one per browser) and the RTSP viewer
+    assert report["camera"] >= 0.8 * 25 * report["seconds"], report  # the camera itself kept (near) its rate
+    shown = {"browser 1": report["browsers"][0], "browser 2": report["browsers"][1], "rtsp": report["rtsp"]}
+    for viewer, count in shown.items():
+        assert count >= 0.95 * report["camera"] - 2, f"{viewer}: {count} of {report['camera']} in {report['seconds']:.1f} s"
+    assert report["dropped"] == 0, report
