@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import time
 from typing import Any
 
@@ -33,6 +34,11 @@ def missing_tools() -> list[str]:
 def private_network(command: list[str]) -> list[str]:
     """``command`` run in a new network namespace with loopback up (and nothing else)."""
     return ["unshare", "--map-root-user", "--net", "sh", "-c", f"ip link set lo up && exec {shlex.join(command)}"]
+
+
+def only_loopback() -> bool:
+    """This process sees no network interface but loopback (it runs inside ``private_network``)."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
 def chromium(profile: str) -> Any:
