@@ -38,6 +38,7 @@ class Subscription:
             self._units.clear()
             self._need_keyframe = not unit.keyframe
             if not unit.keyframe:
+                self.hub.request_keyframe()  # resume at an IDR now, not at the next GOP (rate-limited)
                 self._event.set()
                 return
         self._units.append(unit)

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from streamer.config import RtspServerConfig
-from streamer.hub import KeyframeGate
+from streamer.graph.frames import AccessUnit
+from streamer.hub import KeyframeGate, StreamHub
 from streamer.rtsp.server import RtspServer
 from tests.streamer.webrtc.conftest import whep_server
 from tests.streamer.webrtc.test_whep import wait_for
@@ -71,3 +72,17 @@ async def test_a_new_rtsp_viewer_gets_a_picture_without_waiting_for_the_gop() ->
             assert server.encoder.stats.requested_keyframes >= 1
         finally:
             await rtsp.stop()
+
+
+async def test_a_reader_whose_queue_overflows_asks_for_a_keyframe() -> None:
+    hub = StreamHub("live")
+    forced: list[float] = []
+    hub.keyframes = KeyframeGate(lambda: forced.append(time.monotonic()), 0.0)
+    reader = hub.subscribe(2, "slow")
+    requests = hub.keyframes.requests  # the subscription's own (instant start)
+    units = [AccessUnit([b"\x65" if i == 0 else b"\x41"], i / 25, 0.0, i == 0, 16, 16, i) for i in range(4)]
+    for unit in units:
+        hub.publish(unit)
+    assert reader.dropped == 3  # the queue of 2 overflowed on the fourth unit (not a keyframe)
+    assert hub.keyframes.requests == requests + 1, "the slow reader waits for the next natural keyframe"
+    hub.close()
