@@ -12,6 +12,9 @@ from streamer.config import HttpAuthConfig, HttpServerConfig
 from streamer.http.guard import ErrorReporter, HttpStats
 
 PUBLIC_PATHS = frozenset({"/healthz"})  # answered without a token: liveness probes carry no credentials
+# the viewer page and its files (routes, by canonical path): no data in them, and browsers load pages without an
+# Authorization header; the page takes the token from its URL's #token= and sends it on its API and WHEP calls
+PUBLIC_PAGE_ROUTES = frozenset({"/", "/static"})
 # CORS preflights of the WebRTC signalling paths: browsers never send credentials with them
 PUBLIC_PREFLIGHT_PREFIXES = ("/whep/", "/whip/")
 # WHIP checks each publishing path's own token (server.http.auth's by default); its session URLs are secrets
@@ -59,7 +62,7 @@ def require_bearer_token(config: HttpAuthConfig, stats: HttpStats) -> Middleware
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS or request.path.startswith(OWN_AUTH_PREFIXES) or (
+        if request.path in PUBLIC_PATHS or request.path.startswith(OWN_AUTH_PREFIXES) or _public_page(request) or (
             request.method == hdrs.METH_OPTIONS and request.path.startswith(PUBLIC_PREFLIGHT_PREFIXES)
         ):
             return await handler(request)
@@ -75,6 +78,14 @@ def require_bearer_token(config: HttpAuthConfig, stats: HttpStats) -> Middleware
         return web.json_response({"error": "unauthorized"}, status=401, headers={hdrs.WWW_AUTHENTICATE: header})
 
     return middleware
+
+
+def _public_page(request: web.Request) -> bool:
+    """A GET or HEAD that routing gave to the page or its static files (not a path prefix: no ``..`` tricks)."""
+    if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
+        return False
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in PUBLIC_PAGE_ROUTES
 
 
 def build_middlewares(config: HttpServerConfig, stats: HttpStats, errors: ErrorReporter) -> list[Middleware]:

@@ -14,6 +14,7 @@ from streamer.config import ConfigError, build_config
 from streamer.http.server import exposure_warning
 from tests.peers.processes import ROOT, StreamerProcess
 from tests.streamer.http.conftest import TOKEN, http_get, http_server, request
+from tests.streamer.webrtc.conftest import whep_server
 
 CHALLENGE = 'Bearer realm="streamer"'
 
@@ -75,6 +76,21 @@ def test_bad_auth_config_names_the_field(auth: dict, message: str) -> None:
         build_config({"cameras": [{"source": {"type": "demo"}}], "server": {"http": {"auth": auth}}}, environ={})
     assert message in str(raised.value)
     assert "12345678901234567890" not in str(raised.value) and "has spaces" not in str(raised.value)
+
+
+async def test_the_viewer_page_and_its_static_files_need_no_token() -> None:
+    async with whep_server(http={"auth": {"token": TOKEN}}) as server:
+        for path in ("/", "/static/app.js", "/static/style.css", "/static/publish.html", "/static/publish.js"):
+            status, _, body = await request(server.port, path)
+            assert status == 200 and body, path  # browsers load pages without an Authorization header
+        for path in ("/api/streams", "/metrics", "/readyz", "/static/../metrics", "/static/%2e%2e/metrics"):
+            status, _, body = await request(server.port, path)
+            assert status in (401, 404) and b"streamer_" not in body and b"streams" not in body, path
+        for path in ("/api/streams", "/metrics", "/readyz"):
+            status, _, _ = await request(server.port, path)
+            assert status == 401, path
+        status, _, _ = await request(server.port, "/", method="POST")
+        assert status == 401  # only reading the page is public
 
 
 def test_exposure_warning_only_when_reachable_off_host_without_token() -> None:
