@@ -110,7 +110,8 @@ class HttpServer:
             await self.stop()
             raise
         log.info("HTTP server listening on %s:%d", self.config.host, self.port)
-        warning = exposure_warning(self.config, self.port)
+        open_whip = self.whip.open_cameras() if self.whip is not None else []
+        warning = exposure_warning(self.config, self.port, webrtc=self.whep is not None, open_whip=open_whip)
         if warning:
             log.warning("%s", warning)
 
@@ -152,12 +153,19 @@ class HttpServer:
         return web.json_response({"streams": [stream_status(pipeline) for pipeline in self.pipelines]})
 
 
-def exposure_warning(config: HttpServerConfig, port: int) -> str | None:
-    """The warning for an API that other machines can reach without a token (None when it is protected)."""
+def exposure_warning(config: HttpServerConfig, port: int, webrtc: bool = False,
+                     open_whip: list[str] | None = None) -> str | None:
+    """The warning for an API that other machines can reach without a token (None when it is protected):
+    /metrics and /api, WHEP viewing when ``webrtc``, WHIP publishing to the ``open_whip`` cameras."""
     if config.auth is not None or _is_loopback(config.host):
         return None
+    exposed = "/metrics, /api"
+    if webrtc:
+        exposed += ", WHEP viewing (/whep/<camera>, and the unrestored /whep/<camera>/raw)"
+    if open_whip:
+        exposed += f", WHIP publishing to {', '.join(open_whip)} (anyone can inject video; set source.token)"
     return (
-        f"HTTP: /metrics and /api on {config.host or '0.0.0.0'}:{port} are open to anyone who can reach this "
+        f"HTTP: {exposed} on {config.host or '0.0.0.0'}:{port} are open to anyone who can reach this "
         "port (no token): set server.http.auth.token or token_file (or STREAMER__SERVER__HTTP__AUTH__TOKEN), "
         "or server.http.host: 127.0.0.1 to serve this machine only"
     )

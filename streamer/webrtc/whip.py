@@ -109,6 +109,7 @@ class WhipService:
             for name, source in sources.items()
             for token in [source.config.token.get_secret_value() if source.config.token else api_token]
         }
+        self._api_token = hashlib.sha256(api_token.encode()).digest() if api_token else None  # unknown names
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_route("OPTIONS", "/whip/sessions/{session}", self.options)
@@ -120,8 +121,12 @@ class WhipService:
     async def options(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={**PREFLIGHT, "Accept-Post": SDP, "Accept-Patch": SDP_FRAGMENT})
 
+    def open_cameras(self) -> list[str]:
+        """The cameras that take a publisher without a token."""
+        return [name for name, token in self._tokens.items() if token is None]
+
     def _authorized(self, name: str, request: web.Request) -> bool:
-        expected = self._tokens.get(name)
+        expected = self._tokens[name] if name in self._tokens else self._api_token
         if expected is None:
             return True
         scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
@@ -130,12 +135,12 @@ class WhipService:
 
     async def offer(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        if not self._authorized(name, request):  # before the 404: no camera names without a token
+            self.stats.auth_failures += 1
+            return json_error(401, "unauthorized", {hdrs.WWW_AUTHENTICATE: 'Bearer realm="whip"'})
         source = self.sources.get(name)
         if source is None:
             return json_error(404, f"no camera {name!r} takes WHIP publishers (source type whip)")
-        if not self._authorized(name, request):
-            self.stats.auth_failures += 1
-            return json_error(401, "unauthorized", {hdrs.WWW_AUTHENTICATE: 'Bearer realm="whip"'})
         text = await read_offer(request)
         if isinstance(text, web.Response):
             self.stats.bad_offers += 1

@@ -104,6 +104,10 @@ def test_exposure_warning_only_when_reachable_off_host_without_token() -> None:
     assert exposure_warning(config({"host": "::1"}), 8080) is None
     assert exposure_warning(config({"host": "localhost"}), 8080) is None
     assert exposure_warning(config({"auth": {"token": TOKEN}}), 8080) is None
+    assert exposure_warning(config({"auth": {"token": TOKEN}}), 8080, webrtc=True) is None
+    warning = exposure_warning(config({}), 8080, webrtc=True, open_whip=["phone"]) or ""
+    assert "/whep/<camera>/raw" in warning and "WHIP" in warning and "phone" in warning
+    assert "WHIP" not in (exposure_warning(config({}), 8080, webrtc=True, open_whip=[]) or "")
 
 
 async def test_the_warning_is_logged_once_at_start(caplog: pytest.LogCaptureFixture) -> None:

@@ -73,10 +73,10 @@ class Publisher:
 
 
 @asynccontextmanager
-async def whip_app(**source: Any) -> AsyncIterator[StreamerApp]:
+async def whip_app(http: dict[str, Any] | None = None, **source: Any) -> AsyncIterator[StreamerApp]:
     config = build_config({
         "cameras": [{"name": "phone", "source": {"type": "whip", **source}, "engine": {"type": "passthrough"}}],
-        "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0},
+        "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0, **(http or {})},
                    "webrtc": {"ice_host_addresses": ["127.0.0.1"]}},
     }, environ={})
     app = StreamerApp(config)
@@ -160,3 +160,17 @@ async def test_whip_answers_clearly_when_it_cannot_take_a_publisher() -> None:
                                   headers={"Content-Type": "application/trickle-ice-sdpfrag"}) as reply:
                 assert reply.status == 404
         assert app.pipelines[0].source.publisher is None
+
+
+async def test_without_the_token_an_unknown_whip_camera_is_401_not_404() -> None:
+    async with whip_app(http={"auth": {"token": TOKEN}}) as app:
+        base = f"http://127.0.0.1:{app.http.port if app.http else 0}"
+        guesses = [Publisher(f"{base}/whip/{name}", token=token)
+                   for name, token in (("phone", None), ("nosuch", None), ("nosuch", TOKEN + "x"))]
+        known = Publisher(f"{base}/whip/nosuch", token=TOKEN)
+        try:
+            assert [await guess.publish() for guess in guesses] == [401, 401, 401]  # cameras cannot be enumerated
+            assert await known.publish() == 404
+        finally:
+            for publisher in (*guesses, known):
+                await publisher.close()
