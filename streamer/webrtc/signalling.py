@@ -40,6 +40,7 @@ from streamer.config import IceServerConfig
 from streamer.redact import redact_text
 
 MAX_FRAGMENT_CANDIDATES = 64
+MAX_SESSION_CANDIDATES = 64  # trickled to one session over all its PATCHes
 log = logging.getLogger(__name__)
 
 

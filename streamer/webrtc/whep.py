@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from aiortc import RTCPeerConnection
@@ -27,6 +27,7 @@ from streamer.config import IceServerConfig, WebRtcServerConfig
 from streamer.hub import StreamHub
 from streamer.webrtc.sessions import SessionRegistry
 from streamer.webrtc.signalling import (
+    MAX_SESSION_CANDIDATES,
     SignallingError,
     Unavailable,
     answer,
@@ -61,17 +62,30 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
     return web.json_response({"error": message}, status=status, headers={**CORS, **(headers or {})})
 
 
-async def trickle(request: web.Request, pc: RTCPeerConnection, etag: str, mid: str | None) -> web.Response:
+class TrickleSession(Protocol):
+    pc: RTCPeerConnection
+    etag: str
+    candidates: int  # remote candidates taken so far (at most MAX_SESSION_CANDIDATES)
+
+    @property
+    def video_mid(self) -> str | None: ...
+
+
+async def trickle(request: web.Request, session: TrickleSession) -> web.Response:
     """A PATCH with the peer's trickled ICE candidates (WHEP and WHIP alike)."""
+    pc, etag = session.pc, session.etag
     if request.content_type != SDP_FRAGMENT:
         return json_error(415, f"PATCH takes {SDP_FRAGMENT}", {"Accept-Patch": SDP_FRAGMENT})
     match = request.headers.get(hdrs.IF_MATCH)
     if match is not None and match.strip() not in ("*", etag):
         return json_error(412, "If-Match does not name this session's ICE session")
     try:
-        fragment = parse_fragment((await request.read()).decode("utf-8", "replace"), mid)
+        fragment = parse_fragment((await request.read()).decode("utf-8", "replace"), session.video_mid)
     except SignallingError as error:
         return json_error(400, str(error))
+    if session.candidates + len(fragment.candidates) > MAX_SESSION_CANDIDATES:
+        return json_error(400, f"more than {MAX_SESSION_CANDIDATES} candidates in one session")
+    session.candidates += len(fragment.candidates)
     remote = pc.remoteDescription
     if fragment.ufrag is not None and remote is not None and f"a=ice-ufrag:{fragment.ufrag}" not in remote.sdp:
         return json_error(501, "ICE restarts are not supported: make a new session")
@@ -87,7 +101,14 @@ async def read_offer(request: web.Request) -> str | web.Response:
         return json_error(415, f"the offer must be {SDP}", {"Accept-Post": SDP})
     if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
         return json_error(413, f"offer over {MAX_SDP_BYTES} bytes")
-    return (await request.read()).decode("utf-8", "replace")
+    body = b""  # a chunked body declares no length: read one byte past the limit at most
+    while len(body) <= MAX_SDP_BYTES and (chunk := await request.content.read(MAX_SDP_BYTES + 1 - len(body))):
+        body += chunk
+    if len(body) > MAX_SDP_BYTES:
+        response = json_error(413, f"offer over {MAX_SDP_BYTES} bytes")
+        response.force_close()  # the rest of the body is never read
+        return response
+    return body.decode("utf-8", "replace")
 
 
 def created(location: str, etag: str, answer: str, servers: list[IceServerConfig]) -> web.Response:
@@ -117,6 +138,7 @@ class WhepSession:
         self.track = track
         self.etag = f'"{secrets.token_hex(8)}"'
         self.created = time.monotonic()
+        self.candidates = 0
         self.closed = False
 
     @property
@@ -145,6 +167,7 @@ class WhepService:
         self.hubs = hubs
         self.registry: SessionRegistry[WhepSession] = SessionRegistry(config.connect_timeout_s)
         self.stats = WhepStats()
+        self.pending = 0  # offers past the max_sessions check, not answered yet (they hold a slot)
 
     @property
     def sessions(self) -> dict[str, WhepSession]:
@@ -180,9 +203,16 @@ class WhepService:
         if isinstance(text, web.Response):
             self.stats.bad_offers += 1
             return text
-        if len(self.sessions) >= self.config.max_sessions:
+        if len(self.sessions) + self.pending >= self.config.max_sessions:
             self.stats.refused += 1
             return json_error(503, f"at server.webrtc.max_sessions={self.config.max_sessions}", {"Retry-After": "5"})
+        self.pending += 1  # reserved before any await: parallel offers cannot all pass the check
+        try:
+            return await self._start(stream, hub, camera_hub, text)
+        finally:
+            self.pending -= 1
+
+    async def _start(self, stream: str, hub: StreamHub, camera_hub: StreamHub, text: str) -> web.Response:
         if not await camera_hub.wait_ready(READY_TIMEOUT_S):  # a view starts encoding once it is watched
             self.stats.refused += 1
             return json_error(503, f"stream {stream!r} has no picture yet", {"Retry-After": "2"})
@@ -231,7 +261,7 @@ class WhepService:
         session = self._session(request)
         if session is None:
             return json_error(404, "no such session")
-        return await trickle(request, session.pc, session.etag, session.video_mid)
+        return await trickle(request, session)
 
     async def delete(self, request: web.Request) -> web.Response:
         session = self._session(request)

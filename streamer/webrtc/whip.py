@@ -70,6 +70,7 @@ class WhipSession:
         self.etag = f'"{secrets.token_hex(8)}"'
         self.reader: asyncio.Task[None] | None = None
         self.video_mid: str | None = None
+        self.candidates = 0
         self.closed = False
 
     @property
@@ -190,7 +191,7 @@ class WhipService:
         session = self.sessions.get(request.match_info["session"])
         if session is None:
             return json_error(404, "no such session")
-        return await trickle(request, session.pc, session.etag, session.video_mid)
+        return await trickle(request, session)
 
     async def delete(self, request: web.Request) -> web.Response:
         session = self.sessions.get(request.match_info["session"])
