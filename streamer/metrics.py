@@ -164,13 +164,14 @@ class WebRtcCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         viewers = GaugeMetricFamily("streamer_webrtc_viewers", "WebRTC (WHEP) sessions open", labels=["camera"])
         drops = CounterMetricFamily(
-            "streamer_webrtc_viewer_dropped_units", "Access units dropped for slow WebRTC viewers (open sessions)",
+            "streamer_webrtc_viewer_dropped_units", "Access units dropped for slow WebRTC viewers (ended and open sessions)",
             labels=["camera"],
         )
+        ended = self.whep.registry.ended_dropped
         for stream in self.whep.hubs:
             sessions = [session for session in self.whep.sessions.values() if session.stream == stream]
             viewers.add_metric([stream], len(sessions))
-            drops.add_metric([stream], sum(session.track.dropped for session in sessions))
+            drops.add_metric([stream], ended.get(stream, 0) + sum(session.dropped for session in sessions))
         yield from (viewers, drops)
         stats = self.whep.stats
         yield from _counters((

@@ -21,6 +21,12 @@ class PeerSession(Protocol):
     @property
     def label(self) -> str: ...
 
+    @property
+    def stream(self) -> str: ...
+
+    @property
+    def dropped(self) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -32,20 +38,28 @@ class SessionRegistry(Generic[S]):
         self.connect_timeout_s = connect_timeout_s
         self.sessions: dict[str, S] = {}
         self.failed = 0  # connections that failed or did not come up in time
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.ended_dropped: dict[str, int] = {}  # units dropped by sessions that ended, by stream
+        self.closing = False  # set by close(): no session is added after it
+        self._expiries: set[asyncio.Task[None]] = set()  # cancelled at close (they only wait)
+        self._endings: set[asyncio.Task[None]] = set()  # awaited at close (a peer connection closing)
 
-    def add(self, session: S) -> None:
-        """Keep ``session`` until it ends (DELETE, its connection failing or closing, or never connecting)."""
+    async def add(self, session: S) -> bool:
+        """Keep ``session`` until it ends (DELETE, its connection failing or closing, or never connecting).
+        After ``close`` (an offer answered during shutdown) the session is closed at once: False."""
+        if self.closing:
+            await session.close()
+            return False
         self.sessions[session.id] = session
         session.pc.on("connectionstatechange", lambda: self._state_changed(session))
-        self._spawn(self._expire_unconnected(session))
+        self._spawn(self._expiries, self._expire_unconnected(session))
+        return True
 
     def _state_changed(self, session: S) -> None:
         state = session.pc.connectionState
         if state in ("failed", "closed") and not session.closed:
             self.failed += state == "failed"
             log.info("%s: connection %s", session.label, state)
-            self._spawn(self.end(session))
+            self._spawn(self._endings, self.end(session))
 
     async def _expire_unconnected(self, session: S) -> None:
         await asyncio.sleep(self.connect_timeout_s)
@@ -53,21 +67,29 @@ class SessionRegistry(Generic[S]):
             self.failed += 1
             log.info("%s: not connected within server.webrtc.connect_timeout_s=%g", session.label,
                      self.connect_timeout_s)
-            await self.end(session)
+            self._spawn(self._endings, self.end(session))
 
     async def end(self, session: S) -> None:
-        self.sessions.pop(session.id, None)
+        self._forget(session)
         await session.close()
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _forget(self, session: S) -> None:
+        """Out of ``sessions``, its drops kept in ``ended_dropped`` (counters never go down)."""
+        if self.sessions.pop(session.id, None) is not None:
+            self.ended_dropped[session.stream] = self.ended_dropped.get(session.stream, 0) + session.dropped
+
+    def _spawn(self, tasks: set[asyncio.Task[None]], coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def close(self) -> None:
-        """End every session (server shutdown); idempotent."""
-        for task in list(self._tasks):
+        """End every session (server shutdown), letting those already ending finish closing; idempotent."""
+        self.closing = True
+        for task in list(self._expiries):
             task.cancel()
         sessions = list(self.sessions.values())
-        self.sessions.clear()
-        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+        for session in sessions:
+            self._forget(session)
+        await asyncio.gather(*(session.close() for session in sessions), *list(self._endings),
+                             return_exceptions=True)

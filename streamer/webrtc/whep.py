@@ -146,6 +146,10 @@ class WhepSession:
         return f"WebRTC viewer {self.id[:8]} of {self.stream}"
 
     @property
+    def dropped(self) -> int:
+        return self.track.dropped
+
+    @property
     def video_mid(self) -> str | None:
         transceiver = next((t for t in self.pc.getTransceivers() if t.sender.track is self.track), None)
         return transceiver.mid if transceiver else None
@@ -243,7 +247,8 @@ class WhepService:
             await session.close()
             raise
         video.sender._send_keyframe = self._keyframe_request(hub)  # type: ignore[method-assign]
-        self.registry.add(session)
+        if not await self.registry.add(session):
+            raise Unavailable("the server is shutting down")
         log.info("%s: session started", session.label)
         return session
 

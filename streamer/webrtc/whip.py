@@ -72,10 +72,15 @@ class WhipSession:
         self.video_mid: str | None = None
         self.candidates = 0
         self.closed = False
+        self.dropped = 0  # a publisher's dropped frames are its camera's (streamer_whip_dropped_frames)
 
     @property
     def label(self) -> str:
         return f"WHIP publisher {self.id[:8]} of {self.source.name}"
+
+    @property
+    def stream(self) -> str:
+        return self.source.name
 
     async def read(self, track: Any) -> None:
         """Every decoded frame of the publisher, at once, to the source (which keeps a bounded queue)."""
@@ -184,7 +189,8 @@ class WhipService:
         session.video_mid = video.mid
         track = video.receiver.track
         session.reader = asyncio.get_running_loop().create_task(session.read(track))
-        self.registry.add(session)
+        if not await self.registry.add(session):
+            raise Unavailable("the server is shutting down")
         return session
 
     async def patch(self, request: web.Request) -> web.Response:
