@@ -13,6 +13,10 @@ from collections.abc import Callable
 
 from streamer.graph.frames import AccessUnit
 
+# A reader that keeps overflowing asks for an IDR at most this often: a persistently slow viewer then costs
+# the shared encoder (and every other viewer's bitrate) no more than a 2 s GOP would.
+OVERFLOW_KEYFRAME_INTERVAL_S = 2.0
+
 
 class Subscription:
     def __init__(self, hub: StreamHub, maxsize: int, name: str) -> None:
@@ -25,6 +29,7 @@ class Subscription:
         self._need_keyframe = True
         self._event = asyncio.Event()
         self._closed = False
+        self._last_overflow_request = -OVERFLOW_KEYFRAME_INTERVAL_S
 
     def offer(self, unit: AccessUnit) -> None:
         if self._closed:
@@ -38,7 +43,10 @@ class Subscription:
             self._units.clear()
             self._need_keyframe = not unit.keyframe
             if not unit.keyframe:
-                self.hub.request_keyframe()  # resume at an IDR now, not at the next GOP (rate-limited)
+                now = time.monotonic()
+                if now - self._last_overflow_request >= OVERFLOW_KEYFRAME_INTERVAL_S:
+                    self._last_overflow_request = now
+                    self.hub.request_keyframe()  # resume at an IDR now, not at the next GOP (rate-limited)
                 self._event.set()
                 return
         self._units.append(unit)

@@ -85,4 +85,11 @@ async def test_a_reader_whose_queue_overflows_asks_for_a_keyframe() -> None:
         hub.publish(unit)
     assert reader.dropped == 3  # the queue of 2 overflowed on the fourth unit (not a keyframe)
     assert hub.keyframes.requests == requests + 1, "the slow reader waits for the next natural keyframe"
+    for index in range(4, 12):  # still too slow: it overflows again, but asks at most once per interval
+        hub.publish(AccessUnit([b"\x41"], index / 25, 0.0, False, 16, 16, index))
+    hub.publish(AccessUnit([b"\x65"], 12 / 25, 0.0, True, 16, 16, 12))
+    for index in range(13, 16):
+        hub.publish(AccessUnit([b"\x41"], index / 25, 0.0, False, 16, 16, index))
+    assert reader.dropped > 3
+    assert hub.keyframes.requests == requests + 1, "a persistently slow reader must not force an IDR per overflow"
     hub.close()
