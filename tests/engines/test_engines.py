@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from engines import DEFAULT_MODEL, EngineError, create_engine, int8_twin
 from engines.processing import pack_window, unpack_output
 
-SHIPPED_MODELS = ["lite", "lite-causal", "lite-fast"]
+SHIPPED_MODELS = ["lite", "lite-causal", "lite-fast", "lite-detail", "lite-detail-causal"]
 
 
 def centre_frame_model(path: Path, window: int = 3, metadata: dict[str, str] | None = None) -> Path:
@@ -79,7 +79,7 @@ def test_shipped_model_follows_the_contract(name: str, int8: bool) -> None:
     assert DEFAULT_MODEL.exists(), "the shipped lite model must be in the package"
     engine = create_engine("cpu", name, threads=2, int8=int8)
     assert engine.info.window == 5 and engine.info.scale == 1 and engine.info.name == name
-    assert engine.info.lookahead == (0 if name == "lite-causal" else 2)
+    assert engine.info.lookahead == (0 if name.endswith("-causal") else 2)
     assert engine.info.precision == ("int8" if int8 else "float")
     rng = np.random.default_rng(2)
     flat = np.full((90, 160, 3), 128, np.uint8)
