@@ -258,7 +258,8 @@ def widen_state(
         extra = torch.randint(0, old_width, (new_width - old_width,), generator=generator)
         mapping = torch.cat([torch.arange(old_width), extra])
         copied = weight[extra]
-        copies = copied + jitter * copied.std() * torch.randn(copied.shape, generator=generator)
+        spread = copied.std() if copied.numel() > 1 else torch.tensor(0.0)  # no copies when the width is kept
+        copies = copied + jitter * spread * torch.randn(copied.shape, generator=generator)
         grown[f"{key}.weight"] = torch.cat([weight, copies])
         grown[f"{key}.bias"] = torch.cat([bias, bias[extra]])
         mappings.append(mapping)
