@@ -3,7 +3,9 @@
 
 const params = new URLSearchParams(location.search);
 const token = new URLSearchParams(location.hash.slice(1)).get("token");  // #token=… never reaches server logs
-const state = { stream: params.get("stream"), view: params.get("view") || "restored", pc: null, session: null };
+const VIEWS = ["restored", "raw", "side", "split"];
+const askedView = params.get("view");  // an unknown ?view= (a typo, an old link) shows the restored stream
+const state = { stream: params.get("stream"), view: VIEWS.includes(askedView) ? askedView : "restored", pc: null, session: null };
 // What a person (or a test) can read: pictures shown, their size, the codec the browser decodes.
 const streamerStats = { frames: 0, width: 0, height: 0, codec: null, fps: 0, view: null,
                         postedAt: null, connectedAt: null, firstFrameAt: null };
