@@ -41,8 +41,10 @@ from streamer.config.servers import (
     ServerConfig,
     WebRtcServerConfig,
 )
+from streamer.config.taps import DEFAULT_TAP_ENDPOINT, TapPointConfig, TapsConfig
 
 __all__ = [
+    "DEFAULT_TAP_ENDPOINT",
     "ENV_PREFIX",
     "NAME_PATTERN",
     "AppConfig",
@@ -66,6 +68,8 @@ __all__ = [
     "SinkConfig",
     "SourceConfig",
     "StrictModel",
+    "TapPointConfig",
+    "TapsConfig",
     "WebRtcServerConfig",
     "WhipSourceConfig",
     "WindowConfig",

@@ -14,6 +14,7 @@ from pydantic import (
 from engines import EngineError, resolve_model
 from streamer.config.base import NAME_PATTERN, RtspUrl, StrictModel
 from streamer.config.servers import check_bearer_token
+from streamer.config.taps import TapsConfig
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -186,6 +187,7 @@ class CameraConfig(StrictModel):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Restoration engine")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="H.264 encoder")
     sinks: list[SinkConfig] = Field(default_factory=list, max_length=16, description="Extra outputs")
+    taps: TapsConfig = Field(default_factory=TapsConfig, description="ZeroMQ frame taps (raw and restored frames)")
     queue_frames: int = Field(8, ge=1, le=256, description="Bound of each frame queue between stages")
     stall_timeout_s: float = Field(
         5.0, ge=0.5, le=600, description="Not ready (/readyz 503) when no output frame was produced for this long"

@@ -35,6 +35,20 @@ class AppConfig(StrictModel):
             raise ValueError(f"camera names must be unique, repeated: {', '.join(duplicates)}")
         return self
 
+    @model_validator(mode="after")
+    def _shared_tap_sockets_agree(self) -> AppConfig:
+        """Cameras on one tap endpoint share its socket, so they must agree on how it is opened."""
+        sockets: dict[str, tuple[str, bool, int]] = {}
+        for camera in self.cameras:
+            taps = camera.taps
+            if not taps.enabled:
+                continue
+            shape = (taps.pattern, taps.bind, taps.send_hwm)
+            if sockets.setdefault(taps.endpoint, shape) != shape:
+                raise ValueError(f"cameras sharing the tap endpoint {taps.endpoint} must have the same "
+                                 "taps.pattern, taps.bind and taps.send_hwm")
+        return self
+
 
 
 

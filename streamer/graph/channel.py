@@ -24,7 +24,8 @@ class Channel(Generic[T]):
     """A bounded single-consumer queue for one asyncio loop.
 
     ``put`` never waits: when full, the drop policy discards an item and ``dropped`` counts it.
-    ``put_threadsafe`` lets a worker thread hand items to the loop.
+    ``put_threadsafe`` lets a worker thread hand items to the loop. ``observers`` see every item put
+    (before any drop); they run on the loop and must not wait (the frame taps use them).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class Channel(Generic[T]):
         self.delivered = 0
         self._items: deque[T] = deque()
         self._on_drop = on_drop
+        self.observers: list[Callable[[T], None]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._space_waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -62,6 +64,8 @@ class Channel(Generic[T]):
         """Queue ``item``; returns False when something was dropped to keep the bound."""
         if self._closed:
             return False
+        for observer in self.observers:
+            observer(item)
         accepted = True
         if len(self._items) >= self.maxsize:
             accepted = False
