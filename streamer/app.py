@@ -15,6 +15,7 @@ from streamer.metrics import build_registry
 from streamer.pipeline import CameraPipeline
 from streamer.rtsp.server import RtspServer
 from streamer.sources.preflight import SourceError
+from streamer.taps.publisher import TapError, TapSockets
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,13 @@ class StartupError(RuntimeError):
 class StreamerApp:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.pipelines = [CameraPipeline(camera, f"cameras.{index}") for index, camera in enumerate(config.cameras)]
+        self.tap_sockets = TapSockets()  # ZeroMQ frame taps, one socket per endpoint
+        try:
+            self.pipelines = [CameraPipeline(camera, f"cameras.{index}", self.tap_sockets)
+                              for index, camera in enumerate(config.cameras)]
+        except TapError as error:
+            self.tap_sockets.stop()
+            raise ListenError(str(error)) from None
         hubs = {pipeline.name: pipeline.hub for pipeline in self.pipelines}
         self.rtsp = RtspServer(config.server.rtsp, hubs) if config.server.rtsp.enabled else None
         self.registry = build_registry(self.pipelines, self.rtsp)
@@ -85,6 +92,7 @@ class StreamerApp:
                 await self.rtsp.stop()
             if self.http is not None:
                 await self.http.stop()
+            self.tap_sockets.stop()
 
     def rtsp_url(self, name: str, host: str = "127.0.0.1") -> str:
         port = self.rtsp.port if self.rtsp else self.config.server.rtsp.port

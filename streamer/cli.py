@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--transport", choices=["tcp", "udp"], help="RTP transport asked of an RTSP camera")
     run.add_argument("--record", metavar="FILE", help="also record the restored stream to FILE (.mkv/.mp4)")
     run.add_argument("--publish", metavar="URL", help="also push the restored stream to rtsp://server/path")
+    run.add_argument("--taps", action="store_true",
+                     help="publish every camera's raw and restored frames over ZeroMQ (PUB bound on "
+                          "tcp://127.0.0.1:5555, topics CAMERA/raw and CAMERA/restored; see README 'Frame taps')")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     _add_engine_options(run)
 
@@ -124,6 +127,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         source = camera.get("source")
         if args.transport and isinstance(source, dict) and source.get("type") == "rtsp":
             source["transport"] = args.transport
+        if args.taps:
+            _section(camera, "taps")["enabled"] = True
         sinks = camera.setdefault("sinks", [])
         if args.record:
             sinks.append({"type": "file", "path": args.record})

@@ -51,8 +51,16 @@ class StreamerCollector(Collector):
             "IDR already asked for within encoder.keyframe_request_interval_s (coalesced)",
             ["camera", "outcome"],
         )
+        tap_messages = counter("tap_messages", "Frames published on a ZeroMQ frame tap", ["camera", "tap"])
+        tap_dropped = counter(
+            "tap_dropped", "Frames a ZeroMQ frame tap dropped (queue full, or refused at the send high-water mark)",
+            ["camera", "tap"],
+        )
         for pipeline in self.pipelines:
             name = pipeline.name
+            for point, tap in pipeline.taps.items():
+                tap_messages.add_metric([name, point], tap.messages)
+                tap_dropped.add_metric([name, point], tap.dropped)
             stats = pipeline.source.stats
             frames_in.add_metric([name], stats.frames)
             reconnects.add_metric([name], stats.reconnects)
@@ -87,6 +95,8 @@ class StreamerCollector(Collector):
                 keyframes.add_metric([name, "coalesced"], gate.coalesced)
         yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped, latency)
         yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors, keyframes)
+        if any(pipeline.taps for pipeline in self.pipelines):
+            yield from (tap_messages, tap_dropped)
         if self.rtsp is not None:
             requests = counter("rtsp_requests", "RTSP requests handled", [])
             requests.add_metric([], self.rtsp.requests)

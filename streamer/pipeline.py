@@ -23,6 +23,7 @@ from streamer.sinks import Sink, create_sink
 from streamer.sources import Source, create_source
 from streamer.sources.preflight import check_source
 from streamer.supervisor import StageHealth, Supervisor
+from streamer.taps.publisher import FrameTap, TapSockets
 from streamer.webrtc.views import CameraViews
 from streamer.window import TemporalWindow
 
@@ -56,7 +57,7 @@ class Readiness:
 
 
 class CameraPipeline:
-    def __init__(self, config: CameraConfig, field: str = "cameras.0") -> None:
+    def __init__(self, config: CameraConfig, field: str = "cameras.0", tap_sockets: TapSockets | None = None) -> None:
         self.config = config
         self.name = config.name
         self.field = field  # where the camera sits in the configuration, for error messages
@@ -72,6 +73,13 @@ class CameraPipeline:
         self.hub.keyframes = KeyframeGate(self.encoder.request_keyframe, config.encoder.keyframe_request_interval_s)
         self.views = CameraViews(self.name, config.encoder)  # raw and raw|restored, encoded only while watched
         self.encode_stage.taps.append(self.views.offer)
+        self.taps: dict[str, FrameTap] = {}  # ZeroMQ frame taps by point (raw, restored)
+        if tap_sockets is not None:
+            self.taps = tap_sockets.taps_for(self.name, config.taps, self._model_name)
+            if "raw" in self.taps:
+                self.decoded.observers.append(self.taps["raw"].offer)
+            if "restored" in self.taps:
+                self.encode_stage.taps.append(self.taps["restored"].offer)
         self.supervisors: list[Supervisor] = []
         self.started_at = time.time()
         self.running = False
@@ -95,6 +103,9 @@ class CameraPipeline:
             window.lookahead,
             "causal" if window.lookahead == 0 else f"+{window.lookahead} frame(s) of latency",
         )
+
+    def _model_name(self) -> str | None:
+        return self.engine.describe() if self.engine is not None else None
 
     def fail(self, reason: str) -> None:
         """Mark the camera as unable to start (a bad source or engine); the others run on."""
