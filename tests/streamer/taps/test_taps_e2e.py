@@ -1,0 +1,74 @@
+"""The taps of a running service: the demo camera's raw and restored frames arrive at the camera's rate,
+with their metadata, and the tap counters are in /metrics. Also ``streamer run --taps``'s defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.app import StreamerApp
+from streamer.cli import build_parser, config_from_args
+from streamer.config import DEFAULT_TAP_ENDPOINT
+from streamer.taps.client import TapClient, TapFrame
+from tests.streamer.test_health import DEMO, app_config, get
+
+
+async def test_restored_and_raw_taps_of_the_demo_camera(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/taps.sock"
+    taps = {"enabled": True, "endpoint": endpoint, "send_hwm": 64,
+            "points": [{"point": "raw", "format": "jpeg", "width": 160}, {"point": "restored"}]}
+    config = app_config([{"name": "cam", "source": DEMO, "engine": {"type": "passthrough"}, "taps": taps}])
+    app = StreamerApp(config)
+    client = TapClient(endpoint, receive_hwm=64)
+    task = asyncio.create_task(app.run())
+    try:
+        await asyncio.wait_for(app.ready.wait(), 30)
+        frames: list[TapFrame] = []
+
+        async def collect(until: Any) -> None:
+            async for frame in client.aiter():
+                frames.append(frame)
+                if until():
+                    return
+
+        await asyncio.wait_for(collect(lambda: len(frames) >= 4), 20)  # the pipeline is up and joined
+        started, first = time.monotonic(), len(frames)
+        await asyncio.wait_for(collect(lambda: time.monotonic() - started >= 3.0), 20)
+        window = frames[first:]
+        restored = [f for f in window if f.header.tap == "restored"]
+        raw = [f for f in window if f.header.tap == "raw"]
+        fps = 25.0
+        assert len(restored) == pytest.approx(3.0 * fps, rel=0.2), len(restored)
+        assert len(raw) == pytest.approx(3.0 * fps, rel=0.2), len(raw)
+        assert client.gaps == 0
+        header = restored[-1].header
+        assert (header.stream, header.pix_fmt, header.width) == ("cam", "rgb24", DEMO["width"])
+        assert restored[-1].image.shape == (DEMO["height"], DEMO["width"], 3)
+        assert raw[-1].header.pix_fmt == "jpeg" and raw[-1].image.shape[1] == 160
+        seconds = [f.header.seconds for f in restored]
+        assert all(later > earlier for earlier, later in itertools.pairwise(seconds))
+        assert abs(time.time() - header.wallclock) < 5
+        assert app.http is not None
+        metrics = (await get(app.http.port, "/metrics"))[1]
+        for tap in ("raw", "restored"):
+            assert f'streamer_tap_messages_total{{camera="cam",tap="{tap}"}}' in metrics
+            assert f'streamer_tap_dropped_total{{camera="cam",tap="{tap}"}}' in metrics
+    finally:
+        app.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 15)
+        client.close()
+
+
+def test_run_taps_flag_enables_the_default_taps_on_every_camera() -> None:
+    args = build_parser().parse_args(["run", "demo", "--taps"])
+    taps = config_from_args(args, environ={}).cameras[0].taps
+    assert taps.enabled and taps.endpoint == DEFAULT_TAP_ENDPOINT and taps.pattern == "pub" and taps.bind
+    assert [point.point for point in taps.points] == ["raw", "restored"]
+    assert not config_from_args(build_parser().parse_args(["run", "demo"]), environ={}).cameras[0].taps.enabled
