@@ -1,0 +1,90 @@
+"""Example tap consumer: a motion detector that prints events with their capture timestamps.
+
+Subscribes to a frame tap (see README "Frame taps (ZeroMQ)"), compares each frame with the previous one
+at a small grey scale and prints a line when the share of changed pixels crosses --min-area (motion
+starts) and when it falls back (motion ends):
+
+    streamer run demo --taps &
+    python tools/tap_motion.py                                  # tcp://127.0.0.1:5555, every stream's restored tap
+    python tools/tap_motion.py --topic gate/raw --min-area 0.02 --pattern pull   # one worker of a PUSH tap
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streamer.config import DEFAULT_TAP_ENDPOINT  # noqa: E402
+from streamer.taps.client import TapClient, TapFrame  # noqa: E402
+
+
+class MotionDetector:
+    """Per stream: the previous small grey frame and whether motion is on."""
+
+    def __init__(self, threshold: int, min_area: float) -> None:
+        self.threshold = threshold
+        self.min_area = min_area
+        self._previous: dict[str, np.ndarray] = {}
+        self._moving: dict[str, bool] = {}
+
+    @staticmethod
+    def small_grey(image: np.ndarray) -> np.ndarray:
+        step = max(1, image.shape[1] // 160)
+        return image[::step, ::step].astype(np.int16).mean(axis=2)
+
+    def update(self, frame: TapFrame) -> str | None:
+        """An event line when motion starts or ends on the frame's topic, else None."""
+        topic = frame.header.topic
+        grey = self.small_grey(frame.image)
+        previous = self._previous.get(topic)
+        self._previous[topic] = grey
+        if previous is None or previous.shape != grey.shape:
+            return None
+        area = float((np.abs(grey - previous) > self.threshold).mean())
+        moving = area >= self.min_area
+        if moving == self._moving.get(topic, False):
+            return None
+        self._moving[topic] = moving
+        when = datetime.datetime.fromtimestamp(frame.header.wallclock).isoformat(timespec="milliseconds")
+        state = "motion start" if moving else "motion end"
+        return f"{when} {topic} seq={frame.header.seq} pts={frame.header.seconds:.3f}s {state} ({area:.1%} changed)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("endpoint", nargs="?", default=DEFAULT_TAP_ENDPOINT, help="tap endpoint to connect to")
+    parser.add_argument("--topic", action="append", help="topic prefix, e.g. gate/restored (default: */restored)")
+    parser.add_argument("--pattern", choices=["sub", "pull"], default="sub", help="sub for PUB taps, pull for PUSH")
+    parser.add_argument("--threshold", type=int, default=25, help="grey-level change that counts (0-255)")
+    parser.add_argument("--min-area", type=float, default=0.01, help="share of changed pixels that is motion")
+    parser.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = never)")
+    args = parser.parse_args(argv)
+    detector = MotionDetector(args.threshold, args.min_area)
+    seen = 0
+    with TapClient(args.endpoint, topics=args.topic or [""], pattern=args.pattern) as client:
+        try:
+            for frame in client:
+                if args.topic is None and frame.header.tap != "restored":
+                    continue
+                event = detector.update(frame)
+                if event is not None:
+                    print(event, flush=True)
+                seen += 1
+                if args.frames and seen >= args.frames:
+                    break
+        except KeyboardInterrupt:
+            pass
+    print(f"# {seen} frames, {client.gaps} lost (gaps in seq)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
