@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 
 from streamer.graph.frames import AccessUnit
+from streamer.histogram import END_TO_END_BUCKETS_S, LatencyHistogram
 
 # A reader that keeps overflowing asks for an IDR at most this often: a persistently slow viewer then costs
 # the shared encoder (and every other viewer's bitrate) no more than a 2 s GOP would.
@@ -129,6 +130,7 @@ class StreamHub:
         self.last_timestamp: float | None = None
         self.last_published_at: float | None = None  # time.monotonic() of the last access unit
         self.fps_estimate = 0.0
+        self.end_to_end = LatencyHistogram(END_TO_END_BUCKETS_S)  # capture wall clock → handed to viewers
         self._subscriptions: list[Subscription] = []
         self._ready = asyncio.Event()
         self.keyframes: KeyframeGate | None = None  # set by the pipeline when its encoder takes IDR requests
@@ -153,6 +155,7 @@ class StreamHub:
         self.last_timestamp = unit.timestamp
         self.last_published_at = time.monotonic()
         self.units_published += 1
+        self.end_to_end.observe(max(0.0, time.time() - unit.wallclock))
         for subscription in self._subscriptions:
             subscription.offer(unit)
 
