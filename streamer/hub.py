@@ -19,6 +19,14 @@ from streamer.histogram import END_TO_END_BUCKETS_S, LatencyHistogram
 OVERFLOW_KEYFRAME_INTERVAL_S = 2.0
 
 
+_READER_PROTOCOLS = (("rtsp-", "rtsp"), ("whep-", "webrtc"), ("publish-", "rtsp_publish"), ("file-", "file"))
+
+
+def reader_protocol(reader: str) -> str:
+    """The protocol a reader serves, from its subscription name (a bounded label: never the reader itself)."""
+    return next((protocol for prefix, protocol in _READER_PROTOCOLS if reader.startswith(prefix)), "other")
+
+
 class Subscription:
     def __init__(self, hub: StreamHub, maxsize: int, name: str) -> None:
         self.hub = hub
@@ -67,7 +75,9 @@ class Subscription:
             self._event.clear()
             await self._event.wait()
         self.delivered += 1
-        return self._units.popleft()
+        unit = self._units.popleft()
+        self.hub.count_delivered(self.name, unit.nbytes)
+        return unit
 
     def close(self) -> None:
         if not self._closed:
@@ -131,6 +141,9 @@ class StreamHub:
         self.last_published_at: float | None = None  # time.monotonic() of the last access unit
         self.fps_estimate = 0.0
         self.end_to_end = LatencyHistogram(END_TO_END_BUCKETS_S)  # capture wall clock → handed to viewers
+        # H.264 bytes and access units handed to readers' senders, by protocol (reader_protocol)
+        self.delivered_bytes: dict[str, int] = {"rtsp": 0, "webrtc": 0}
+        self.delivered_units: dict[str, int] = {"rtsp": 0, "webrtc": 0}
         self._subscriptions: list[Subscription] = []
         self._ready = asyncio.Event()
         self.keyframes: KeyframeGate | None = None  # set by the pipeline when its encoder takes IDR requests
@@ -166,6 +179,11 @@ class StreamHub:
         except asyncio.TimeoutError:
             return False
         return True
+
+    def count_delivered(self, reader: str, nbytes: int) -> None:
+        protocol = reader_protocol(reader)
+        self.delivered_bytes[protocol] = self.delivered_bytes.get(protocol, 0) + nbytes
+        self.delivered_units[protocol] = self.delivered_units.get(protocol, 0) + 1
 
     def subscribe(self, maxsize: int, name: str = "reader") -> Subscription:
         subscription = Subscription(self, maxsize, name)

@@ -31,6 +31,7 @@ class PipelineDetailCollector(Collector):
         yield from _restore_metrics(self.pipelines)
         yield from _encoder_metrics(self.pipelines)
         yield from _state_metrics(self.pipelines)
+        yield from _delivery_metrics(self.pipelines)
 
 
 def _source_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
@@ -92,3 +93,19 @@ def _state_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
         for candidate in CAMERA_STATES:
             state.add_metric([pipeline.name, candidate], float(candidate == current))
     yield state
+
+
+def _delivery_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
+    sent = CounterMetricFamily(
+        "streamer_delivered_bytes", "H.264 bytes handed to readers' senders (before RTP/SRTP headers), by protocol",
+        labels=["camera", "protocol"],
+    )
+    units = CounterMetricFamily(
+        "streamer_delivered_units", "Access units handed to readers' senders, by protocol", labels=["camera", "protocol"]
+    )
+    for pipeline in pipelines:
+        for protocol, count in pipeline.hub.delivered_bytes.items():
+            sent.add_metric([pipeline.name, protocol], count)
+        for protocol, count in pipeline.hub.delivered_units.items():
+            units.add_metric([pipeline.name, protocol], count)
+    yield from (sent, units)

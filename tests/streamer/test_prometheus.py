@@ -14,6 +14,7 @@ import pytest
 
 from streamer.app import StreamerApp
 from tests.conftest import HEIGHT, WIDTH
+from tests.peers.processes import FrameCapture, start_viewer
 from tests.peers.prometheus import PROMETHEUS, PROMTOOL, PrometheusServer, promtool_check_metrics
 from tests.streamer.test_health import app_config, get
 
@@ -61,12 +62,14 @@ async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_da
     app = StreamerApp(app_config([{"name": CAMERA, "source": source, "engine": {"type": "cpu"}}]))
     task = asyncio.create_task(app.run())
     prometheus: PrometheusServer | None = None
+    viewer: FrameCapture | None = None
     try:
         await asyncio.wait_for(app.ready.wait(), 30)
         assert app.http is not None
         status, exposition = await get(app.http.port, "/metrics")
         assert status == 200
         assert await asyncio.to_thread(promtool_check_metrics, exposition) == ""
+        viewer = start_viewer("ffmpeg", app.rtsp_url(CAMERA), WIDTH, HEIGHT, "tcp", keep_every=1000)
         prometheus = await asyncio.to_thread(PrometheusServer(tmp_path, f"127.0.0.1:{app.http.port}").start)
         dashboard = json.loads(DASHBOARD.read_text())
         for camera in (".*", CAMERA):
@@ -75,7 +78,12 @@ async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_da
             assert not missing, f"dashboard queries without data (camera={camera}): {json.dumps(missing, indent=1)}"
         up = prometheus.query('up{job="streamer"}')
         assert [row["value"][1] for row in up] == ["1"], up
+        assert await asyncio.to_thread(viewer.first_frame.wait, 10), "the RTSP viewer decoded no frame"
+        watched = f'rate(streamer_delivered_bytes_total{{camera="{CAMERA}",protocol="rtsp"}}[10s]) > 0'
+        assert not await wait_for_data(prometheus, {"RTSP bytes out": watched}, deadline_s=10)
     finally:
+        if viewer is not None:
+            viewer.stop()
         if prometheus is not None:
             prometheus.stop()
         app.stop()
