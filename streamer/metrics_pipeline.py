@@ -48,6 +48,9 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
         "streamer_engine_latency_seconds", "Engine time per restored frame (RGB conversion included)", labels=["camera"]
     )
     fill = GaugeMetricFamily("streamer_window_fill_ratio", "Frames held in the temporal window / its size", labels=["camera"])
+    resets = CounterMetricFamily(
+        "streamer_window_resets", "Temporal window restarts at a discontinuity (reconnect, size change)", labels=["camera"]
+    )
     info = GaugeMetricFamily(
         "streamer_engine_info", "The engine a camera restores with (always 1)", labels=["camera", "backend", "model", "precision"]
     )
@@ -58,9 +61,10 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
         frames_in.add_metric([pipeline.name], restorer.stats.frames_in)
         restorer.stats.engine_latency.add_to(engine, [pipeline.name])
         fill.add_metric([pipeline.name], len(restorer.window) / max(1, restorer.window.size))
+        resets.add_metric([pipeline.name], restorer.window.resets)
         model = restorer.engine.info
         info.add_metric([pipeline.name, restorer.engine.backend, model.name, model.precision], 1.0)
-    yield from (frames_in, engine, fill, info)
+    yield from (frames_in, engine, fill, resets, info)
 
 
 def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
@@ -103,9 +107,14 @@ def _delivery_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
     units = CounterMetricFamily(
         "streamer_delivered_units", "Access units handed to readers' senders, by protocol", labels=["camera", "protocol"]
     )
+    queued = CounterMetricFamily(
+        "streamer_queue_delivered", "Items taken from a bounded queue by its reader", labels=["camera", "queue"]
+    )
     for pipeline in pipelines:
+        queued.add_metric([pipeline.name, "decoded"], pipeline.decoded.delivered)
+        queued.add_metric([pipeline.name, "restored"], pipeline.restored.delivered)
         for protocol, count in pipeline.hub.delivered_bytes.items():
             sent.add_metric([pipeline.name, protocol], count)
         for protocol, count in pipeline.hub.delivered_units.items():
             units.add_metric([pipeline.name, protocol], count)
-    yield from (sent, units)
+    yield from (sent, units, queued)
