@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs streamer into ./.venv on Debian/Ubuntu.
 #   bash setup.sh          runtime only (PyAV wheels carry FFmpeg; no system codecs needed)
-#   bash setup.sh --dev    + the test peers (GStreamer RTSP server, ffmpeg, gst-launch), training and lint tools
+#   bash setup.sh --dev    + the test peers (GStreamer RTSP server, ffmpeg, gst-launch, prometheus), training and lint tools
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,7 +21,7 @@ python3 -c "import venv, ensurepip" 2>/dev/null || apt_packages+=(python3-venv p
 if [ "$dev" -eq 1 ]; then
   apt_packages+=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
                  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
-                 python3-gi chromium chromium-driver)
+                 python3-gi chromium chromium-driver prometheus)
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   missing=()

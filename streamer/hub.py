@@ -12,10 +12,19 @@ from collections import deque
 from collections.abc import Callable
 
 from streamer.graph.frames import AccessUnit
+from streamer.histogram import END_TO_END_BUCKETS_S, LatencyHistogram
 
 # A reader that keeps overflowing asks for an IDR at most this often: a persistently slow viewer then costs
 # the shared encoder (and every other viewer's bitrate) no more than a 2 s GOP would.
 OVERFLOW_KEYFRAME_INTERVAL_S = 2.0
+
+
+_READER_PROTOCOLS = (("rtsp-", "rtsp"), ("whep-", "webrtc"), ("publish-", "rtsp_publish"), ("file-", "file"))
+
+
+def reader_protocol(reader: str) -> str:
+    """The protocol a reader serves, from its subscription name (a bounded label: never the reader itself)."""
+    return next((protocol for prefix, protocol in _READER_PROTOCOLS if reader.startswith(prefix)), "other")
 
 
 class Subscription:
@@ -66,7 +75,9 @@ class Subscription:
             self._event.clear()
             await self._event.wait()
         self.delivered += 1
-        return self._units.popleft()
+        unit = self._units.popleft()
+        self.hub.count_delivered(self.name, unit.nbytes)
+        return unit
 
     def close(self) -> None:
         if not self._closed:
@@ -129,6 +140,10 @@ class StreamHub:
         self.last_timestamp: float | None = None
         self.last_published_at: float | None = None  # time.monotonic() of the last access unit
         self.fps_estimate = 0.0
+        self.end_to_end = LatencyHistogram(END_TO_END_BUCKETS_S)  # capture wall clock → handed to viewers
+        # H.264 bytes and access units handed to readers' senders, by protocol (reader_protocol)
+        self.delivered_bytes: dict[str, int] = {"rtsp": 0, "webrtc": 0}
+        self.delivered_units: dict[str, int] = {"rtsp": 0, "webrtc": 0}
         self._subscriptions: list[Subscription] = []
         self._ready = asyncio.Event()
         self.keyframes: KeyframeGate | None = None  # set by the pipeline when its encoder takes IDR requests
@@ -153,6 +168,7 @@ class StreamHub:
         self.last_timestamp = unit.timestamp
         self.last_published_at = time.monotonic()
         self.units_published += 1
+        self.end_to_end.observe(max(0.0, time.time() - unit.wallclock))
         for subscription in self._subscriptions:
             subscription.offer(unit)
 
@@ -163,6 +179,11 @@ class StreamHub:
         except asyncio.TimeoutError:
             return False
         return True
+
+    def count_delivered(self, reader: str, nbytes: int) -> None:
+        protocol = reader_protocol(reader)
+        self.delivered_bytes[protocol] = self.delivered_bytes.get(protocol, 0) + nbytes
+        self.delivered_units[protocol] = self.delivered_units.get(protocol, 0) + 1
 
     def subscribe(self, maxsize: int, name: str = "reader") -> Subscription:
         subscription = Subscription(self, maxsize, name)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-import numpy as np
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from streamer.metrics_pipeline import PipelineDetailCollector
 
 if TYPE_CHECKING:
     from streamer.http.guard import HttpStats
@@ -38,7 +39,6 @@ class StreamerCollector(Collector):
         out = counter("frames_out", "Frames handed to the encoder", ["camera"])
         degraded = counter("frames_degraded", "Frames sent unrestored, by reason", ["camera", "reason"])
         dropped = counter("queue_dropped", "Items dropped by a bounded queue", ["camera", "queue"])
-        latency = gauge("engine_latency_seconds", "Engine latency over recent frames", ["camera", "quantile"])
         encoded = counter("encoded_bytes", "Bytes of H.264 produced", ["camera"])
         viewers = gauge("rtsp_viewers", "RTSP sessions playing", ["camera"])
         viewer_drops = counter("viewer_dropped_units", "Access units dropped for slow readers", ["camera"])
@@ -81,10 +81,6 @@ class StreamerCollector(Collector):
                 out.add_metric([name], restore.frames_out)
                 for reason, count in restore.degraded.items():
                     degraded.add_metric([name, reason], count)
-                samples = list(restore.engine_seconds)
-                if samples:
-                    for quantile in (0.5, 0.95):
-                        latency.add_metric([name, str(quantile)], float(np.quantile(samples, quantile)))
             subscriptions = pipeline.hub.subscriptions
             viewers.add_metric([name], sum(1 for sub in subscriptions if sub.name.startswith("rtsp-")))
             viewer_drops.add_metric([name], sum(sub.dropped for sub in subscriptions))
@@ -93,7 +89,7 @@ class StreamerCollector(Collector):
                 keyframes.add_metric([name, "requested"], gate.requests)
                 keyframes.add_metric([name, "forced"], gate.forced)
                 keyframes.add_metric([name, "coalesced"], gate.coalesced)
-        yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped, latency)
+        yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped)
         yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors, keyframes)
         if any(pipeline.taps for pipeline in self.pipelines):
             yield from (tap_messages, tap_dropped)
@@ -137,7 +133,10 @@ def _rtsp_metrics(rtsp: RtspServer) -> Iterator[Metric]:
 
 def build_registry(pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
+    pipelines = list(pipelines)
     registry.register(StreamerCollector(pipelines, rtsp))
+    registry.register(PipelineDetailCollector(pipelines))
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, fds
     return registry
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from engines.base import Engine
 from streamer.graph.channel import Channel, ChannelClosed
 from streamer.graph.frames import Frame
+from streamer.histogram import ENGINE_BUCKETS_S, LatencyHistogram
 from streamer.window import TemporalWindow
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class RestoreStats:
     restored: int = 0
     dropped: int = 0  # frames lost because the encoder fell more than MAX_PENDING_FRAMES behind
     degraded: dict[str, int] = field(default_factory=lambda: {"engine_busy": 0, "engine_slow": 0, "engine_error": 0})
-    engine_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    engine_latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(ENGINE_BUCKETS_S))
 
     def degrade(self, reason: str) -> None:
         self.degraded[reason] = self.degraded.get(reason, 0) + 1
@@ -156,7 +157,7 @@ class RestoreStage:
             self._log_error(error)
             return frame
         self.stats.restored += 1
-        self.stats.engine_seconds.append(seconds)  # appended on the loop thread, where metrics read it
+        self.stats.engine_latency.observe(seconds)  # observed on the loop thread, where metrics read it
         return Frame(
             image=image,
             timestamp=frame.timestamp,

@@ -57,3 +57,14 @@ async def test_hub_reader_starts_on_keyframe_and_slow_reader_drops() -> None:
     assert first is not None and first.keyframe, "after dropping, a reader resumes on a keyframe"
     slow.close()
     assert slow not in hub.subscriptions and await slow.get() is None
+
+
+async def test_hub_counts_what_it_delivers_by_protocol_not_by_reader() -> None:
+    hub = StreamHub("x")
+    readers = [hub.subscribe(10, "rtsp-1"), hub.subscribe(10, "rtsp-2"), hub.subscribe(10, "whep-abc"), hub.subscribe(10)]
+    hub.publish(unit(0, True))
+    for reader in readers:
+        assert (await reader.get()) is not None
+    assert hub.delivered_bytes == {"rtsp": 2, "webrtc": 1, "other": 1}  # one 1-byte NAL each
+    assert hub.delivered_units == {"rtsp": 2, "webrtc": 1, "other": 1}
+    assert hub.end_to_end.count == 1

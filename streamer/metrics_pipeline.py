@@ -1,0 +1,120 @@
+"""Per-camera metrics beyond the core set in ``streamer.metrics``: latency histograms, source and encoder
+detail, window fill, camera state and the engine in use. Read from the live stats objects at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from streamer.pipeline import CameraPipeline
+
+CAMERA_STATES = ("starting", "running", "stalled", "failed", "finished", "stopped")
+
+_SOURCE_COUNTERS = (
+    ("connects", "connects", "Source connections made (the first one and every reconnect that worked)"),
+    ("skipped_frames", "skipped_until_keyframe", "Frames dropped after corruption while waiting for a keyframe"),
+    ("size_changes", "size_changes", "Changes of the source's picture size"),
+    ("timestamp_jumps", "timestamp_jumps", "Source timestamps that jumped and were re-anchored"),
+)
+
+
+class PipelineDetailCollector(Collector):
+    def __init__(self, pipelines: Iterable[CameraPipeline]) -> None:
+        self.pipelines = list(pipelines)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _source_metrics(self.pipelines)
+        yield from _restore_metrics(self.pipelines)
+        yield from _encoder_metrics(self.pipelines)
+        yield from _state_metrics(self.pipelines)
+        yield from _delivery_metrics(self.pipelines)
+
+
+def _source_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
+    for name, attribute, text in _SOURCE_COUNTERS:
+        family = CounterMetricFamily(f"streamer_source_{name}", text, labels=["camera"])
+        for pipeline in pipelines:
+            family.add_metric([pipeline.name], getattr(pipeline.source.stats, attribute))
+        yield family
+
+
+def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
+    frames_in = CounterMetricFamily("streamer_restore_frames_in", "Frames that entered the restore stage", labels=["camera"])
+    engine = HistogramMetricFamily(
+        "streamer_engine_latency_seconds", "Engine time per restored frame (RGB conversion included)", labels=["camera"]
+    )
+    fill = GaugeMetricFamily("streamer_window_fill_ratio", "Frames held in the temporal window / its size", labels=["camera"])
+    resets = CounterMetricFamily(
+        "streamer_window_resets", "Temporal window restarts at a discontinuity (reconnect, size change)", labels=["camera"]
+    )
+    info = GaugeMetricFamily(
+        "streamer_engine_info", "The engine a camera restores with (always 1)", labels=["camera", "backend", "model", "precision"]
+    )
+    for pipeline in pipelines:
+        restorer = pipeline.restorer
+        if restorer is None:
+            continue
+        frames_in.add_metric([pipeline.name], restorer.stats.frames_in)
+        restorer.stats.engine_latency.add_to(engine, [pipeline.name])
+        fill.add_metric([pipeline.name], len(restorer.window) / max(1, restorer.window.size))
+        resets.add_metric([pipeline.name], restorer.window.resets)
+        model = restorer.engine.info
+        info.add_metric([pipeline.name, restorer.engine.backend, model.name, model.precision], 1.0)
+    yield from (frames_in, engine, fill, resets, info)
+
+
+def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
+    frames = CounterMetricFamily("streamer_encoded_frames", "Frames the H.264 encoder produced", labels=["camera"])
+    keyframes = CounterMetricFamily(
+        "streamer_encoder_keyframes", "IDR frames encoded: on a viewer's request or on the periodic GOP", labels=["camera", "cause"]
+    )
+    reinits = CounterMetricFamily("streamer_encoder_reinits", "Encoder re-opens (frame rate or size changed)", labels=["camera"])
+    target = GaugeMetricFamily(
+        "streamer_encoder_target_bytes_per_second", "Configured target bitrate of the restored stream", labels=["camera"]
+    )
+    end_to_end = HistogramMetricFamily(
+        "streamer_end_to_end_latency_seconds", "Capture wall clock to the access unit handed to viewers", labels=["camera"]
+    )
+    for pipeline in pipelines:
+        stats = pipeline.encoder.stats
+        frames.add_metric([pipeline.name], stats.frames)
+        keyframes.add_metric([pipeline.name, "requested"], stats.requested_keyframes)
+        keyframes.add_metric([pipeline.name, "periodic"], max(0, stats.keyframes - stats.requested_keyframes))
+        reinits.add_metric([pipeline.name], stats.reinits)
+        target.add_metric([pipeline.name], pipeline.config.encoder.bitrate_kbps * 1000 / 8)
+        pipeline.hub.end_to_end.add_to(end_to_end, [pipeline.name])
+    yield from (frames, keyframes, reinits, target, end_to_end)
+
+
+def _state_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
+    state = GaugeMetricFamily("streamer_camera_state", "1 for the camera's current state (see /readyz)", labels=["camera", "state"])
+    for pipeline in pipelines:
+        current = pipeline.readiness().state
+        for candidate in CAMERA_STATES:
+            state.add_metric([pipeline.name, candidate], float(candidate == current))
+    yield state
+
+
+def _delivery_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
+    sent = CounterMetricFamily(
+        "streamer_delivered_bytes", "H.264 bytes handed to readers' senders (before RTP/SRTP headers), by protocol",
+        labels=["camera", "protocol"],
+    )
+    units = CounterMetricFamily(
+        "streamer_delivered_units", "Access units handed to readers' senders, by protocol", labels=["camera", "protocol"]
+    )
+    queued = CounterMetricFamily(
+        "streamer_queue_delivered", "Items taken from a bounded queue by its reader", labels=["camera", "queue"]
+    )
+    for pipeline in pipelines:
+        queued.add_metric([pipeline.name, "decoded"], pipeline.decoded.delivered)
+        queued.add_metric([pipeline.name, "restored"], pipeline.restored.delivered)
+        for protocol, count in pipeline.hub.delivered_bytes.items():
+            sent.add_metric([pipeline.name, protocol], count)
+        for protocol, count in pipeline.hub.delivered_units.items():
+            units.add_metric([pipeline.name, protocol], count)
+    yield from (sent, units, queued)

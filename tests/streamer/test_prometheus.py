@@ -1,0 +1,101 @@
+"""A real Prometheus scrapes a running streamer: ``promtool check metrics`` passes on /metrics, and every
+PromQL query of the Grafana dashboard (configs/grafana/streamer.json) returns data from it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.app import StreamerApp
+from tests.conftest import HEIGHT, WIDTH
+from tests.peers.processes import FrameCapture, start_viewer
+from tests.peers.prometheus import PROMETHEUS, PROMTOOL, PrometheusServer, promtool_check_metrics
+from tests.streamer.test_health import app_config, get
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "streamer.json"
+CAMERA = "cam"
+
+pytestmark = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason="needs prometheus and promtool")
+
+
+def dashboard_queries(dashboard: dict[str, Any], camera: str, job: str) -> dict[str, str]:
+    """Every panel target's PromQL, keyed by "panel title / refId", with the template variables filled in."""
+    substitutions = {"$__rate_interval": "10s", "$camera": camera, "$job": job}
+    queries = {}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for variable, value in substitutions.items():
+                expr = expr.replace(variable, value)
+            if "$" in expr:
+                raise AssertionError(f"unknown template variable in {panel['title']!r}: {expr}")
+            queries[f"{panel['title']} / {target['refId']}"] = expr
+    return queries
+
+
+def has_data(rows: list[dict[str, Any]]) -> bool:
+    """At least one sample with a finite value (a histogram quantile of no observations is NaN)."""
+    return any(math.isfinite(float(row["value"][1])) for row in rows)
+
+
+def empty_queries(prometheus: PrometheusServer, queries: dict[str, str]) -> dict[str, str]:
+    return {name: expr for name, expr in queries.items() if not has_data(prometheus.query(expr))}
+
+
+def test_dashboard_lists_its_variables_and_every_panel_has_a_query() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    names = [variable["name"] for variable in dashboard["templating"]["list"]]
+    assert names == ["job", "camera"]
+    assert all(panel["targets"] for panel in dashboard["panels"])
+    assert len(dashboard_queries(dashboard, ".*", ".*")) >= len(dashboard["panels"])
+
+
+@pytest.mark.slow
+async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_data(tmp_path: Path) -> None:
+    source = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": 25}
+    app = StreamerApp(app_config([{"name": CAMERA, "source": source, "engine": {"type": "cpu"}}]))
+    task = asyncio.create_task(app.run())
+    prometheus: PrometheusServer | None = None
+    viewer: FrameCapture | None = None
+    try:
+        await asyncio.wait_for(app.ready.wait(), 30)
+        assert app.http is not None
+        status, exposition = await get(app.http.port, "/metrics")
+        assert status == 200
+        assert await asyncio.to_thread(promtool_check_metrics, exposition) == ""
+        viewer = start_viewer("ffmpeg", app.rtsp_url(CAMERA), WIDTH, HEIGHT, "tcp", keep_every=1000)
+        prometheus = await asyncio.to_thread(PrometheusServer(tmp_path, f"127.0.0.1:{app.http.port}").start)
+        dashboard = json.loads(DASHBOARD.read_text())
+        for camera in (".*", CAMERA):
+            queries = dashboard_queries(dashboard, camera, "streamer")
+            missing = await wait_for_data(prometheus, queries, deadline_s=25)
+            assert not missing, f"dashboard queries without data (camera={camera}): {json.dumps(missing, indent=1)}"
+        up = prometheus.query('up{job="streamer"}')
+        assert [row["value"][1] for row in up] == ["1"], up
+        assert await asyncio.to_thread(viewer.first_frame.wait, 10), "the RTSP viewer decoded no frame"
+        watched = f'rate(streamer_delivered_bytes_total{{camera="{CAMERA}",protocol="rtsp"}}[10s]) > 0'
+        assert not await wait_for_data(prometheus, {"RTSP bytes out": watched}, deadline_s=10)
+    finally:
+        if viewer is not None:
+            viewer.stop()
+        if prometheus is not None:
+            prometheus.stop()
+        app.stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def wait_for_data(prometheus: PrometheusServer, queries: dict[str, str], deadline_s: float) -> dict[str, str]:
+    """Re-run the queries until each has returned data once, or the deadline passes: those that never did."""
+    deadline = time.monotonic() + deadline_s
+    pending = dict(queries)
+    while pending and time.monotonic() < deadline:
+        pending = await asyncio.to_thread(empty_queries, prometheus, pending)
+        if pending:
+            await asyncio.sleep(0.5)
+    return pending
