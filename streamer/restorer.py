@@ -31,6 +31,8 @@ class RestoreStats:
     dropped: int = 0  # frames lost because the encoder fell more than MAX_PENDING_FRAMES behind
     degraded: dict[str, int] = field(default_factory=lambda: {"engine_busy": 0, "engine_slow": 0, "engine_error": 0})
     engine_latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(ENGINE_BUCKETS_S))
+    # the last 500 inference times, for tools that report exact percentiles (tools/gpu_live.py)
+    engine_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=500))
 
     def degrade(self, reason: str) -> None:
         self.degraded[reason] = self.degraded.get(reason, 0) + 1
@@ -158,6 +160,7 @@ class RestoreStage:
             return frame
         self.stats.restored += 1
         self.stats.engine_latency.observe(seconds)  # observed on the loop thread, where metrics read it
+        self.stats.engine_seconds.append(seconds)
         return Frame(
             image=image,
             timestamp=frame.timestamp,
