@@ -95,6 +95,24 @@ async def trickle(request: web.Request, session: TrickleSession) -> web.Response
     return web.Response(status=204, headers=CORS)
 
 
+async def patch_session(request: web.Request, registry: SessionRegistry[Any]) -> web.Response:
+    """PATCH on a session's URL (WHEP and WHIP alike): the peer's trickled candidates, 404 for no such session."""
+    session = registry.sessions.get(request.match_info["session"])
+    if session is None:
+        return json_error(404, "no such session")
+    return await trickle(request, session)
+
+
+async def delete_session(request: web.Request, registry: SessionRegistry[Any], peer: str) -> web.Response:
+    """DELETE on a session's URL (WHEP and WHIP alike): end it (a second DELETE finds nothing: 404)."""
+    session = registry.sessions.get(request.match_info["session"])
+    if session is None:
+        return json_error(404, "no such session")
+    log.info("%s: ended by the %s", session.label, peer)
+    await registry.end(session)
+    return web.Response(status=200, headers=CORS)
+
+
 async def read_offer(request: web.Request) -> str | web.Response:
     """The offer's text, or the error answer for a wrong content type or size."""
     if request.content_type != SDP:
@@ -259,22 +277,11 @@ class WhepService:
 
         return request
 
-    def _session(self, request: web.Request) -> WhepSession | None:
-        return self.sessions.get(request.match_info["session"])
-
     async def patch(self, request: web.Request) -> web.Response:
-        session = self._session(request)
-        if session is None:
-            return json_error(404, "no such session")
-        return await trickle(request, session)
+        return await patch_session(request, self.registry)
 
     async def delete(self, request: web.Request) -> web.Response:
-        session = self._session(request)
-        if session is None:
-            return json_error(404, "no such session")
-        log.info("%s: ended by the player", session.label)
-        await self.registry.end(session)
-        return web.Response(status=200, headers=CORS)
+        return await delete_session(request, self.registry, "player")
 
     async def close(self) -> None:
         await self.registry.close()

@@ -39,14 +39,14 @@ from streamer.webrtc.signalling import (
     rtc_configuration,
 )
 from streamer.webrtc.whep import (
-    CORS,
     PREFLIGHT,
     SDP,
     SDP_FRAGMENT,
     created,
+    delete_session,
     json_error,
+    patch_session,
     read_offer,
-    trickle,
 )
 
 log = logging.getLogger(__name__)
@@ -194,18 +194,10 @@ class WhipService:
         return session
 
     async def patch(self, request: web.Request) -> web.Response:
-        session = self.sessions.get(request.match_info["session"])
-        if session is None:
-            return json_error(404, "no such session")
-        return await trickle(request, session)
+        return await patch_session(request, self.registry)
 
     async def delete(self, request: web.Request) -> web.Response:
-        session = self.sessions.get(request.match_info["session"])
-        if session is None:
-            return json_error(404, "no such session")
-        log.info("%s: ended by the publisher", session.label)
-        await self.registry.end(session)
-        return web.Response(status=200, headers=CORS)
+        return await delete_session(request, self.registry, "publisher")
 
     async def close(self) -> None:
         await self.registry.close()
