@@ -31,6 +31,7 @@ class Subscription:
     def __init__(self, hub: StreamHub, maxsize: int, name: str) -> None:
         self.hub = hub
         self.name = name
+        self.protocol = reader_protocol(name)  # once, not per delivered unit
         self.maxsize = maxsize
         self.dropped = 0
         self.delivered = 0
@@ -76,7 +77,7 @@ class Subscription:
             await self._event.wait()
         self.delivered += 1
         unit = self._units.popleft()
-        self.hub.count_delivered(self.name, unit.nbytes)
+        self.hub.count_delivered(self.protocol, unit.nbytes)
         return unit
 
     def close(self) -> None:
@@ -180,8 +181,7 @@ class StreamHub:
             return False
         return True
 
-    def count_delivered(self, reader: str, nbytes: int) -> None:
-        protocol = reader_protocol(reader)
+    def count_delivered(self, protocol: str, nbytes: int) -> None:
         self.delivered_bytes[protocol] = self.delivered_bytes.get(protocol, 0) + nbytes
         self.delivered_units[protocol] = self.delivered_units.get(protocol, 0) + 1
 
