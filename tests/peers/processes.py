@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -41,6 +42,18 @@ def wait_for_line(process: subprocess.Popen[str], expected: str, timeout: float)
     if not found.wait(timeout):
         raise TimeoutError(f"process did not print {expected!r} within {timeout} s: {''.join(lines)[-2000:]}")
     return lines
+
+
+def stop_process(process: subprocess.Popen[Any] | None, timeout: float) -> None:
+    """SIGTERM a peer still running, SIGKILL it if it has not exited within ``timeout`` s, and reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class GstCamera:
@@ -92,12 +105,7 @@ class FrameCapture:
         return sum(1 for arrival in self.arrivals if start <= arrival < end)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, 5)
 
 
 def _pump(capture: FrameCapture, stream: object) -> None:
