@@ -145,6 +145,7 @@ class StreamHub:
         # H.264 bytes and access units handed to readers' senders, by protocol (reader_protocol)
         self.delivered_bytes: dict[str, int] = {"rtsp": 0, "webrtc": 0}
         self.delivered_units: dict[str, int] = {"rtsp": 0, "webrtc": 0}
+        self.rtsp_wire_bytes = 0  # RTP and RTCP packets as RTSP viewers get them (interleaving headers included)
         self._subscriptions: list[Subscription] = []
         self._ready = asyncio.Event()
         self.keyframes: KeyframeGate | None = None  # set by the pipeline when its encoder takes IDR requests

@@ -35,7 +35,7 @@ class StreamerCollector(Collector):
         reconnects = counter("source_reconnects", "Source reconnect attempts", ["camera"])
         corrupt = counter("source_corrupt_packets", "Corrupt packets or frames seen", ["camera"])
         connected = gauge("source_connected", "1 while the source is connected", ["camera"])
-        restored = counter("frames_restored", "Frames that went through the model", ["camera"])
+        restored = counter("frames_restored", "Frames that went through a restoration model, by model", ["camera", "model"])
         out = counter("frames_out", "Frames handed to the encoder", ["camera"])
         degraded = counter("frames_degraded", "Frames sent unrestored, by reason", ["camera", "reason"])
         dropped = counter("queue_dropped", "Items dropped by a bounded queue", ["camera", "queue"])
@@ -77,7 +77,7 @@ class StreamerCollector(Collector):
             if pipeline.restorer is not None:
                 restore = pipeline.restorer.stats
                 dropped.add_metric([name, "restore_pending"], restore.dropped)
-                restored.add_metric([name], restore.restored)
+                restored.add_metric([name, pipeline.restorer.engine.info.name], restore.restored)
                 out.add_metric([name], restore.frames_out)
                 for reason, count in restore.degraded.items():
                     degraded.add_metric([name, reason], count)

@@ -101,11 +101,18 @@ def _state_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
 
 def _delivery_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
     sent = CounterMetricFamily(
-        "streamer_delivered_bytes", "H.264 bytes handed to readers' senders (before RTP/SRTP headers), by protocol",
-        labels=["camera", "protocol"],
+        "streamer_delivered_bytes",
+        "H.264 bytes handed to readers' senders (before RTP/SRTP headers), by protocol and view "
+        "(restored, or the WebRTC raw and compare views)",
+        labels=["camera", "protocol", "view"],
     )
     units = CounterMetricFamily(
-        "streamer_delivered_units", "Access units handed to readers' senders, by protocol", labels=["camera", "protocol"]
+        "streamer_delivered_units", "Access units handed to readers' senders, by protocol and view",
+        labels=["camera", "protocol", "view"],
+    )
+    wire = CounterMetricFamily(
+        "streamer_rtsp_sent_bytes", "RTP and RTCP bytes sent to RTSP viewers (with the TCP interleaving headers)",
+        labels=["camera"],
     )
     queued = CounterMetricFamily(
         "streamer_queue_delivered", "Items taken from a bounded queue by its reader", labels=["camera", "queue"]
@@ -113,8 +120,11 @@ def _delivery_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
     for pipeline in pipelines:
         queued.add_metric([pipeline.name, "decoded"], pipeline.decoded.delivered)
         queued.add_metric([pipeline.name, "restored"], pipeline.restored.delivered)
-        for protocol, count in pipeline.hub.delivered_bytes.items():
-            sent.add_metric([pipeline.name, protocol], count)
-        for protocol, count in pipeline.hub.delivered_units.items():
-            units.add_metric([pipeline.name, protocol], count)
-    yield from (sent, units, queued)
+        wire.add_metric([pipeline.name], pipeline.hub.rtsp_wire_bytes)
+        hubs = {"restored": pipeline.hub} | {view.kind: view.hub for view in pipeline.views.views.values()}
+        for view, hub in hubs.items():
+            for protocol, count in hub.delivered_bytes.items():
+                if view == "restored" or protocol == "webrtc":  # the extra views are WebRTC only
+                    sent.add_metric([pipeline.name, protocol, view], count)
+                    units.add_metric([pipeline.name, protocol, view], hub.delivered_units.get(protocol, 0))
+    yield from (sent, units, wire, queued)

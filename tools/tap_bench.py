@@ -4,7 +4,10 @@ A producer thread offers 640x360 frames to a tap (PUSH, so nothing is lost to a 
 queue takes them; a client (PULL, streamer.taps.client, which decodes every payload to numpy as a consumer
 would) receives for --seconds. One process, so publisher and consumer share the machine's cores.
 
-    python tools/tap_bench.py                    # tcp and ipc x rgb24 and jpeg, 3 s each
+The i420 case publishes a decoder's frame (an ``av.VideoFrame`` in yuv420p, as the ``raw`` tap gets it), so
+it measures the no-conversion path; the client hands it on as planes (no RGB made).
+
+    python tools/tap_bench.py                    # tcp and ipc x rgb24, i420 and jpeg, 3 s each
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +46,14 @@ def measure(endpoint: str, fmt: str, seconds: float, width: int, height: int) ->
     socket = TapSocket(config)
     tap = socket.add(FrameTap("bench", TapPointConfig(point="restored", format=fmt, queue=4)))
     image = scene(width, height)
+    decoded = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p") if fmt == "i420" else None
     stop = threading.Event()
 
     def produce() -> None:
         seq = 0
         while not stop.is_set():
             if len(tap._queue) < 2:
-                tap.offer(Frame(image, seq / 25, time.time(), seq))
+                tap.offer(Frame(None if decoded else image, seq / 25, time.time(), seq, video=decoded))
                 seq += 1
             else:
                 time.sleep(0.0002)
@@ -79,11 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--formats", default="rgb24,i420,jpeg", help="comma-separated tap formats")
     args = parser.parse_args(argv)
     print(f"{'transport':<9} {'format':<6} {'msg/s':>8} {'MB/s':>8} {'bytes/msg':>10}")
     with tempfile.TemporaryDirectory() as folder:
         for transport in ("tcp", "ipc"):
-            for fmt in ("rgb24", "jpeg"):
+            for fmt in args.formats.split(","):
                 endpoint = f"tcp://127.0.0.1:{free_port()}" if transport == "tcp" else f"ipc://{folder}/{fmt}.sock"
                 rate, megabytes, per = measure(endpoint, fmt, args.seconds, args.width, args.height)
                 print(f"{transport:<9} {fmt:<6} {rate:>8.0f} {megabytes:>8.1f} {per:>10}", flush=True)

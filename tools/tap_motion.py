@@ -36,14 +36,14 @@ class MotionDetector:
         self._moving: dict[str, bool] = {}
 
     @staticmethod
-    def small_grey(image: np.ndarray) -> np.ndarray:
-        step = max(1, image.shape[1] // 160)
-        return image[::step, ::step].astype(np.int16).mean(axis=2)
+    def small_grey(luma: np.ndarray) -> np.ndarray:
+        step = max(1, luma.shape[1] // 160)
+        return luma[::step, ::step].astype(np.int16)
 
     def update(self, frame: TapFrame) -> str | None:
         """An event line when motion starts or ends on the frame's topic, else None."""
         topic = frame.header.topic
-        grey = self.small_grey(frame.image)
+        grey = self.small_grey(frame.luma)  # the Y plane as is for an i420/nv12 tap
         previous = self._previous.get(topic)
         self._previous[topic] = grey
         if previous is None or previous.shape != grey.shape:

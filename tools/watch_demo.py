@@ -106,7 +106,7 @@ def main() -> int:
                     write_png(args.out / f"minute-{minute:05.1f}.png", np.concatenate([image, clean], axis=1))
             metrics = peers.scrape(http_port)
             now = {"out": metrics.get('streamer_frames_out_total{camera="restored"}', 0.0),
-                   "restored": metrics.get('streamer_frames_restored_total{camera="restored"}', 0.0),
+                   "restored": peers.total(metrics, "streamer_frames_restored_total", 'camera="restored"'),
                    "bytes": metrics.get('streamer_encoded_bytes_total{camera="restored"}', 0.0),
                    "t": time.monotonic()}
             row: dict[str, Any] = {"minute": minute, "frames_grabbed": len(frames), "barcodes_read": len(values),

@@ -17,7 +17,11 @@ class TapPointConfig(StrictModel):
         description="raw = the decoded camera frame, before the temporal window; restored = the frame handed "
         "to the encoder"
     )
-    format: Literal["rgb24", "jpeg"] = Field("rgb24", description="Payload: raw RGB24 bytes or a JPEG picture")
+    format: Literal["rgb24", "i420", "nv12", "jpeg"] = Field(
+        "rgb24",
+        description="Payload: rgb24 bytes, i420 or nv12 planes (raw: the decoder's own when it decodes to that, "
+        "no conversion), or a JPEG picture",
+    )
     quality: int = Field(85, ge=1, le=100, description="JPEG quality (format: jpeg)")
     every_nth: int = Field(1, ge=1, le=1000, description="Decimation: publish one frame in every_nth")
     max_fps: float | None = Field(None, gt=0, le=240, description="Publish at most this many frames a second")

@@ -29,6 +29,7 @@ class TcpTransport:
     writer: asyncio.StreamWriter
     rtp_channel: int
     rtcp_channel: int
+    framing = 4  # the "$", channel and length in front of each packet on the RTSP connection
 
     def send(self, channel: int, packet: bytes) -> None:
         self.writer.write(b"$" + bytes([channel]) + len(packet).to_bytes(2, "big") + packet)
@@ -60,6 +61,7 @@ class UdpTransport:
     rtcp: asyncio.DatagramTransport
     client_host: str
     client_ports: tuple[int, int]
+    framing = 0
 
     @property
     def server_ports(self) -> tuple[int, int]:
@@ -190,13 +192,18 @@ class RtspSession:
                 unit = await subscription.get()
                 if unit is None:
                     break
+                sent = 0
                 for packet in self.rtp.packetize(unit):
                     transport.send_rtp(packet)
+                    sent += len(packet) + transport.framing
                 self.units_sent += 1
                 now = time.monotonic()
                 if now - last_report >= SENDER_REPORT_INTERVAL_S:
-                    transport.send_rtcp(self.rtp.sender_report())
+                    report = self.rtp.sender_report()
+                    transport.send_rtcp(report)
+                    sent += len(report) + transport.framing
                     last_report = now
+                self.hub.rtsp_wire_bytes += sent
                 await transport.drain()
         except (ConnectionError, asyncio.TimeoutError, OSError) as error:
             log.info("rtsp session %s: viewer gone (%s)", self.id, error.__class__.__name__)

@@ -6,6 +6,8 @@
         for frame in client:                      # blocks; client.receive(timeout_s) to poll
             print(frame.header.seq, frame.header.wallclock, frame.image.shape)
 
+``frame.image`` is always RGB; an ``i420`` or ``nv12`` tap's planes are in ``frame.data`` as they came
+(converted to RGB only when ``image`` is read) and its Y plane in ``frame.luma`` for free.
 ``async for frame in client.aiter():`` does the same on an asyncio loop. ``pattern="pull"`` makes it one
 of several load-balanced workers of a PUSH tap. ``gaps`` counts the messages lost between those received
 (per topic, from ``seq``).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import TracebackType
 from typing import Literal
 
@@ -22,14 +25,29 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from streamer.taps.wire import TapHeader, WireError, decode_payload
+from streamer.taps.wire import YUV_FORMATS, TapHeader, WireError, decode_payload, yuv_to_rgb
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TapFrame:
     header: TapHeader
-    image: np.ndarray  # H x W x 3 uint8 RGB
-    payload_bytes: int  # size on the wire (JPEG or rgb24)
+    data: np.ndarray  # the payload: H x W x 3 RGB (rgb24, jpeg) or (H * 3/2) x W planes (i420, nv12)
+    payload_bytes: int  # size on the wire
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """H x W x 3 uint8 RGB (an i420 / nv12 payload is converted on first use)."""
+        if self.header.pix_fmt in YUV_FORMATS:
+            return yuv_to_rgb(self.data, self.header.pix_fmt)
+        return self.data
+
+    @property
+    def luma(self) -> np.ndarray:
+        """H x W uint8 brightness: the Y plane of a YUV payload (no copy), else BT.601 luma from RGB."""
+        if self.header.pix_fmt in YUV_FORMATS:
+            return self.data[: self.header.height]
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+        return (self.data.astype(np.float32) @ weights).round().astype(np.uint8)
 
 
 class TapClient:

@@ -23,7 +23,7 @@ import zmq
 
 from streamer.config import TapPointConfig, TapsConfig
 from streamer.graph.frames import Frame
-from streamer.taps.wire import TIME_BASE, WIRE_VERSION, JpegCodec, TapHeader
+from streamer.taps.wire import TIME_BASE, WIRE_VERSION, YUV_FORMATS, JpegCodec, TapHeader, yuv_bytes
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,12 @@ class FrameTap:
 
     def message(self, seq: int, frame: Frame) -> list[bytes]:
         """The multipart message of a frame (sender thread: converts, scales, encodes)."""
-        image = self._picture(frame)
-        height, width = image.shape[:2]
-        payload = self._jpeg.encode(image) if self._jpeg is not None else image.tobytes()
+        if self.config.format in YUV_FORMATS:
+            width, height, payload = self._planes(frame)
+        else:
+            image = self._picture(frame)
+            height, width = image.shape[:2]
+            payload = self._jpeg.encode(image) if self._jpeg is not None else image.tobytes()
         header = TapHeader(
             version=WIRE_VERSION, stream=self.stream, tap=self.tap, seq=seq,
             pts=round(frame.timestamp / TIME_BASE), time_base=(TIME_BASE.numerator, TIME_BASE.denominator),
@@ -90,16 +93,31 @@ class FrameTap:
         )
         return [self.topic, header.encode(), payload]
 
-    def _picture(self, frame: Frame) -> np.ndarray:
+    def _target_size(self, frame: Frame) -> tuple[int, int] | None:
+        """The downscaled size, or None to keep the frame's."""
         target = self.config.width
-        if target is None:
-            return frame.image
         width, height = frame.size
-        if target >= width:
+        if target is None or target >= width:
+            return None
+        return target, max(2, round(height * target / width / 2) * 2)
+
+    def _picture(self, frame: Frame) -> np.ndarray:
+        size = self._target_size(frame)
+        if size is None:
             return frame.image
-        scaled_height = max(2, round(height * target / width / 2) * 2)
         source = frame.video if frame.video is not None else av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-        return source.reformat(width=target, height=scaled_height, format="rgb24").to_ndarray()
+        return source.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+
+    def _planes(self, frame: Frame) -> tuple[int, int, bytes]:
+        """i420 / nv12: the decoder's own planes when they already are that (raw tap, no downscale), else
+        converted (and scaled) by swscale; odd sizes lose their last row or column."""
+        width, height = self._target_size(frame) or frame.size
+        width, height = width - width % 2, height - height % 2
+        pix_fmt = YUV_FORMATS[self.config.format]
+        source = frame.video if frame.video is not None else av.VideoFrame.from_ndarray(frame.image, format="rgb24")
+        if (source.width, source.height, source.format.name) != (width, height, pix_fmt):
+            source = source.reformat(width=width, height=height, format=pix_fmt)
+        return width, height, yuv_bytes(source, self.config.format)
 
 
 class TapSocket:

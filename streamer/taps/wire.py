@@ -4,7 +4,14 @@
   subscribe to one camera (``"gate/"``) or one tap of it (``"gate/restored"``).
 - header: UTF-8 JSON object, see ``TapHeader`` (``version`` first so a reader can refuse what it
   does not know).
-- payload: ``rgb24`` = height x width x 3 bytes, row-major; ``jpeg`` = a baseline JPEG picture.
+- payload: ``rgb24`` = height x width x 3 bytes, row-major; ``jpeg`` = a baseline JPEG picture;
+  ``i420`` = the Y plane (width x height bytes), then U, then V (each width/2 x height/2); ``nv12`` = the Y
+  plane, then one plane of interleaved U, V pairs (width x height/2 bytes). Both YUV layouts have even
+  sizes and no row padding: ``height * 3 // 2`` rows of ``width`` bytes, the layout OpenCV's
+  ``COLOR_YUV2RGB_I420`` / ``COLOR_YUV2RGB_NV12`` take.
+
+A reader ignores header fields it does not know (fields may be added within a version, never removed or
+changed in meaning).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ class TapHeader:
     wallclock: float  # capture time, Unix seconds
     width: int
     height: int
-    pix_fmt: str  # rgb24 | jpeg
+    pix_fmt: str  # rgb24 | jpeg | i420 | nv12
     restored: bool  # the frame went through the model
     model: str | None  # the engine/model that restored it (None when not restored)
 
@@ -57,23 +64,51 @@ class TapHeader:
             if fields.get("version") != WIRE_VERSION:
                 raise WireError(f"tap wire version {fields.get('version')!r}, this client reads {WIRE_VERSION}")
             fields["time_base"] = tuple(fields["time_base"])
-            return cls(**fields)
+            return cls(**{name: fields[name] for name in cls.__dataclass_fields__})
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             if isinstance(error, WireError):
                 raise
             raise WireError(f"bad tap header: {error}") from None
 
 
+YUV_FORMATS = {"i420": "yuv420p", "nv12": "nv12"}  # wire name -> FFmpeg's
+
+
 def decode_payload(header: TapHeader, payload: bytes) -> np.ndarray:
-    """The picture of a message as H x W x 3 uint8 RGB."""
+    """The payload as an array: H x W x 3 RGB for rgb24 and jpeg, (H * 3/2) x W planes for i420 and nv12."""
     if header.pix_fmt == "rgb24":
         expected = header.width * header.height * 3
         if len(payload) != expected:
             raise WireError(f"rgb24 payload of {len(payload)} bytes, expected {expected}")
         return np.frombuffer(payload, np.uint8).reshape(header.height, header.width, 3)
+    if header.pix_fmt in YUV_FORMATS:
+        expected = header.width * header.height * 3 // 2
+        if header.width % 2 or header.height % 2 or len(payload) != expected:
+            raise WireError(f"{header.pix_fmt} payload of {len(payload)} bytes for {header.width}x{header.height}, "
+                            f"expected {expected} (even sizes)")
+        return np.frombuffer(payload, np.uint8).reshape(header.height * 3 // 2, header.width)
     if header.pix_fmt == "jpeg":
         return JpegCodec.decode(payload)
     raise WireError(f"unknown pixel format {header.pix_fmt!r}")
+
+
+def yuv_bytes(frame: av.VideoFrame, pix_fmt: str) -> bytes:
+    """An even-sized ``yuv420p`` or ``nv12`` frame's planes without row padding, in wire order."""
+    width, height = frame.width, frame.height
+    rows = [(height, width), (height // 2, width // 2), (height // 2, width // 2)]
+    if pix_fmt == "nv12":
+        rows = [(height, width), (height // 2, width)]
+    parts = []
+    for plane, (count, length) in zip(frame.planes, rows, strict=True):
+        data = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+        parts.append(data[:count, :length].tobytes())
+    return b"".join(parts)
+
+
+def yuv_to_rgb(planes: np.ndarray, pix_fmt: str) -> np.ndarray:
+    """RGB (H x W x 3) from an i420 or nv12 payload array, BT.601 limited range (FFmpeg's default)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format=YUV_FORMATS[pix_fmt])
+    return frame.to_ndarray(format="rgb24")
 
 
 class JpegCodec:

@@ -69,6 +69,9 @@ async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_da
         status, exposition = await get(app.http.port, "/metrics")
         assert status == 200
         assert await asyncio.to_thread(promtool_check_metrics, exposition) == ""
+        for view in ("restored", "raw", "compare"):  # the WebRTC views' bytes are counted apart
+            assert f'streamer_delivered_bytes_total{{camera="{CAMERA}",protocol="webrtc",view="{view}"}}' in exposition
+        assert f'streamer_frames_restored_total{{camera="{CAMERA}",model="' in exposition
         viewer = start_viewer("ffmpeg", app.rtsp_url(CAMERA), WIDTH, HEIGHT, "tcp", keep_every=1000)
         prometheus = await asyncio.to_thread(PrometheusServer(tmp_path, f"127.0.0.1:{app.http.port}").start)
         dashboard = json.loads(DASHBOARD.read_text())
@@ -81,6 +84,11 @@ async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_da
         assert await asyncio.to_thread(viewer.first_frame.wait, 10), "the RTSP viewer decoded no frame"
         watched = f'rate(streamer_delivered_bytes_total{{camera="{CAMERA}",protocol="rtsp"}}[10s]) > 0'
         assert not await wait_for_data(prometheus, {"RTSP bytes out": watched}, deadline_s=10)
+        # RTP/RTCP on the wire: the H.264 plus a few per cent of headers
+        overhead = (f'sum(rate(streamer_rtsp_sent_bytes_total{{camera="{CAMERA}"}}[10s])) / '
+                    f'sum(rate(streamer_delivered_bytes_total{{camera="{CAMERA}",protocol="rtsp"}}[10s]))')
+        ratio = float(prometheus.query(overhead)[0]["value"][1])
+        assert 1.0 < ratio < 1.15, ratio
     finally:
         if viewer is not None:
             viewer.stop()

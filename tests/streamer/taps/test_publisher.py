@@ -3,10 +3,12 @@ stalled consumer that must not hold up the publishing side."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from streamer.config import TapPointConfig, TapsConfig
 from streamer.graph.frames import Frame
 from streamer.taps.client import TapClient, TapFrame
 from streamer.taps.publisher import FrameTap, TapSocket, wait_until
-from streamer.taps.wire import WIRE_VERSION
+from streamer.taps.wire import WIRE_VERSION, TapHeader, WireError, decode_payload
 from tests.peers.processes import free_port
 
 WIDTH, HEIGHT = 64, 48
@@ -145,3 +147,50 @@ def test_stalled_consumer_never_blocks_the_publisher_and_drops_are_counted(
         assert tap.dropped >= offers - 50 and tap.messages < 50, (tap.messages, tap.dropped)
     else:  # PUB drops inside ZeroMQ: every message leaves the tap, the subscriber would see seq gaps
         assert tap.messages + tap.queue_dropped == offers and tap.send_dropped == 0
+
+
+def decoder_frame(seq: int) -> Frame:
+    """A camera frame as the decoder hands it on: an ``av.VideoFrame`` in yuv420p, no RGB made yet."""
+    video = av.VideoFrame.from_ndarray(picture(seq), format="rgb24").reformat(format="yuv420p")
+    return Frame(None, timestamp=seq / 25, wallclock=1_700_000_000 + seq / 25, seq=seq, video=video)
+
+
+@pytest.mark.parametrize("pix_fmt", ["i420", "nv12"])
+def test_yuv_payloads_carry_the_decoders_planes(pix_fmt: str, closing: list) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    socket, tap = open_tap(endpoint, format=pix_fmt)
+    closing.append(socket)
+    client = TapClient(endpoint)
+    closing.append(client)
+    first_frame(tap, client)
+    source = decoder_frame(7)
+    parts = tap.message(3, source)
+    received = client._parse(parts)
+    assert (received.header.pix_fmt, received.header.width, received.header.height) == (pix_fmt, WIDTH, HEIGHT)
+    assert received.data.shape == (HEIGHT * 3 // 2, WIDTH) and received.payload_bytes == WIDTH * HEIGHT * 3 // 2
+    planes = source.video if pix_fmt == "i420" else source.video.reformat(format="nv12")
+    assert np.array_equal(received.data, planes.to_ndarray())  # the decoder's bytes, not a round trip
+    assert np.array_equal(received.luma, received.data[:HEIGHT])
+    assert np.abs(received.image.astype(int) - picture(7)).mean() < 3  # RGB on demand, up to 4:2:0 loss
+    assert source._image is None  # publishing the raw tap never made an RGB copy of the camera frame
+
+
+def test_yuv_payload_of_a_restored_rgb_frame_downscaled_and_odd_sizes_made_even() -> None:
+    tap = FrameTap("cam", TapPointConfig(point="restored", format="i420", width=32))
+    _, raw_header, payload = tap.message(0, frame(5))
+    header = TapHeader.decode(raw_header)
+    assert (header.width, header.height) == (32, 24) and len(payload) == 32 * 24 * 3 // 2
+    odd = Frame(picture(1)[:47, :63], 0.0, 0.0, 0, restored=True)
+    _, raw_header, payload = FrameTap("cam", TapPointConfig(point="restored", format="nv12")).message(0, odd)
+    header = TapHeader.decode(raw_header)
+    assert (header.width, header.height) == (62, 46) and len(payload) == 62 * 46 * 3 // 2
+    image = decode_payload(header, payload)
+    assert image.shape == (69, 62)
+
+
+def test_a_header_from_a_newer_writer_with_extra_fields_still_reads() -> None:
+    fields = json.loads(TapHeader.decode(FrameTap("cam", TapPointConfig(point="raw")).message(0, frame(0))[1]).encode())
+    fields["level"] = "full"
+    assert TapHeader.decode(json.dumps(fields).encode()).stream == "cam"
+    with pytest.raises(WireError, match="version"):
+        TapHeader.decode(json.dumps({**fields, "version": 2}).encode())

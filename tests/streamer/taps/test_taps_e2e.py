@@ -16,6 +16,8 @@ from streamer.app import StreamerApp
 from streamer.cli import build_parser, config_from_args
 from streamer.config import DEFAULT_TAP_ENDPOINT
 from streamer.taps.client import TapClient, TapFrame
+from tests.media import psnr
+from tests.peers.processes import FrameCapture, start_viewer
 from tests.streamer.test_health import DEMO, app_config, get
 
 
@@ -72,3 +74,51 @@ def test_run_taps_flag_enables_the_default_taps_on_every_camera() -> None:
     assert taps.enabled and taps.endpoint == DEFAULT_TAP_ENDPOINT and taps.pattern == "pub" and taps.bind
     assert [point.point for point in taps.points] == ["raw", "restored"]
     assert not config_from_args(build_parser().parse_args(["run", "demo"]), environ={}).cameras[0].taps.enabled
+
+
+def collect_taps(client: TapClient, seconds: float) -> list[TapFrame]:
+    frames: list[TapFrame] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        frame = client.receive(0.2)
+        if frame is not None:
+            frames.append(frame)
+    return frames
+
+
+async def test_restored_tap_is_what_rtsp_viewers_decode(tmp_path: Path) -> None:
+    """Frame for frame: each picture an RTSP viewer decodes is one restored tap frame up to codec loss (and
+    not the raw one), in the same order; the raw tap (i420, the decoder's planes) is the noisy camera."""
+    endpoint = f"ipc://{tmp_path}/taps.sock"
+    taps = {"enabled": True, "endpoint": endpoint, "send_hwm": 256,
+            "points": [{"point": "raw", "format": "i420", "queue": 64}, {"point": "restored", "queue": 64}]}
+    camera = {"name": "cam", "source": DEMO, "engine": {"type": "cpu"}, "encoder": {"bitrate_kbps": 4000}, "taps": taps}
+    app = StreamerApp(app_config([camera]))
+    client = TapClient(endpoint, receive_hwm=256)
+    task = asyncio.create_task(app.run())
+    viewer: FrameCapture | None = None
+    try:
+        await asyncio.wait_for(app.ready.wait(), 30)
+        viewer = start_viewer("ffmpeg", app.rtsp_url("cam"), DEMO["width"], DEMO["height"], "tcp")
+        assert await asyncio.to_thread(viewer.first_frame.wait, 15), "the RTSP viewer decoded no frame"
+        frames = await asyncio.to_thread(collect_taps, client, 4.0)
+        viewed = list(viewer.frames[-40:-10])  # decoded while the taps were being collected
+        restored = [f for f in frames if f.header.tap == "restored"]
+        raw = [f for f in frames if f.header.tap == "raw"]
+        assert client.gaps == 0 and len(restored) >= 50 and len(raw) >= 50
+        assert raw[-1].header.pix_fmt == "i420" and raw[-1].data.shape == (DEMO["height"] * 3 // 2, DEMO["width"])
+        matches = []
+        for picture in viewed:
+            scores = [psnr(picture, tap.image) for tap in restored]
+            best = max(range(len(scores)), key=scores.__getitem__)
+            raw_best = max(psnr(picture, tap.image) for tap in raw)
+            assert scores[best] >= 33.0 and scores[best] > raw_best + 3.0, (scores[best], raw_best)
+            matches.append(restored[best].header.seq)
+        assert matches == sorted(matches) and len(set(matches)) == len(matches), matches  # in order, one each
+    finally:
+        if viewer is not None:
+            viewer.stop()
+        app.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 15)
+        client.close()

@@ -39,6 +39,7 @@ async def test_the_compare_view_shows_raw_and_restored_of_the_same_frame_only_wh
             # and both halves are the same instant: the camera frame the restored one was made from
             assert min(range(FPS), key=lambda index: mean_error(left, clean[index])) == best
             assert raw.hub.units_published == 0
+            assert compare.hub.delivered_bytes["webrtc"] > 0 and raw.hub.delivered_bytes["webrtc"] == 0  # /metrics view=
         finally:
             await player.stop()
         await wait_for(lambda: not compare.watched, 5, "the viewer leaves")
