@@ -7,14 +7,18 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from engines import EngineError
 from streamer.config import AppConfig
 from streamer.http.server import HttpServer
 from streamer.metrics import build_registry
 from streamer.pipeline import CameraPipeline
+from streamer.registry import StreamRegistry
 from streamer.rtsp.server import RtspServer
 from streamer.sources.preflight import SourceError
+from streamer.streams import StreamManager
 from streamer.taps.publisher import TapError, TapSockets
 
 log = logging.getLogger(__name__)
@@ -27,22 +31,33 @@ class StartupError(RuntimeError):
 
 
 class StreamerApp:
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: AppConfig, entries: list[dict[str, Any]] | None = None,
+                 writeback: Path | None = None) -> None:
+        """``entries``: the cameras as written in the config file (kept as given when changes are written
+        back to ``writeback``)."""
         self.config = config
         self.tap_sockets = TapSockets()  # ZeroMQ frame taps, one socket per endpoint
+        self.streams = StreamRegistry()  # the one list of streams every server reads per request
         try:
-            self.pipelines = [CameraPipeline(camera, f"cameras.{index}", self.tap_sockets)
-                              for index, camera in enumerate(config.cameras)]
+            for index, camera in enumerate(config.cameras):
+                self.streams.add(CameraPipeline(camera, f"cameras.{index}", self.tap_sockets))
         except TapError as error:
             self.tap_sockets.stop()
             raise ListenError(str(error)) from None
-        hubs = {pipeline.name: pipeline.hub for pipeline in self.pipelines}
-        self.rtsp = RtspServer(config.server.rtsp, hubs) if config.server.rtsp.enabled else None
-        self.registry = build_registry(self.pipelines, self.rtsp)
-        self.http = (HttpServer(config.server.http, self.pipelines, self.registry, config.server.webrtc)
+        self.manager = StreamManager(config, self.streams, self.tap_sockets, entries, writeback)
+        self.rtsp = RtspServer(config.server.rtsp, self.streams.hubs) if config.server.rtsp.enabled else None
+        if self.rtsp is not None:
+            self.streams.on_remove(self.rtsp.end_stream)
+        self.registry = build_registry(self.streams, self.rtsp)
+        self.http = (HttpServer(config.server.http, self.streams, self.registry, config.server.webrtc,
+                                manager=self.manager)
                      if config.server.http.enabled else None)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+
+    @property
+    def pipelines(self) -> list[CameraPipeline]:
+        return list(self.streams)
 
     def stop(self) -> None:
         self._stop.set()
@@ -50,13 +65,13 @@ class StreamerApp:
     async def prepare(self) -> None:
         """Check every camera's source and build its engine. A camera that cannot work as configured is
         marked failed (visible in /readyz and the API) and the others run; when none can, ``StartupError``."""
-        for pipeline in self.pipelines:
+        for pipeline in self.streams:
             try:
                 await pipeline.prepare()
             except (SourceError, EngineError) as error:
                 pipeline.fail(str(error))
-        if all(pipeline.failure for pipeline in self.pipelines):
-            raise StartupError("\n".join(pipeline.failure for pipeline in self.pipelines))
+        if len(self.streams) and all(pipeline.failure for pipeline in self.streams):
+            raise StartupError("\n".join(pipeline.failure for pipeline in self.streams))
 
     async def run(self, on_ready: Callable[[StreamerApp], None] | None = None) -> None:
         raise_open_files_limit()
@@ -71,20 +86,18 @@ class StreamerApp:
             if self.rtsp is not None:
                 await self.rtsp.stop()
             raise
-        tasks = [asyncio.create_task(pipeline.run(), name=f"pipeline-{pipeline.name}")
-                 for pipeline in self.pipelines if not pipeline.failure]
+        for pipeline in self.streams:
+            if not pipeline.failure:
+                self.manager.start(pipeline)
         self.ready.set()
         if on_ready is not None:
             on_ready(self)
-        stop_wait = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            if not self._stop.is_set():
-                await asyncio.wait([stop_wait, *tasks], return_when=asyncio.ALL_COMPLETED)
+            await self._serve()
         finally:
-            stop_wait.cancel()
-            for pipeline in self.pipelines:
+            for pipeline in self.streams:
                 pipeline.stop()
+            tasks = list(self.manager.tasks.values())
             _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S) if tasks else (set(), set())
             for task in pending:
                 task.cancel()
@@ -93,6 +106,20 @@ class StreamerApp:
             if self.http is not None:
                 await self.http.stop()
             self.tap_sockets.stop()
+
+    async def _serve(self) -> None:
+        """Until stopped, or until every camera's source has ended (files played to their end). A service
+        whose cameras were all removed over the API keeps serving (cameras can be added again)."""
+        while not self._stop.is_set():
+            tasks = [task for task in self.manager.tasks.values() if not task.done()]
+            if not tasks and self.manager.tasks and len(self.streams):
+                return
+            stop_wait = asyncio.create_task(self._stop.wait())
+            try:
+                await asyncio.wait([stop_wait, *tasks], timeout=None if tasks else 1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
 
     def rtsp_url(self, name: str, host: str = "127.0.0.1") -> str:
         port = self.rtsp.port if self.rtsp else self.config.server.rtsp.port
@@ -132,9 +159,9 @@ async def _listen(start: Callable[[], Awaitable[None]], field: str, host: str, p
         raise ListenError(f"{field}.host={host} {field}.port={port}: cannot listen: {reason}") from None
 
 
-def run_app(config: AppConfig) -> None:
+def run_app(config: AppConfig, entries: list[dict[str, Any]] | None = None, writeback: Path | None = None) -> None:
     async def main() -> None:
-        app = StreamerApp(config)
+        app = StreamerApp(config, entries, writeback)
         install_signal_handlers(app)
 
         def announce(app: StreamerApp) -> None:

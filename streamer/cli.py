@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer import __version__
+from streamer.cli_streams import add_streams_parser, cmd_streams
 from streamer.config import (
     AppConfig,
     ConfigError,
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="publish every camera's raw and restored frames over ZeroMQ (PUB bound on "
                           "tcp://127.0.0.1:5555, topics CAMERA/raw and CAMERA/restored; see README 'Frame taps')")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--config-writeback", action="store_true",
+                     help="save cameras added, changed or removed over the API to the --config file (atomically)")
     _add_engine_options(run)
 
     restore = sub.add_parser("restore", help="restore a video file (every frame through the full model)",
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate-config", help="check a YAML configuration and print it resolved")
     validate.add_argument("file", help="YAML configuration file")
+    add_streams_parser(sub)
     return parser
 
 
@@ -157,9 +161,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamer.app import ListenError, StartupError, run_app
 
     config = config_from_args(args)
+    if args.config_writeback and not args.config:
+        raise ConfigError("--config-writeback needs --config FILE (the file that changes are saved to)")
+    entries = read_config_data(args.config).get("cameras") if args.config else None
     _setup_logging(config.log_level)
     try:
-        run_app(config)
+        run_app(config, entries if isinstance(entries, list) else None,
+                Path(args.config) if args.config_writeback else None)
     except ListenError as error:  # a port taken by another process: one clear line, not a traceback
         print(f"streamer: {error}", file=sys.stderr)
         return 2
@@ -220,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     from engines import EngineError
 
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "restore": cmd_restore, "models": cmd_models, "validate-config": cmd_validate}
+    commands = {"run": cmd_run, "restore": cmd_restore, "models": cmd_models, "validate-config": cmd_validate,
+                "streams": cmd_streams}
     try:
         return commands[args.command](args)
     except (ConfigError, EngineError, ValueError) as error:

@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 class StreamerCollector(Collector):
     def __init__(self, pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None) -> None:
-        self.pipelines = list(pipelines)
+        self.streams = pipelines  # the stream registry (or a list), read at every scrape
         self.rtsp = rtsp
 
     def collect(self) -> Iterator[Metric]:
+        pipelines = list(self.streams)
         def counter(name: str, text: str, labels: list[str]) -> CounterMetricFamily:
             return CounterMetricFamily(f"streamer_{name}", text, labels=labels)
 
@@ -56,7 +57,7 @@ class StreamerCollector(Collector):
             "tap_dropped", "Frames a ZeroMQ frame tap dropped (queue full, or refused at the send high-water mark)",
             ["camera", "tap"],
         )
-        for pipeline in self.pipelines:
+        for pipeline in pipelines:
             name = pipeline.name
             for point, tap in pipeline.taps.items():
                 tap_messages.add_metric([name, point], tap.messages)
@@ -91,7 +92,7 @@ class StreamerCollector(Collector):
                 keyframes.add_metric([name, "coalesced"], gate.coalesced)
         yield from (frames_in, reconnects, corrupt, connected, restored, out, degraded, dropped)
         yield from (encoded, viewers, viewer_drops, restarts, ready, encode_errors, keyframes)
-        if any(pipeline.taps for pipeline in self.pipelines):
+        if any(pipeline.taps for pipeline in pipelines):
             yield from (tap_messages, tap_dropped)
         if self.rtsp is not None:
             requests = counter("rtsp_requests", "RTSP requests handled", [])
@@ -133,7 +134,6 @@ def _rtsp_metrics(rtsp: RtspServer) -> Iterator[Metric]:
 
 def build_registry(pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    pipelines = list(pipelines)
     registry.register(StreamerCollector(pipelines, rtsp))
     registry.register(PipelineDetailCollector(pipelines))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, fds

@@ -24,14 +24,15 @@ _SOURCE_COUNTERS = (
 
 class PipelineDetailCollector(Collector):
     def __init__(self, pipelines: Iterable[CameraPipeline]) -> None:
-        self.pipelines = list(pipelines)
+        self.streams = pipelines  # the stream registry (or a list), read at every scrape
 
     def collect(self) -> Iterator[Metric]:
-        yield from _source_metrics(self.pipelines)
-        yield from _restore_metrics(self.pipelines)
-        yield from _encoder_metrics(self.pipelines)
-        yield from _state_metrics(self.pipelines)
-        yield from _delivery_metrics(self.pipelines)
+        pipelines = list(self.streams)
+        yield from _source_metrics(pipelines)
+        yield from _restore_metrics(pipelines)
+        yield from _encoder_metrics(pipelines)
+        yield from _state_metrics(pipelines)
+        yield from _delivery_metrics(pipelines)
 
 
 def _source_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:

@@ -156,6 +156,11 @@ class CameraPipeline:
         for sink in self.sinks:
             sink.stop()
 
+    def close(self) -> None:
+        """After ``run`` returned (or when it never ran): release the outputs and the view encoders. Idempotent."""
+        self.stop()
+        self._close_outputs()
+
     def stop(self) -> None:
         """Idempotent: the source stops, everything behind it drains and closes in order."""
         if self._stopped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,14 +15,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from streamer.config import HttpServerConfig, WebRtcServerConfig
 from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
 from streamer.http.middleware import build_middlewares
+from streamer.http.openapi import add_openapi_routes
+from streamer.http.streams_api import StreamsApi
 from streamer.metrics import HttpCollector, WebRtcCollector
-from streamer.sources.whip import WhipSource
+from streamer.registry import StreamRegistry
 from streamer.webrtc.whep import WhepService
 from streamer.webrtc.whip import WhipService
 
 if TYPE_CHECKING:
     from streamer.hub import StreamHub
     from streamer.pipeline import CameraPipeline
+    from streamer.streams import StreamManager
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +64,11 @@ def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
 
 
 class HttpServer:
-    def __init__(self, config: HttpServerConfig, pipelines: list[CameraPipeline], registry: CollectorRegistry,
-                 webrtc: WebRtcServerConfig | None = None, hubs: dict[str, StreamHub] | None = None) -> None:
+    def __init__(self, config: HttpServerConfig, pipelines: StreamRegistry | list[CameraPipeline],
+                 registry: CollectorRegistry, webrtc: WebRtcServerConfig | None = None,
+                 hubs: Mapping[str, StreamHub] | None = None, manager: StreamManager | None = None) -> None:
         self.config = config
-        self.pipelines = pipelines
+        self.streams = pipelines if isinstance(pipelines, StreamRegistry) else StreamRegistry(pipelines)
         self.registry = registry
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -76,22 +81,21 @@ class HttpServer:
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
-        self.app.router.add_get("/api/streams", self.streams)
+        self.app.router.add_get("/api/streams", self.streams_v0)
+        if manager is not None:
+            StreamsApi(self.streams, manager).add_routes(self.app.router)
+        add_openapi_routes(self.app.router)
         self.whep: WhepService | None = None
         self.whip: WhipService | None = None
         if webrtc is not None and webrtc.enabled:
-            streams = hubs if hubs is not None else {
-                name: hub for pipeline in pipelines for name, hub in {pipeline.name: pipeline.hub,
-                                                                      **pipeline.views.hubs()}.items()
-            }
-            self.whep = WhepService(webrtc, streams, open_access=config.auth is None)
+            self.whep = WhepService(webrtc, hubs if hubs is not None else self.streams.hubs,
+                                    open_access=config.auth is None)
             self.whep.add_routes(self.app.router)
-            publishers = {pipeline.name: pipeline.source for pipeline in pipelines
-                          if isinstance(pipeline.source, WhipSource)}
-            if publishers:
-                api_token = config.auth.bearer_token() if config.auth is not None else None
-                self.whip = WhipService(webrtc, publishers, api_token)
-                self.whip.add_routes(self.app.router)
+            self.streams.on_remove(self.whep.registry.end_stream)
+            api_token = config.auth.bearer_token() if config.auth is not None else None
+            self.whip = WhipService(webrtc, self.streams.whip_sources, api_token)
+            self.whip.add_routes(self.app.router)
+            self.streams.on_remove(self.whip.registry.end_stream)
             registry.register(WebRtcCollector(self.whep, self.whip))
             self.app.router.add_get("/", self.page)
             self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
@@ -138,7 +142,7 @@ class HttpServer:
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: 200 only while every camera produces output frames; else 503 with each reason."""
         cameras = {}
-        for pipeline in self.pipelines:
+        for pipeline in self.streams:
             readiness = pipeline.readiness()
             cameras[pipeline.name] = {"ready": readiness.ready, "state": readiness.state, "reason": readiness.reason}
         ready = all(camera["ready"] for camera in cameras.values())
@@ -149,8 +153,9 @@ class HttpServer:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def streams(self, request: web.Request) -> web.Response:
-        return web.json_response({"streams": [stream_status(pipeline) for pipeline in self.pipelines]})
+    async def streams_v0(self, request: web.Request) -> web.Response:
+        """The viewer page's detailed list (readers and stages); integrations use /api/v1/streams."""
+        return web.json_response({"streams": [stream_status(pipeline) for pipeline in self.streams]})
 
 
 def exposure_warning(config: HttpServerConfig, port: int, webrtc: bool = False,

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 from streamer.config import RtspServerConfig
@@ -44,9 +44,9 @@ Handler = Callable[[Request, Connection], Awaitable[bytes]]
 
 
 class RtspServer:
-    def __init__(self, config: RtspServerConfig, hubs: dict[str, StreamHub]) -> None:
+    def __init__(self, config: RtspServerConfig, hubs: Mapping[str, StreamHub]) -> None:
         self.config = config
-        self.hubs = hubs
+        self.hubs = hubs  # a live view of the stream registry: looked up per request
         self.sessions: dict[str, RtspSession] = {}
         self.counters = RtspCounters()
         self.connections = ConnectionTable(config, self.counters)
@@ -115,6 +115,17 @@ class RtspServer:
 
     def _internal_error(self) -> None:
         self.counters.internal_errors += 1
+
+    def end_stream(self, name: str) -> int:
+        """A stream was removed: end its sessions and close the connections that carried them (RTSP 1.0 has
+        no server-sent TEARDOWN; the viewer sees the connection end, as MediaMTX does it)."""
+        sessions = [session for session in self.sessions.values() if session.hub.name == name]
+        for session in sessions:
+            owner = session.owner
+            session.end()
+            if owner is not None and not owner.sessions:
+                owner.writer.close()
+        return len(sessions)
 
     def _forget(self, session: RtspSession) -> None:
         self.sessions.pop(session.id, None)

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import av
 import numpy as np
@@ -225,6 +225,13 @@ class TapSockets:
             log.info("frame taps: %s %s on %s", config.pattern.upper(), "bound" if config.bind else "connected",
                      config.endpoint)
         return {point.point: socket.add(FrameTap(stream, point, model)) for point in config.points}
+
+    def release(self, taps: Iterable[FrameTap]) -> None:
+        """A removed camera's taps leave their sockets (a socket stays open for the cameras that share it)."""
+        for tap in list(taps):
+            for socket in self.sockets.values():
+                if tap in socket.taps:
+                    socket.taps.remove(tap)
 
     def stop(self) -> None:
         if self._stopped:

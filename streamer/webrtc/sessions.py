@@ -78,6 +78,16 @@ class SessionRegistry(Generic[S]):
         if self.sessions.pop(session.id, None) is not None:
             self.ended_dropped[session.stream] = self.ended_dropped.get(session.stream, 0) + session.dropped
 
+    def end_stream(self, camera: str) -> int:
+        """End the sessions of a camera (and of its views) that was removed; their drop counts go with it."""
+        sessions = [session for session in self.sessions.values()
+                    if session.stream == camera or session.stream.startswith(f"{camera}/")]
+        for session in sessions:
+            self._spawn(self._endings, self.end(session))
+        for stream in [stream for stream in self.ended_dropped if stream == camera or stream.startswith(f"{camera}/")]:
+            del self.ended_dropped[stream]
+        return len(sessions)
+
     def _spawn(self, tasks: set[asyncio.Task[None]], coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         tasks.add(task)

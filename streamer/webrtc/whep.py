@@ -16,7 +16,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -183,10 +183,10 @@ class WhepSession:
 class WhepService:
     """The WHEP routes and the sessions they made, for every stream in ``hubs``."""
 
-    def __init__(self, config: WebRtcServerConfig, hubs: dict[str, StreamHub], open_access: bool = True) -> None:
+    def __init__(self, config: WebRtcServerConfig, hubs: Mapping[str, StreamHub], open_access: bool = True) -> None:
         self.config = config
         self.open_access = open_access  # no HTTP token: OPTIONS may carry TURN credentials (else only the 201)
-        self.hubs = hubs
+        self.hubs = hubs  # a live view of the stream registry (cameras and their views by path)
         self.registry: SessionRegistry[WhepSession] = SessionRegistry(config.connect_timeout_s)
         self.stats = WhepStats()
         self.pending = 0  # offers past the max_sessions check, not answered yet (they hold a slot)

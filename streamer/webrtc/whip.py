@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,17 +105,12 @@ class WhipSession:
 class WhipService:
     """The WHIP routes for every camera whose source is ``whip``."""
 
-    def __init__(self, config: WebRtcServerConfig, sources: dict[str, WhipSource], api_token: str | None) -> None:
+    def __init__(self, config: WebRtcServerConfig, sources: Mapping[str, WhipSource], api_token: str | None) -> None:
         self.config = config
-        self.sources = sources
+        self.sources = sources  # a live view of the stream registry: cameras come and go at run time
         self.registry: SessionRegistry[WhipSession] = SessionRegistry(config.connect_timeout_s)
         self.sessions = self.registry.sessions
         self.stats = WhipStats()
-        self._tokens = {
-            name: hashlib.sha256(token.encode()).digest() if token else None
-            for name, source in sources.items()
-            for token in [source.config.token.get_secret_value() if source.config.token else api_token]
-        }
         self._api_token = hashlib.sha256(api_token.encode()).digest() if api_token else None  # unknown names
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -129,10 +125,16 @@ class WhipService:
 
     def open_cameras(self) -> list[str]:
         """The cameras that take a publisher without a token."""
-        return [name for name, token in self._tokens.items() if token is None]
+        return [name for name in self.sources if self._expected_token(name) is None]
+
+    def _expected_token(self, name: str) -> bytes | None:
+        """The SHA-256 of the token a publisher to ``name`` must show: the camera's own, else the API's."""
+        source = self.sources.get(name)
+        token = source.config.token.get_secret_value() if source is not None and source.config.token else ""
+        return hashlib.sha256(token.encode()).digest() if token else self._api_token
 
     def _authorized(self, name: str, request: web.Request) -> bool:
-        expected = self._tokens[name] if name in self._tokens else self._api_token
+        expected = self._expected_token(name)
         if expected is None:
             return True
         scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")

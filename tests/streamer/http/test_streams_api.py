@@ -1,0 +1,179 @@
+"""/api/v1/streams against a running service with real viewers: a camera added over the API is served, one
+removed ends its viewers, the others keep every frame; bad bodies are named; changes reach the config file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from streamer.app import StreamerApp
+from streamer.config import build_config
+from tests.conftest import FPS, HEIGHT, WIDTH
+from tests.peers.processes import start_viewer
+
+DEMO = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": FPS}
+TOKEN = "s3cret-token-for-tests"
+
+
+def camera(name: str) -> dict[str, Any]:
+    return {"name": name, "source": DEMO, "engine": {"type": "passthrough"}}
+
+
+@contextlib.asynccontextmanager
+async def running(cameras: list[dict[str, Any]], writeback: Path | None = None, **http: Any) -> AsyncIterator[StreamerApp]:
+    data = {"cameras": cameras, "server": {"rtsp": {"host": "127.0.0.1", "port": 0},
+                                           "http": {"host": "127.0.0.1", "port": 0, **http}}}
+    app = StreamerApp(build_config(data, environ={}), cameras, writeback)
+    task = asyncio.create_task(app.run())
+    try:
+        await asyncio.wait_for(app.ready.wait(), 30)
+        yield app
+    finally:
+        app.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 15)
+
+
+async def call(app: StreamerApp, method: str, path: str, body: Any = None, token: str | None = None,
+               data: str | None = None) -> tuple[int, Any]:
+    assert app.http is not None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, session.request(
+        method, f"http://127.0.0.1:{app.http.port}{path}", json=body, data=data, headers=headers
+    ) as response:
+        payload = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, payload
+
+
+async def test_add_and_remove_a_camera_while_another_keeps_playing() -> None:
+    async with running([camera("a")]) as app:
+        viewer_a = start_viewer("ffmpeg", app.rtsp_url("a"), WIDTH, HEIGHT, "tcp", keep_every=1000)
+        try:
+            assert await asyncio.to_thread(viewer_a.first_frame.wait, 15)
+            watch_start = time.monotonic()
+            posted = time.monotonic()
+            status, body = await call(app, "POST", "/api/v1/streams", camera("b"))
+            assert status == 201, body
+            assert body["stream"]["name"] == "b" and body["restarted"] is False
+            viewer_b = start_viewer("ffmpeg", app.rtsp_url("b"), WIDTH, HEIGHT, "tcp", keep_every=1000)
+            assert await asyncio.to_thread(viewer_b.first_frame.wait, 10), "camera b not served within 10 s"
+            served_s = time.monotonic() - posted
+            status, listed = await call(app, "GET", "/api/v1/streams")
+            assert [stream["name"] for stream in listed["streams"]] == ["a", "b"]
+            status, shown = await call(app, "GET", "/api/v1/streams/b")
+            assert status == 200 and shown["viewers"] == {"rtsp": 1} and shown["state"] in ("starting", "running")
+            await asyncio.sleep(2.0)
+            status, _ = await call(app, "DELETE", "/api/v1/streams/b")
+            assert status == 204
+            process = viewer_b.process
+            assert process is not None
+            assert await asyncio.to_thread(process.wait, 10) is not None  # its RTSP connection was closed
+            assert (await call(app, "GET", "/api/v1/streams/b"))[0] == 404
+            assert "b" not in app.streams and (await call(app, "DELETE", "/api/v1/streams/b"))[0] == 404
+            await asyncio.sleep(1.0)
+            elapsed = time.monotonic() - watch_start
+            count = viewer_a.count_between(watch_start, time.monotonic())
+            assert count >= 0.95 * FPS * elapsed, f"camera a: {count} frames in {elapsed:.1f} s"
+            print(f"POST -> first frame at an RTSP viewer: {served_s:.2f} s")
+        finally:
+            viewer_a.stop()
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    ({"name": "x", "source": DEMO, "colour": "red"}, 422, "colour"),
+    ({"name": "x", "source": {"type": "demo", "fps": "fast"}}, 422, "source.demo.fps"),
+    ({"name": "x", "source": {"type": "rtsp", "url": "http://camera/stream"}}, 422, "source.rtsp.url"),
+    ({"name": "a/b", "source": DEMO}, 422, "name"),
+    ({"name": "a", "source": DEMO}, 409, "name"),
+    ({"name": "x", "source": DEMO, "engine": {"type": "cpu", "model": "no-such-model"}}, 422, "engine"),
+])
+async def test_bad_bodies_name_the_field(body: dict[str, Any], status: int, field: str) -> None:
+    async with running([camera("a")]) as app:
+        answer, error = await call(app, "POST", "/api/v1/streams", body)
+        assert answer == status, error
+        assert any(item["field"].startswith(field) for item in error["fields"]), error
+        assert app.streams.names() == ["a"]
+
+
+async def test_malformed_requests_and_auth() -> None:
+    async with running([camera("a")], auth={"token": TOKEN}) as app:
+        assert (await call(app, "GET", "/api/v1/streams"))[0] == 401
+        assert (await call(app, "POST", "/api/v1/streams", camera("b")))[0] == 401
+        assert (await call(app, "DELETE", "/api/v1/streams/a"))[0] == 401
+        assert "a" in app.streams
+        assert (await call(app, "POST", "/api/v1/streams", data="{not json", token=TOKEN))[0] == 415
+        assert (await call(app, "POST", "/api/v1/streams", [1, 2], token=TOKEN))[0] == 422
+        status, document = await call(app, "GET", "/api/v1/openapi.json", token=TOKEN)
+        assert status == 200 and document["openapi"].startswith("3.")
+        schemas = document["components"]["schemas"]
+        assert "CameraConfig" in schemas and "StreamStatus" in schemas
+        refs = [ref for path in document["paths"].values() for op in path.values() for ref in _refs(op)]
+        assert refs and all(ref.rsplit("/", 1)[1] in schemas for ref in refs)
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [node["$ref"]] if "$ref" in node else [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+async def test_changes_restart_only_when_settings_differ_and_are_written_back(tmp_path: Path) -> None:
+    config = tmp_path / "streamer.yaml"
+    config.write_text(yaml.safe_dump({"cameras": [camera("a")], "log_level": "info"}))
+    async with running([camera("a")], writeback=config) as app:
+        status, body = await call(app, "PATCH", "/api/v1/streams/a", {"encoder": {"bitrate_kbps": 900}})
+        assert status == 200 and body["restarted"] is True and body["persisted"] is True, body
+        assert app.streams.get("a").config.encoder.bitrate_kbps == 900  # type: ignore[union-attr]
+        status, body = await call(app, "PATCH", "/api/v1/streams/a", {"encoder": {"bitrate_kbps": 900}})
+        assert status == 200 and body["restarted"] is False
+        status, body = await call(app, "PUT", "/api/v1/streams/a", {"name": "other", "source": DEMO})
+        assert status == 422 and body["fields"][0]["field"] == "name"
+        assert (await call(app, "POST", "/api/v1/streams", camera("b")))[0] == 201
+        written = yaml.safe_load(config.read_text())
+        assert written["log_level"] == "info"  # the rest of the file is kept
+        assert [entry["name"] for entry in written["cameras"]] == ["a", "b"]
+        assert written["cameras"][0]["encoder"] == {"bitrate_kbps": 900}  # as given, no defaults filled in
+        assert (await call(app, "DELETE", "/api/v1/streams/a"))[0] == 204
+        assert [entry["name"] for entry in yaml.safe_load(config.read_text())["cameras"]] == ["b"]
+        assert sorted(os.listdir(tmp_path)) == ["streamer.yaml"]  # no temporary files left
+
+
+def _threads_and_fds() -> tuple[int, int]:
+    return threading.active_count(), len(os.listdir("/proc/self/fd"))
+
+
+async def test_add_and_remove_20_times_leaks_no_threads_or_fds(tmp_path: Path) -> None:
+    churn = {**camera("churn"), "taps": {"enabled": True, "endpoint": f"ipc://{tmp_path}/taps.sock"}}
+    async with running([camera("a")]) as app:
+        async def cycle(index: int) -> None:
+            assert (await call(app, "POST", "/api/v1/streams", churn))[0] == 201
+            pipeline = app.streams.get("churn")
+            assert pipeline is not None
+            deadline = time.monotonic() + 10
+            while pipeline.hub.units_published < 3:  # it really ran: frames were encoded
+                assert time.monotonic() < deadline, f"cycle {index}: no output"
+                await asyncio.sleep(0.05)
+            assert (await call(app, "DELETE", "/api/v1/streams/churn"))[0] == 204
+
+        await cycle(-1)  # the first one loads what stays loaded (codecs, thread pools)
+        await asyncio.sleep(0.5)
+        before = _threads_and_fds()
+        for index in range(20):
+            await cycle(index)
+        await asyncio.sleep(0.5)
+        after = _threads_and_fds()
+        assert after[0] <= before[0] + 1 and after[1] <= before[1] + 2, (before, after)
+        assert app.streams.names() == ["a"] and list(app.manager.tasks) == ["a"]
+        assert [socket.taps for socket in app.tap_sockets.sockets.values()] == [[]]  # its taps left the socket
