@@ -39,8 +39,8 @@ class StreamerApp:
         hubs = {pipeline.name: pipeline.hub for pipeline in self.pipelines}
         self.rtsp = RtspServer(config.server.rtsp, hubs) if config.server.rtsp.enabled else None
         self.registry = build_registry(self.pipelines, self.rtsp)
-        self.http = (HttpServer(config.server.http, self.pipelines, self.registry, config.server.webrtc)
-                     if config.server.http.enabled else None)
+        self.http = (HttpServer(config.server.http, self.pipelines, self.registry, config.server.webrtc,
+                                jobs=config.server.jobs) if config.server.http.enabled else None)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streamer.config import HttpServerConfig, WebRtcServerConfig
+from streamer.config import HttpServerConfig, JobsConfig, WebRtcServerConfig
 from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
 from streamer.http.middleware import build_middlewares
+from streamer.jobs.service import JobService
 from streamer.metrics import HttpCollector, WebRtcCollector
 from streamer.sources.whip import WhipSource
 from streamer.webrtc.whep import WhepService
@@ -61,7 +62,8 @@ def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
 
 class HttpServer:
     def __init__(self, config: HttpServerConfig, pipelines: list[CameraPipeline], registry: CollectorRegistry,
-                 webrtc: WebRtcServerConfig | None = None, hubs: dict[str, StreamHub] | None = None) -> None:
+                 webrtc: WebRtcServerConfig | None = None, hubs: dict[str, StreamHub] | None = None,
+                 jobs: JobsConfig | None = None) -> None:
         self.config = config
         self.pipelines = pipelines
         self.registry = registry
@@ -77,6 +79,9 @@ class HttpServer:
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/api/streams", self.streams)
+        self.jobs = JobService(jobs, registry) if jobs is not None and jobs.enabled else None
+        if self.jobs is not None:
+            self.jobs.add_routes(self.app.router)
         self.whep: WhepService | None = None
         self.whip: WhipService | None = None
         if webrtc is not None and webrtc.enabled:
@@ -124,6 +129,8 @@ class HttpServer:
             await self.whep.close()
         if self.whip is not None:
             await self.whip.close()
+        if self.jobs is not None:
+            await self.jobs.close()
         if runner is not None:
             await runner.cleanup()
 
