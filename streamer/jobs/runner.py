@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -129,7 +128,8 @@ async def run_job(record: JobRecord, config: JobsConfig, on_frames: Callable[[in
     process = await asyncio.create_subprocess_exec(
         *worker_command(record, config), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, limit=MAX_EVENT_BYTES, start_new_session=True,
-    )
+    )  # a session of its own: with autogroup scheduling, a group of its own, whose weight the worker lowers
+    # (nice 19), so that its CPU time is not charged to the server's group (see worker.lower_priority)
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     errors = asyncio.create_task(_read_stderr(process, tail))
     try:
@@ -197,14 +197,14 @@ async def _read_stderr(process: asyncio.subprocess.Process, tail: deque[str]) ->
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Terminate the child (its whole process group), kill it after TERMINATE_GRACE_S, reap it."""
+    """Terminate the child, kill it after TERMINATE_GRACE_S, reap it (it starts no processes of its own)."""
     if process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, 15)
+        process.terminate()
     try:
         await asyncio.wait_for(asyncio.shield(process.wait()), TERMINATE_GRACE_S)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
+            process.kill()
         await process.wait()

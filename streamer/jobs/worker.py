@@ -19,6 +19,7 @@ goes to stderr instead (the events have the real stdout to themselves).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -31,10 +32,22 @@ PROGRESS_INTERVAL_S = 0.25
 
 
 def lower_priority(nice: int, idle_class: bool) -> dict[str, Any]:
-    """Raise this process's niceness to ``nice`` and, on Linux, move it to SCHED_IDLE; what was reached."""
+    """Raise this process's niceness to ``nice`` and, on Linux, move it to SCHED_IDLE; what was reached.
+
+    With Linux's autogroup scheduling (the default on desktop and server kernels for processes outside CPU
+    cgroups) the CPU is shared between sessions first and only then between a session's threads. The server
+    starts the worker in a session of its own, and the worker lowers that group's weight too (nice 19 in
+    /proc/self/autogroup): in the server's group, the job's CPU time would be charged to the server and
+    delay the live cameras whenever other processes compete for the cores; in a group of its own at nice 0
+    it would get half of the machine whatever its threads' niceness."""
     current = os.nice(0)
     if nice > current:
         current = os.nice(nice - current)
+    autogroup = None
+    if os.getsid(0) == os.getpid():  # a session of its own is, with autogroup scheduling, a group of its own
+        with contextlib.suppress(OSError):
+            Path("/proc/self/autogroup").write_text(str(nice))
+            autogroup = Path("/proc/self/autogroup").read_text().split()[-1]
     idle = False
     if idle_class and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         try:
@@ -42,7 +55,7 @@ def lower_priority(nice: int, idle_class: bool) -> dict[str, Any]:
             idle = True
         except OSError:
             idle = False
-    return {"nice": current, "idle_class": idle}
+    return {"nice": current, "idle_class": idle, "autogroup_nice": autogroup}
 
 
 def count_frames(path: Path) -> int | None:
