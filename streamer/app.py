@@ -50,7 +50,7 @@ class StreamerApp:
             self.streams.on_remove(self.rtsp.end_stream)
         self.registry = build_registry(self.streams, self.rtsp)
         self.http = (HttpServer(config.server.http, self.streams, self.registry, config.server.webrtc,
-                                manager=self.manager)
+                                manager=self.manager, jobs=config.server.jobs)
                      if config.server.http.enabled else None)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()

@@ -21,6 +21,7 @@ from streamer.config import (
     read_config_data,
     source_from_argument,
 )
+from streamer.jobs.cli import add_jobs_parser, cmd_jobs
 
 log = logging.getLogger("streamer")
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate-config", help="check a YAML configuration and print it resolved")
     validate.add_argument("file", help="YAML configuration file")
     add_streams_parser(sub)
+    add_jobs_parser(sub)
     return parser
 
 
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     commands = {"run": cmd_run, "restore": cmd_restore, "models": cmd_models, "validate-config": cmd_validate,
-                "streams": cmd_streams}
+                "streams": cmd_streams, "jobs": cmd_jobs}
     try:
         return commands[args.command](args)
     except (ConfigError, EngineError, ValueError) as error:

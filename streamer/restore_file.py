@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ class FileRestorer:
         stream.width, stream.height = width, height
         return container, stream
 
-    def run(self, source: Path, target: Path, progress: bool = True) -> int:
+    def run(self, source: Path, target: Path, progress: bool = True,
+            on_frame: Callable[[int], None] | None = None) -> int:
+        """Restore ``source`` into ``target``; ``on_frame(frames written)`` after each frame. Returns the count."""
         if self.lossless and target.suffix.lower() != ".mkv":
             raise ValueError("--lossless writes FFV1, which needs a .mkv output")
         with av.open(str(source)) as reader:
@@ -57,15 +60,21 @@ class FileRestorer:
             output: Any = None
             out_stream: Any = None
             bar = tqdm(total=total, unit="frame", disable=not progress, desc=source.name)
+
+            def advance() -> None:
+                bar.update(1)
+                if on_frame is not None:
+                    on_frame(self.frames_written)
+
             try:
                 for index, decoded in enumerate(reader.decode(stream)):
                     frame = Frame(decoded.to_ndarray(format="rgb24"), index / float(rate), 0.0, index)
                     for ready, neighbours in self.window.push(frame):
                         output, out_stream = self._write(ready, neighbours, target, rate, output, out_stream)
-                        bar.update(1)
+                        advance()
                 for ready, neighbours in self.window.flush():
                     output, out_stream = self._write(ready, neighbours, target, rate, output, out_stream)
-                    bar.update(1)
+                    advance()
                 if out_stream is not None:
                     for packet in out_stream.encode(None):
                         output.mux(packet)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ctypes
+import gc
 import logging
 import os
 import tempfile
@@ -150,11 +152,24 @@ class StreamManager:
                 await asyncio.gather(late, return_exceptions=True)
         pipeline.close()
         self.tap_sockets.release(pipeline.taps.values())
+        del pipeline
+        await asyncio.to_thread(release_freed_memory)
         log.info("camera %s removed", name)
 
     async def _save(self) -> None:
         if self.writeback is not None:
             await asyncio.to_thread(write_cameras, self.writeback, list(self.entries.values()))
+
+
+def release_freed_memory() -> None:
+    """Give the heap a removed camera freed back to the system (glibc keeps it in its per-thread arenas:
+    measured +35 MB RSS per add/remove of a 640x360 camera without this, flat with it). No-op elsewhere."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def write_cameras(path: Path, cameras: list[dict[str, Any]]) -> None:

@@ -11,11 +11,23 @@ from pydantic import (
     ConfigDict,
 )
 
+from engines import EngineError, resolve_model
+
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names each bad field."""
+
+
+def check_model(value: str | None) -> str | None:
+    """An engine's ``model`` field: a shipped model's name or a file the engine can load (None = the default)."""
+    if value is not None:
+        try:
+            resolve_model(value)
+        except EngineError as error:
+            raise ValueError(str(error)) from None
+    return value
 
 
 def check_rtsp_url(value: str) -> str:

@@ -11,8 +11,7 @@ from pydantic import (
     model_validator,
 )
 
-from engines import EngineError, resolve_model
-from streamer.config.base import NAME_PATTERN, RtspUrl, StrictModel
+from streamer.config.base import NAME_PATTERN, RtspUrl, StrictModel, check_model
 from streamer.config.servers import check_bearer_token
 from streamer.config.taps import TapsConfig
 
@@ -114,12 +113,7 @@ class EngineConfig(StrictModel):
     @field_validator("model")
     @classmethod
     def _model_exists_when_named(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                resolve_model(value)
-            except EngineError as error:
-                raise ValueError(str(error)) from None
-        return value
+        return check_model(value)
 
 
 class WindowConfig(StrictModel):

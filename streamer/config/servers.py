@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from streamer.config.base import StrictModel
+from streamer.config.base import StrictModel, check_model
 
 
 # --------------------------------------------------------------------------------------------- servers
@@ -241,9 +241,74 @@ class WebRtcServerConfig(StrictModel):
         return (self.ice_udp_ports[0], self.ice_udp_ports[1]) if self.ice_udp_ports else None
 
 
+class JobsConfig(StrictModel):
+    """Offline restoration jobs (``/api/v1/jobs``): every frame of an uploaded file through the full model,
+    in a child process at the lowest CPU priority, so that live cameras keep the compute they need."""
+
+    enabled: bool = Field(
+        True,
+        description="Serve /api/v1/jobs (behind server.http.auth like the rest of /api; jobs run at idle CPU "
+        "priority, uploads and the queue are bounded)",
+    )
+    directory: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="Where uploads and results are kept (created 0700, one sub-folder per job); default: a "
+        "fresh private folder under the system temp folder, removed when the server stops",
+    )
+    max_upload_bytes: int = Field(
+        2 * 1024**3, ge=1024, le=64 * 1024**3, description="Largest uploaded file; a longer upload gets 413"
+    )
+    max_queued: int = Field(8, ge=1, le=1000, description="Jobs waiting to run; a submission beyond gets 429")
+    max_running: int = Field(1, ge=1, le=16, description="Jobs restored at once (one child process each)")
+    result_ttl_s: float = Field(
+        3600.0, ge=1, le=7 * 86400,
+        description="A finished job's files are removed this long after it ended (the job then shows as expired)",
+    )
+    allowed_paths: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="Server folders from which {\"path\": ...} submissions are taken (symlinks resolved; "
+        "anything outside gets 403); empty = uploads only",
+    )
+    engine: Literal["auto", "cpu", "tensorrt", "cuda", "passthrough"] = Field(
+        "auto", description="Backend of the jobs, as a camera's engine.type (auto = TensorRT, else the CPU)"
+    )
+    model: str | None = Field(None, max_length=4096, description="Model of the jobs, as engine.model (default: lite)")
+    int8: bool = Field(True, description="CPU: run the model's int8 twin, as engine.int8")
+    threads: int = Field(
+        1, ge=1, le=64,
+        description="CPU inference threads of a job (its decode and encode threads are its own too)",
+    )
+    nice: int = Field(19, ge=0, le=19, description="Niceness of a job's process (19 = lowest priority)")
+    yield_to_live: bool = Field(
+        True, description="Pause the jobs (SIGSTOP) while a live camera sends frames unrestored for want of compute; "
+        "they go on once the cameras have kept up for yield_hold_s (and run at least 10 % of the time)",
+    )
+    yield_hold_s: float = Field(2.0, ge=0.1, le=60, description="Seconds the cameras must keep up before jobs resume")
+    idle_class: bool = Field(
+        True,
+        description="Linux: also run a job under SCHED_IDLE, so that it gets only CPU time nothing else wants",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists_when_named(cls, value: str | None) -> str | None:
+        return check_model(value)
+
+    @field_validator("allowed_paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for folder in value:
+            if not Path(folder).expanduser().is_absolute():
+                raise ValueError(f"{folder!r} must be an absolute path")
+        return value
+
+
 class ServerConfig(StrictModel):
     rtsp: RtspServerConfig = Field(default_factory=RtspServerConfig, description="RTSP server")
     http: HttpServerConfig = Field(default_factory=HttpServerConfig, description="HTTP server")
     webrtc: WebRtcServerConfig = Field(
         default_factory=WebRtcServerConfig, description="WebRTC (WHEP) viewers, served by the HTTP server"
+    )
+    jobs: JobsConfig = Field(
+        default_factory=JobsConfig, description="Restoration jobs (/api/v1/jobs), served by the HTTP server"
     )

@@ -17,6 +17,8 @@ PUBLIC_PATHS = frozenset({"/healthz"})  # answered without a token: liveness pro
 PUBLIC_PAGE_ROUTES = frozenset({"/", "/static"})
 # CORS preflights of the WebRTC signalling paths: browsers never send credentials with them
 PUBLIC_PREFLIGHT_PREFIXES = ("/whep/", "/whip/")
+# routes that bound their own request bodies (method, canonical path): job uploads, server.jobs.max_upload_bytes
+OWN_BODY_LIMIT_ROUTES = frozenset({(hdrs.METH_POST, "/api/v1/jobs")})
 # WHIP checks each publishing path's own token (server.http.auth's by default); its session URLs are secrets
 OWN_AUTH_PREFIXES = ("/whip/",)
 
@@ -39,12 +41,15 @@ def catch_internal_errors(errors: ErrorReporter) -> Middleware:
 
 
 def limit_body(max_bytes: int, stats: HttpStats) -> Middleware:
-    """A declared body over ``max_bytes`` is refused with 413 before any handler runs (and never read)."""
+    """A declared body over ``max_bytes`` is refused with 413 before any handler runs (and never read), except on
+    the routes of OWN_BODY_LIMIT_ROUTES, which stream their bodies under their own cap."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
-        if length is not None and length > max_bytes:
+        resource = request.match_info.route.resource
+        own_limit = resource is not None and (request.method, resource.canonical) in OWN_BODY_LIMIT_ROUTES
+        if length is not None and length > max_bytes and not own_limit:
             stats.bad_requests += 1
             response = web.json_response({"error": f"request body over {max_bytes} bytes"}, status=413)
             response.force_close()

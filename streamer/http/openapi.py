@@ -19,6 +19,7 @@ from streamer import __version__
 from streamer.config import CameraConfig
 from streamer.config.base import NAME_PATTERN
 from streamer.http.streams_api import ApiError, StreamChange, StreamList, StreamStatus
+from streamer.jobs.models import Job, JobError, JobList, PathSubmission
 
 # (method, path, summary, request model, {status: (response model or None, description)})
 Operation = tuple[str, str, str, type[BaseModel] | None, dict[int, tuple[type[BaseModel] | None, str]]]
@@ -41,8 +42,26 @@ STREAM_OPERATIONS: list[Operation] = [
 ]
 
 
+JOB_OPERATIONS: list[Operation] = [
+    ("post", "/api/v1/jobs", "Restore a video file: a multipart upload (part 'file') or a server path (JSON)",
+     PathSubmission, {201: (Job, "Queued"), 403: (JobError, "The path is outside server.jobs.allowed_paths"),
+                      413: (JobError, "Over server.jobs.max_upload_bytes"), 415: (JobError, "Not a video"),
+                      429: (JobError, "The queue is full")}),
+    ("get", "/api/v1/jobs", "List the jobs", None, {200: (JobList, "The jobs")}),
+    ("get", "/api/v1/jobs/{job}", "A job's state and progress (frames done / total, fps, ETA)", None,
+     {200: (Job, "The job"), 404: (JobError, "No such job")}),
+    ("get", "/api/v1/jobs/{job}/result", "Download the restored file (H.264 MP4)", None,
+     {200: (None, "The file (video/mp4)"), 404: (JobError, "No such job"), 409: (JobError, "Not done"),
+      410: (JobError, "Cancelled or expired: the files were removed")}),
+    ("delete", "/api/v1/jobs/{job}", "Cancel a job (or forget a finished one); its files are removed", None,
+     {204: (None, "Cancelled or forgotten"), 404: (JobError, "No such job")}),
+]
+
+UPLOAD = {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
+
+
 def openapi_document(operations: list[Operation] | None = None) -> dict[str, Any]:
-    operations = STREAM_OPERATIONS if operations is None else operations
+    operations = [*STREAM_OPERATIONS, *JOB_OPERATIONS] if operations is None else operations
     models = {model for _, _, _, body, responses in operations
               for model in [body, *(answer for answer, _ in responses.values())] if model is not None}
     keyed: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
@@ -60,11 +79,15 @@ def openapi_document(operations: list[Operation] | None = None) -> dict[str, Any
         if "{name}" in path:
             operation["parameters"] = [{"name": "name", "in": "path", "required": True,
                                         "schema": {"type": "string", "pattern": NAME_PATTERN}}]
+        if "{job}" in path:
+            operation["parameters"] = [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}]
         if method in ("post", "put", "patch"):
             schema = _ref(body) if body is not None else {"type": "object", "description": "Fields to change"}
             content_type = "application/merge-patch+json" if method == "patch" else "application/json"
-            operation["requestBody"] = {"required": True, "content": {content_type: {"schema": schema},
-                                                                      "application/json": {"schema": schema}}}
+            content: dict[str, Any] = {content_type: {"schema": schema}, "application/json": {"schema": schema}}
+            if body is PathSubmission:
+                content["multipart/form-data"] = {"schema": UPLOAD}
+            operation["requestBody"] = {"required": True, "content": content}
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streamer.config import HttpServerConfig, WebRtcServerConfig
+from streamer.config import HttpServerConfig, JobsConfig, WebRtcServerConfig
 from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
 from streamer.http.middleware import build_middlewares
 from streamer.http.openapi import add_openapi_routes
 from streamer.http.streams_api import StreamsApi
+from streamer.jobs.service import JobService
 from streamer.metrics import HttpCollector, WebRtcCollector
 from streamer.registry import StreamRegistry
 from streamer.webrtc.whep import WhepService
@@ -66,7 +67,8 @@ def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
 class HttpServer:
     def __init__(self, config: HttpServerConfig, pipelines: StreamRegistry | list[CameraPipeline],
                  registry: CollectorRegistry, webrtc: WebRtcServerConfig | None = None,
-                 hubs: Mapping[str, StreamHub] | None = None, manager: StreamManager | None = None) -> None:
+                 hubs: Mapping[str, StreamHub] | None = None, manager: StreamManager | None = None,
+                 jobs: JobsConfig | None = None) -> None:
         self.config = config
         self.streams = pipelines if isinstance(pipelines, StreamRegistry) else StreamRegistry(pipelines)
         self.registry = registry
@@ -84,6 +86,9 @@ class HttpServer:
         self.app.router.add_get("/api/streams", self.streams_v0)
         if manager is not None:
             StreamsApi(self.streams, manager).add_routes(self.app.router)
+        self.jobs = JobService(jobs, registry, self._live_pressure) if jobs is not None and jobs.enabled else None
+        if self.jobs is not None:
+            self.jobs.add_routes(self.app.router)
         add_openapi_routes(self.app.router)
         self.whep: WhepService | None = None
         self.whip: WhipService | None = None
@@ -99,6 +104,11 @@ class HttpServer:
             registry.register(WebRtcCollector(self.whep, self.whip))
             self.app.router.add_get("/", self.page)
             self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
+
+    def _live_pressure(self) -> int:
+        """Frames the cameras sent unrestored because the engine was busy or slow (what jobs yield to)."""
+        return sum(pipeline.restorer.stats.degraded.get(reason, 0) for pipeline in self.streams
+                   if pipeline.restorer is not None for reason in ("engine_busy", "engine_slow"))
 
     @property
     def port(self) -> int:
@@ -128,6 +138,8 @@ class HttpServer:
             await self.whep.close()
         if self.whip is not None:
             await self.whip.close()
+        if self.jobs is not None:
+            await self.jobs.close()
         if runner is not None:
             await runner.cleanup()
 
