@@ -23,7 +23,9 @@ ENV_PREFIX = "STREAMER__"
 
 
 class AppConfig(StrictModel):
-    cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="Cameras to restore")
+    cameras: list[CameraConfig] = Field(
+        max_length=64, description="Cameras to restore (may be empty: cameras can be added over the API)"
+    )
     server: ServerConfig = Field(default_factory=ServerConfig, description="Servers")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging level")
 

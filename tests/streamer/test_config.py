@@ -40,7 +40,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
         ("cameras: [{source: {type: demo}, colour: red}]", "cameras.0.colour"),
         ("cameras: [{source: {type: webcam}}]", "cameras.0.source"),
         ("cameras: [{source: {type: demo}}]\nserver: {rtsp: {port: 70000}}", "server.rtsp.port"),
-        ("cameras: []", "cameras"),
+        ("server: {}", "cameras"),
         ("cameras: [{source: {type: demo}, engine: {model: lite-turbo}}]", "cameras.0.engine.model"),
         ("cameras: [{source: {type: demo}}, {source: {type: demo}}]", "camera names must be unique"),
     ],

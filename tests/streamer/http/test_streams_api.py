@@ -20,6 +20,7 @@ from streamer.app import StreamerApp
 from streamer.config import build_config
 from tests.conftest import FPS, HEIGHT, WIDTH
 from tests.peers.processes import start_viewer
+from tools.whep_client import WhepPlayer
 
 DEMO = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": FPS}
 TOKEN = "s3cret-token-for-tests"
@@ -177,3 +178,43 @@ async def test_add_and_remove_20_times_leaks_no_threads_or_fds(tmp_path: Path) -
         assert after[0] <= before[0] + 1 and after[1] <= before[1] + 2, (before, after)
         assert app.streams.names() == ["a"] and list(app.manager.tasks) == ["a"]
         assert [socket.taps for socket in app.tap_sockets.sockets.values()] == [[]]  # its taps left the socket
+
+
+async def test_removing_a_camera_closes_its_webrtc_viewers_and_views() -> None:
+    async with running([camera("a")]) as app:
+        assert app.http is not None and app.http.whep is not None
+        assert (await call(app, "POST", "/api/v1/streams", camera("b")))[0] == 201
+        base = f"http://127.0.0.1:{app.http.port}/whep"
+        players = [WhepPlayer(f"{base}/b"), WhepPlayer(f"{base}/b/compare"), WhepPlayer(f"{base}/a")]
+        try:
+            for player in players:
+                await player.start()
+                assert await player.first_frame(15), player.url
+            assert (await call(app, "DELETE", "/api/v1/streams/b"))[0] == 204
+            deadline = time.monotonic() + 10
+            while {session.stream for session in app.http.whep.sessions.values()} != {"a"}:
+                assert time.monotonic() < deadline, [s.stream for s in app.http.whep.sessions.values()]
+                await asyncio.sleep(0.1)
+            for player in players[:2]:  # the viewer sees its track end
+                assert player._reader is not None
+                await asyncio.wait_for(asyncio.shield(player._reader), 10)
+            seen = len(players[2].frames)
+            await asyncio.sleep(1.0)
+            assert len(players[2].frames) >= seen + 15  # camera a's viewer plays on
+        finally:
+            for player in players:
+                await player.stop(delete=False)
+
+
+async def test_a_server_started_with_no_camera_takes_one_over_the_api() -> None:
+    async with running([]) as app:
+        assert (await call(app, "GET", "/api/v1/streams"))[1] == {"streams": []}
+        assert (await call(app, "POST", "/api/v1/streams", camera("first")))[0] == 201
+        deadline = time.monotonic() + 15
+        while (await call(app, "GET", "/readyz"))[0] != 200:
+            assert time.monotonic() < deadline, "the added camera never became ready"
+            await asyncio.sleep(0.2)
+        assert (await call(app, "DELETE", "/api/v1/streams/first"))[0] == 204
+        await asyncio.sleep(0.3)
+        assert not app._stop.is_set() and app.ready.is_set()  # no camera left: it keeps serving
+        assert (await call(app, "GET", "/healthz"))[0] == 200
