@@ -36,7 +36,8 @@ class StreamerCollector(Collector):
         reconnects = counter("source_reconnects", "Source reconnect attempts", ["camera"])
         corrupt = counter("source_corrupt_packets", "Corrupt packets or frames seen", ["camera"])
         connected = gauge("source_connected", "1 while the source is connected", ["camera"])
-        restored = counter("frames_restored", "Frames that went through a restoration model, by model", ["camera", "model"])
+        restored = counter("frames_restored", "Frames restored, by the ladder's level and the model it ran (level "
+                           "temporal: the classical filter, model 'none')", ["camera", "level", "model"])
         out = counter("frames_out", "Frames handed to the encoder", ["camera"])
         degraded = counter("frames_degraded", "Frames sent unrestored, by reason", ["camera", "reason"])
         dropped = counter("queue_dropped", "Items dropped by a bounded queue", ["camera", "queue"])
@@ -78,7 +79,11 @@ class StreamerCollector(Collector):
             if pipeline.restorer is not None:
                 restore = pipeline.restorer.stats
                 dropped.add_metric([name, "restore_pending"], restore.dropped)
-                restored.add_metric([name, pipeline.restorer.engine.info.name], restore.restored)
+                models = {level.name: level.model or "none" for level in pipeline.restorer.levels}
+                for level, count in restore.restored_by_level.items():
+                    restored.add_metric([name, level, models.get(level, "none")], count)
+                if not restore.restored_by_level:  # the series exists from the start (rate() needs two samples)
+                    restored.add_metric([name, pipeline.restorer.levels[0].name, models[pipeline.restorer.levels[0].name]], 0)
                 out.add_metric([name], restore.frames_out)
                 for reason, count in restore.degraded.items():
                     degraded.add_metric([name, reason], count)

@@ -55,6 +55,14 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
     info = GaugeMetricFamily(
         "streamer_engine_info", "The engine a camera restores with (always 1)", labels=["camera", "backend", "model", "precision"]
     )
+    level = GaugeMetricFamily(
+        "streamer_restore_level", "1 for the degradation ladder's level a camera restores at now (0 for its others)",
+        labels=["camera", "level"],
+    )
+    changes = CounterMetricFamily(
+        "streamer_restore_level_changes", "Ladder level changes: down (frames missed their deadline) or up (a probe)",
+        labels=["camera", "direction"],
+    )
     for pipeline in pipelines:
         restorer = pipeline.restorer
         if restorer is None:
@@ -65,7 +73,11 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
         resets.add_metric([pipeline.name], restorer.window.resets)
         model = restorer.engine.info
         info.add_metric([pipeline.name, restorer.engine.backend, model.name, model.precision], 1.0)
-    yield from (frames_in, engine, fill, resets, info)
+        for candidate in restorer.controller.levels:
+            level.add_metric([pipeline.name, candidate], float(candidate == restorer.controller.level))
+        for direction, count in restorer.controller.changes.items():
+            changes.add_metric([pipeline.name, direction], count)
+    yield from (frames_in, engine, fill, resets, info, level, changes)
 
 
 def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:

@@ -18,6 +18,7 @@ from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
 from streamer.graph.frames import Frame
 from streamer.hub import KeyframeGate, StreamHub
+from streamer.ladder import HalfResolutionLevel, LadderController, Level, ModelLevel, TemporalLevel
 from streamer.restorer import RestoreStage
 from streamer.sinks import Sink, create_sink
 from streamer.sources import Source, create_source
@@ -36,6 +37,37 @@ def make_engine(config: CameraConfig) -> Engine:
     return activate_engine(
         settings.type, settings.model, settings.threads, settings.fp16, settings.cache_dir, settings.int8
     )
+
+
+FAST_MODELS = {"lite-detail": "lite", "lite-detail-causal": "lite-causal"}  # the ladder's default 'fast' level
+
+
+def make_levels(config: CameraConfig, full: Engine) -> tuple[list[Level], list[Engine]]:
+    """The camera's degradation ladder, best level first, and the extra engines it activated (its cheaper
+    model), which the caller deactivates. One level (the configured model) when the ladder is off."""
+    ladder = config.engine.ladder
+    levels: list[Level] = [ModelLevel("full", full)]
+    if not ladder.enabled or full.passes_through:
+        return levels, []
+    extra: list[Engine] = []
+    fast_name = ladder.fast_model or FAST_MODELS.get(config.engine.model or "lite")
+    cheapest = full
+    if fast_name is not None and fast_name != (config.engine.model or "lite"):
+        settings = config.engine
+        fast = activate_engine(settings.type, fast_name, settings.threads, settings.fp16, settings.cache_dir,
+                               settings.int8)
+        if fast.info.window != full.info.window or fast.info.reference_index != full.info.reference_index:
+            fast.deactivate()
+            raise EngineError(f"engine.ladder.fast_model={fast_name}: its window ({fast.info.window} frames, "
+                              f"reference {fast.info.reference_index}) must be the full model's")
+        extra.append(fast)
+        levels.append(ModelLevel("fast", fast))
+        cheapest = fast
+    if ladder.half:
+        levels.append(HalfResolutionLevel(cheapest))
+    if ladder.temporal:
+        levels.append(TemporalLevel())
+    return levels, extra
 
 
 def make_window(config: CameraConfig, engine: Engine, field: str = "cameras.0") -> TemporalWindow:
@@ -67,6 +99,7 @@ class CameraPipeline:
         self.decoded: Channel[Frame] = Channel(f"{self.name}-decoded", config.queue_frames, DropPolicy.OLDEST)
         self.restored: Channel[Frame] = Channel(f"{self.name}-restored", config.queue_frames, DropPolicy.OLDEST)
         self.engine: Engine | None = None
+        self.extra_engines: list[Engine] = []  # the ladder's cheaper model, when it has one
         self.restorer: RestoreStage | None = None
         self.encoder = H264Encoder(config.encoder)
         self.encode_stage = EncodeStage(self.encoder, self.restored, self.hub.publish)
@@ -93,7 +126,14 @@ class CameraPipeline:
         await asyncio.to_thread(check_source, self.config.source, f"{self.field}.source")
         self.engine = await asyncio.to_thread(make_engine, self.config)
         window = make_window(self.config, self.engine, self.field)
-        self.restorer = RestoreStage(self.engine, window, self.decoded, self.restored)
+        try:
+            levels, self.extra_engines = await asyncio.to_thread(make_levels, self.config, self.engine)
+        except EngineError:
+            await asyncio.to_thread(self.engine.deactivate)
+            raise
+        controller = LadderController([level.name for level in levels], self.config.engine.ladder.probe_after_s)
+        self.restorer = RestoreStage(self.engine, window, self.decoded, self.restored, levels=levels,
+                                     controller=controller, name=self.name)
         log.info(
             "camera %s: engine %s, window %d frames (%d past, %d ahead: %s)",
             self.name,
@@ -103,8 +143,15 @@ class CameraPipeline:
             window.lookahead,
             "causal" if window.lookahead == 0 else f"+{window.lookahead} frame(s) of latency",
         )
+        if len(levels) > 1:
+            log.info("camera %s: degradation ladder %s", self.name,
+                     " > ".join(f"{level.name} ({level.model})" if level.model else level.name for level in levels))
 
-    def _model_name(self) -> str | None:
+    def _model_name(self, level: str | None = None) -> str | None:
+        """What restored a frame at ``level`` (the ladder's), for the taps' headers."""
+        restorer = self.restorer
+        if restorer is not None and level is not None:
+            return next((candidate.describe() for candidate in restorer.levels if candidate.name == level), None)
         return self.engine.describe() if self.engine is not None else None
 
     def fail(self, reason: str) -> None:
@@ -147,8 +194,9 @@ class CameraPipeline:
                 task.cancel()
             await restorer.close()
             self.encode_stage.close()
-            if self.engine is not None:
-                await asyncio.to_thread(self.engine.deactivate)
+            for engine in [self.engine, *self.extra_engines]:
+                if engine is not None:
+                    await asyncio.to_thread(engine.deactivate)
 
     def _close_outputs(self) -> None:
         self.hub.close()

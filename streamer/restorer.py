@@ -15,19 +15,24 @@ from engines.base import Engine
 from streamer.graph.channel import Channel, ChannelClosed
 from streamer.graph.frames import Frame
 from streamer.histogram import ENGINE_BUCKETS_S, LatencyHistogram
+from streamer.ladder import LadderController, Level, ModelLevel
 from streamer.window import TemporalWindow
 
 log = logging.getLogger(__name__)
 
 
 MAX_PENDING_FRAMES = 150  # > max_wait_s (1 s) of a 120 fps camera: held only while the encoder is behind
+DEADLINE_INTERVALS = 4  # a restoration later than this many frame intervals is abandoned (engine_slow)
+DEFAULT_INTERVAL_S = 0.04
 
 
 @dataclass
 class RestoreStats:
     frames_in: int = 0
     frames_out: int = 0
-    restored: int = 0
+    restored: int = 0  # through any level of the ladder
+    restored_by_level: dict[str, int] = field(default_factory=dict)
+    level: str = ""  # the ladder's level now
     dropped: int = 0  # frames lost because the encoder fell more than MAX_PENDING_FRAMES behind
     degraded: dict[str, int] = field(default_factory=lambda: {"engine_busy": 0, "engine_slow": 0, "engine_error": 0})
     engine_latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(ENGINE_BUCKETS_S))
@@ -61,17 +66,25 @@ class RestoreStage:
         outbox: Channel[Frame],
         max_wait_s: float = 1.0,
         stats: RestoreStats | None = None,
+        levels: list[Level] | None = None,
+        controller: LadderController | None = None,
+        name: str = "",
     ) -> None:
         self.engine = engine
+        self.levels = levels or [ModelLevel("full", engine)]
+        self.controller = controller or LadderController([level.name for level in self.levels])
+        self.name = name or inbox.name
+        self.interval_s = DEFAULT_INTERVAL_S  # the camera's frame interval, from the frames' timestamps
         self.window = window
         self.inbox = inbox
         self.outbox = outbox
         self.max_wait_s = max_wait_s
         self.stats = stats or RestoreStats()
+        self.stats.level = self.controller.level
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"engine-{inbox.name}")
-        self._pending: deque[tuple[Frame, asyncio.Future[tuple[np.ndarray, float]] | None]] = deque()
+        self._pending: deque[tuple[Frame, asyncio.Future[Restored] | None]] = deque()
         self._pending_changed = asyncio.Event()
-        self._in_flight: asyncio.Future[tuple[np.ndarray, float]] | None = None
+        self._in_flight: asyncio.Future[Restored] | None = None
         self._intake_done = False
         self._last_error_log = 0.0
         self._errors_since_log = 0
@@ -105,12 +118,16 @@ class RestoreStage:
 
     async def _intake_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        last: Frame | None = None
         while True:
             try:
                 frame = await self.inbox.get()
             except ChannelClosed:
                 break
             self.stats.frames_in += 1
+            if last is not None and not frame.discontinuity and 0 < frame.timestamp - last.timestamp < 1.0:
+                self.interval_s = 0.9 * self.interval_s + 0.1 * (frame.timestamp - last.timestamp)
+            last = frame
             for ready, neighbours in self.window.push(frame):
                 self._schedule(loop, ready, neighbours)
         for ready, neighbours in self.window.flush():
@@ -123,11 +140,13 @@ class RestoreStage:
         if self.engine.passes_through:
             self._pending.append((frame, None))  # nothing to restore: no thread hop, no RGB conversion
         elif self._in_flight is None or self._in_flight.done():
-            future = loop.run_in_executor(self._executor, self._infer_timed, neighbours)
+            level = self.levels[self.controller.index]
+            future = loop.run_in_executor(self._executor, self._infer_timed, level, neighbours)
             self._in_flight = future
             self._pending.append((frame, future))
         else:
             self.stats.degrade("engine_busy")
+            self._frame_done(missed=True)
             self._pending.append((frame, None))
         self._pending_changed.set()
 
@@ -147,20 +166,26 @@ class RestoreStage:
             self.stats.frames_out += 1
             self.outbox.put(frame)
 
-    async def _result(self, frame: Frame, future: asyncio.Future[tuple[np.ndarray, float]]) -> Frame:
+    async def _result(self, frame: Frame, future: asyncio.Future[Restored]) -> Frame:
+        deadline = min(self.max_wait_s, max(0.1, DEADLINE_INTERVALS * self.interval_s))
         try:
-            image, seconds = await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
+            image, seconds, level = await asyncio.wait_for(asyncio.shield(future), deadline)
         except asyncio.TimeoutError:
             self.stats.degrade("engine_slow")
-            future.add_done_callback(_consume_result)
+            future.add_done_callback(self._late_result)
+            self._frame_done(missed=True)
             return frame
         except Exception as error:
             self.stats.degrade("engine_error")
             self._log_error(error)
+            self._frame_done(missed=True)
             return frame
         self.stats.restored += 1
+        self.stats.restored_by_level[level.name] = self.stats.restored_by_level.get(level.name, 0) + 1
         self.stats.engine_latency.observe(seconds)  # observed on the loop thread, where metrics read it
         self.stats.engine_seconds.append(seconds)
+        self.controller.observe(level.name, seconds, time.monotonic())
+        self._frame_done(missed=False)
         return Frame(
             image=image,
             timestamp=frame.timestamp,
@@ -169,13 +194,33 @@ class RestoreStage:
             discontinuity=frame.discontinuity,
             restored=True,
             original=frame,
+            level=level.name,
         )
 
-    def _infer_timed(self, neighbours: list[Frame]) -> tuple[np.ndarray, float]:
-        """Worker-thread body: the restored image and the seconds the engine took (RGB conversion included)."""
+    def _late_result(self, future: asyncio.Future[Restored]) -> None:
+        """A restoration abandoned at its deadline still tells what its level costs (so the ladder steps
+        down for a level far slower than the frame interval, not only for the frames it missed)."""
+        if not future.cancelled() and future.exception() is None:
+            _, seconds, level = future.result()
+            self.controller.observe(level.name, seconds, time.monotonic())
+
+    def _frame_done(self, missed: bool) -> None:
+        """Tell the ladder how a frame went; log (once) and count a change of level."""
+        before = self.controller.level
+        level = self.controller.frame(missed, self.interval_s, time.monotonic())
+        if level is not None:
+            self.stats.level = level
+            cost = self.controller.costs[before].seconds
+            why = f"{before} costs {1000 * cost:.0f} ms" if cost is not None else "frames missed"
+            direction = "down" if self.controller.levels.index(level) > self.controller.levels.index(before) else "up"
+            log.info("camera %s: restoration level %s -> %s (%s; a frame every %.0f ms)", self.name, before, level,
+                     why if direction == "down" else "trying the better level", 1000 * self.interval_s)
+
+    def _infer_timed(self, level: Level, neighbours: list[Frame]) -> Restored:
+        """Worker-thread body: the restored image, the seconds it took (RGB conversion included), the level."""
         started = time.perf_counter()
-        image = self.engine.infer([frame.image for frame in neighbours])
-        return image, time.perf_counter() - started
+        image = level.restore([frame.image for frame in neighbours], self.engine.info.reference_index)
+        return image, time.perf_counter() - started, level
 
     def _log_error(self, error: BaseException) -> None:
         """Aggregate engine errors: one log line per second at most."""
@@ -187,6 +232,4 @@ class RestoreStage:
             self._errors_since_log = 0
 
 
-def _consume_result(future: asyncio.Future[tuple[np.ndarray, float]]) -> None:
-    if not future.cancelled():
-        future.exception()
+Restored = tuple[np.ndarray, float, Level]

@@ -90,6 +90,26 @@ SourceConfig = Annotated[
 
 
 # --------------------------------------------------------------------------------------------- engine
+class LadderConfig(StrictModel):
+    enabled: bool = Field(True, description="Degrade restoration (cheaper levels) rather than skip frames when "
+                          "compute falls short; off = one level, frames skipped when the engine is busy")
+    fast_model: str | None = Field(
+        None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail', 'lite-causal' under "
+        "'lite-detail-causal', none (no fast level) otherwise",
+    )
+    half: bool = Field(True, description="The 'half' level: the fastest model at half resolution, residual upsampled")
+    temporal: bool = Field(True, description="The 'temporal' level: a classical 3-frame filter (no model)")
+    probe_after_s: float = Field(
+        10.0, ge=1, le=600, description="Seconds at a level without a missed frame before one level up is tried "
+        "(doubled after each failed try, up to 120 s)",
+    )
+
+    @field_validator("fast_model")
+    @classmethod
+    def _fast_model_exists(cls, value: str | None) -> str | None:
+        return check_model(value)
+
+
 class EngineConfig(StrictModel):
     type: Literal["auto", "cpu", "tensorrt", "cuda", "passthrough"] = Field(
         "auto", description="auto = TensorRT when a GPU is usable, else ONNX Runtime on the CPU; cuda = PyTorch CUDA"
@@ -109,6 +129,7 @@ class EngineConfig(StrictModel):
     cache_dir: str = Field(
         "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"
     )
+    ladder: LadderConfig = Field(default_factory=LadderConfig, description="Degradation ladder")
 
     @field_validator("model")
     @classmethod

@@ -20,7 +20,7 @@ class Frame:
     ``original`` is, on a restored frame, the camera's frame it was made from.
     """
 
-    __slots__ = ("_image", "discontinuity", "original", "restored", "seq", "timestamp", "video", "wallclock")
+    __slots__ = ("_image", "discontinuity", "level", "original", "restored", "seq", "timestamp", "video", "wallclock")
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class Frame:
         restored: bool = False,
         video: Any = None,
         original: Frame | None = None,
+        level: str | None = None,
     ) -> None:
         if image is None and video is None:
             raise ValueError("a frame needs an image or a decoded video frame")
@@ -43,6 +44,7 @@ class Frame:
         self.discontinuity = discontinuity
         self.restored = restored
         self.original = original  # a restored frame's camera frame (for the raw and compare views)
+        self.level = level  # the degradation ladder's level that restored it (None: not restored)
 
     @property
     def image(self) -> np.ndarray:

@@ -42,6 +42,8 @@ class StreamStatus(BaseModel):
     fps_in: float = Field(description="Frames a second decoded from the source (last few seconds)")
     fps_out: float = Field(description="Frames a second of the restored stream")
     engine: str | None = Field(description="Backend, model and precision restoring it (None before it is built)")
+    level: str | None = Field(description="The degradation ladder's level now: full, fast, half, temporal "
+                              "(None before the engine is built)")
     viewers: dict[str, int] = Field(description="Readers by protocol: rtsp, webrtc, rtsp_publish, file")
     frames_in: int = Field(description="Frames decoded from the source")
     frames_out: int = Field(description="Frames handed to the encoder")
@@ -141,7 +143,8 @@ class StreamsApi:
         return StreamStatus(
             name=pipeline.name, state=readiness.state, ready=readiness.ready, reason=readiness.reason,
             fps_in=self._fps_in(pipeline.name, source.frames), fps_out=round(pipeline.hub.fps_estimate, 2),
-            engine=pipeline.engine.describe() if pipeline.engine else None, viewers=viewers,
+            engine=pipeline.engine.describe() if pipeline.engine else None,
+            level=pipeline.restorer.controller.level if pipeline.restorer else None, viewers=viewers,
             frames_in=source.frames, frames_out=restore.frames_out if restore else 0,
             frames_restored=restore.restored if restore else 0, reconnects=source.reconnects,
             last_error=last_error or None, uptime_s=round(time.time() - pipeline.started_at, 1),

@@ -35,7 +35,8 @@ class TapError(RuntimeError):
 class FrameTap:
     """One tap point of one stream: decimation, a bounded queue, counters, message building."""
 
-    def __init__(self, stream: str, config: TapPointConfig, model: Callable[[], str | None] = lambda: None) -> None:
+    def __init__(self, stream: str, config: TapPointConfig,
+                 model: Callable[[str | None], str | None] = lambda level: None) -> None:
         self.stream = stream
         self.tap = config.point
         self.config = config
@@ -89,7 +90,7 @@ class FrameTap:
             version=WIRE_VERSION, stream=self.stream, tap=self.tap, seq=seq,
             pts=round(frame.timestamp / TIME_BASE), time_base=(TIME_BASE.numerator, TIME_BASE.denominator),
             wallclock=frame.wallclock, width=width, height=height, pix_fmt=self.config.format,
-            restored=frame.restored, model=self.model() if frame.restored else None,
+            restored=frame.restored, model=self.model(frame.level) if frame.restored else None, level=frame.level,
         )
         return [self.topic, header.encode(), payload]
 
@@ -215,7 +216,8 @@ class TapSockets:
         self.sockets: dict[str, TapSocket] = {}
         self._stopped = False
 
-    def taps_for(self, stream: str, config: TapsConfig, model: Callable[[], str | None]) -> dict[str, FrameTap]:
+    def taps_for(self, stream: str, config: TapsConfig,
+                 model: Callable[[str | None], str | None]) -> dict[str, FrameTap]:
         """The stream's taps by point name, on the socket of its endpoint (opened on first use)."""
         if not config.enabled:
             return {}

@@ -45,6 +45,7 @@ class TapHeader:
     pix_fmt: str  # rgb24 | jpeg | i420 | nv12
     restored: bool  # the frame went through the model
     model: str | None  # the engine/model that restored it (None when not restored)
+    level: str | None = None  # the degradation ladder's level that restored it (None when not restored)
 
     @property
     def topic(self) -> str:
@@ -64,7 +65,7 @@ class TapHeader:
             if fields.get("version") != WIRE_VERSION:
                 raise WireError(f"tap wire version {fields.get('version')!r}, this client reads {WIRE_VERSION}")
             fields["time_base"] = tuple(fields["time_base"])
-            return cls(**{name: fields[name] for name in cls.__dataclass_fields__})
+            return cls(**{name: fields[name] for name in cls.__dataclass_fields__ if name in fields or name != "level"})
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             if isinstance(error, WireError):
                 raise

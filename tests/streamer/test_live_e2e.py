@@ -44,7 +44,7 @@ def test_restored_stream_reaches_both_viewers_and_is_cleaner(noisy_camera: GstCa
             assert capture.frames[-1].shape == (HEIGHT, WIDTH, 3)
         metrics = streamer.metrics()
         restored = sum(value for key, value in metrics.items()
-                       if key.startswith('streamer_frames_restored_total{camera="restored",model='))
+                       if key.startswith('streamer_frames_restored_total{camera="restored",'))
         out = metrics['streamer_frames_out_total{camera="restored"}']
         assert restored >= 0.5 * out, f"only {restored} of {out} frames went through the model"
         clean = clips["clean_frames"]

@@ -71,7 +71,8 @@ async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_da
         assert await asyncio.to_thread(promtool_check_metrics, exposition) == ""
         for view in ("restored", "raw", "compare"):  # the WebRTC views' bytes are counted apart
             assert f'streamer_delivered_bytes_total{{camera="{CAMERA}",protocol="webrtc",view="{view}"}}' in exposition
-        assert f'streamer_frames_restored_total{{camera="{CAMERA}",model="' in exposition
+        assert f'streamer_frames_restored_total{{camera="{CAMERA}",level="full",model="lite"}}' in exposition
+        assert f'streamer_restore_level{{camera="{CAMERA}",level="full"}} 1.0' in exposition
         viewer = start_viewer("ffmpeg", app.rtsp_url(CAMERA), WIDTH, HEIGHT, "tcp", keep_every=1000)
         prometheus = await asyncio.to_thread(PrometheusServer(tmp_path, f"127.0.0.1:{app.http.port}").start)
         dashboard = json.loads(DASHBOARD.read_text())

@@ -10,7 +10,8 @@ import numpy as np
 from engines.base import Engine, ModelInfo
 from streamer.graph.channel import Channel, ChannelClosed
 from streamer.graph.frames import Frame
-from streamer.restorer import RestoreStage
+from streamer.ladder import LadderController, Level, ModelLevel, TemporalLevel
+from streamer.restorer import DEADLINE_INTERVALS, RestoreStage
 from streamer.window import TemporalWindow
 
 
@@ -81,9 +82,10 @@ async def test_hung_engine_is_abandoned_after_max_wait() -> None:
 
 
 async def test_frames_queued_behind_a_slow_restoration_are_never_dropped() -> None:
-    """At 30 fps behind a 0.3 s restoration ~9 frames leave in one burst; a small outbox read by a consumer
-    that needs a few ms per frame (the encoder) must receive every one of them, in order."""
-    engine = SlowInvertingEngine(0.3)
+    """At 30 fps behind a 0.11 s restoration (within its deadline of 4 frame intervals) a few frames leave in
+    one burst; a small outbox read by a consumer that needs a few ms per frame (the encoder) must receive every
+    one of them, in order."""
+    engine = SlowInvertingEngine(0.11)
     engine.activate()
     inbox: Channel[Frame] = Channel("in", 64)
     outbox: Channel[Frame] = Channel("out", 4)
@@ -112,3 +114,94 @@ async def test_frames_queued_behind_a_slow_restoration_are_never_dropped() -> No
     assert outbox.dropped == 0 and stage.stats.dropped == 0
     assert received == list(range(60))
     assert 0 < stage.stats.restored < 60
+
+
+async def test_a_slow_restoration_holds_later_frames_for_at_most_a_few_frame_intervals() -> None:
+    """No head-of-line blocking: a 0.6 s restoration at 25 fps does not hold the frames behind it for 0.6 s
+    (or max_wait_s); they leave DEADLINE_INTERVALS frame intervals after their window was complete."""
+    engine = SlowInvertingEngine(0.6)
+    engine.activate()
+    inbox: Channel[Frame] = Channel("in", 64)
+    outbox: Channel[Frame] = Channel("out", 64)
+    stage = RestoreStage(engine, TemporalWindow(3, 1, 3, 1), inbox, outbox, max_wait_s=1.0)
+    task = asyncio.create_task(stage.run())
+    sent: dict[int, float] = {}
+    delays: list[float] = []
+
+    async def viewer() -> None:
+        while True:
+            try:
+                frame = await outbox.get()
+            except ChannelClosed:
+                return
+            delays.append(time.monotonic() - sent[frame.seq])
+
+    reader = asyncio.create_task(viewer())
+    for seq in range(50):
+        sent[seq] = time.monotonic()
+        inbox.put(Frame(np.full((8, 8, 3), seq, np.uint8), seq * 0.04, 0.0, seq))
+        await asyncio.sleep(0.04)
+    inbox.close()
+    await asyncio.wait_for(task, 10)
+    outbox.close()
+    await asyncio.wait_for(reader, 10)
+    await stage.close()
+    assert len(delays) == 50
+    worst = max(delays[:-1])  # the last frame waits for the flush, not for the engine
+    assert worst < DEADLINE_INTERVALS * 0.04 + 0.04 + 0.1, worst  # + one frame of look-ahead + scheduling
+    assert stage.stats.degraded["engine_slow"] >= 1
+
+
+async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_it_recovers() -> None:
+    """Real engines behind the ladder: the full model gets slow mid-stream (3 frame intervals a window), then
+    fails, then recovers. The stage steps down to the fast level at once, back up after probe_after_s, and
+    every frame goes out, in order, at the camera's rate."""
+    full, fast = SlowInvertingEngine(0.005), SlowInvertingEngine(0.005)
+    full.activate()
+    fast.activate()
+    levels: list[Level] = [ModelLevel("full", full), ModelLevel("fast", fast), TemporalLevel()]
+    controller = LadderController([level.name for level in levels], probe_after_s=1.0)
+    inbox: Channel[Frame] = Channel("in", 64)
+    outbox: Channel[Frame] = Channel("out", 64)
+    stage = RestoreStage(full, TemporalWindow(3, 1, 3, 1), inbox, outbox, levels=levels, controller=controller)
+    task = asyncio.create_task(stage.run())
+    trace: list[str] = []
+    out: list[int] = []
+    seq = 0
+
+    async def viewer() -> None:
+        while True:
+            try:
+                out.append((await outbox.get()).seq)
+            except ChannelClosed:
+                return
+
+    reader = asyncio.create_task(viewer())
+
+    async def play(seconds: float) -> None:
+        nonlocal seq
+        for _ in range(round(seconds / 0.04)):
+            inbox.put(Frame(np.full((8, 8, 3), seq % 256, np.uint8), seq * 0.04, 0.0, seq))
+            seq += 1
+            await asyncio.sleep(0.04)
+            trace.append(stage.stats.level)
+
+    await play(1.0)
+    assert stage.stats.level == "full"
+    full.seconds = 0.12  # slower than the frame interval
+    await play(1.0)
+    assert stage.stats.level == "fast", trace[-25:]
+    full.seconds, full.fail = 0.005, True  # fails when tried again
+    await play(2.5)
+    assert "full" in trace[-60:] and stage.stats.level == "fast"  # probed, failed, back down
+    full.fail = False  # recovered: the next probe (after 2 s now) holds
+    await play(4.0)
+    assert stage.stats.level == "full", trace[-50:]
+    inbox.close()
+    await asyncio.wait_for(task, 10)
+    outbox.close()
+    await asyncio.wait_for(reader, 10)
+    await stage.close()
+    assert out == list(range(seq))  # output rate = input rate: nothing dropped, nothing reordered
+    assert stage.stats.restored_by_level["full"] > 0 and stage.stats.restored_by_level["fast"] > 0
+    assert controller.changes["down"] >= 2 and controller.changes["up"] >= 2

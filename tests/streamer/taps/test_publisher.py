@@ -43,7 +43,7 @@ def endpoint(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def open_tap(endpoint: str, pattern: str = "pub", send_hwm: int = 16, **point: object) -> tuple[TapSocket, FrameTap]:
     config = TapsConfig(enabled=True, endpoint=endpoint, pattern=pattern, send_hwm=send_hwm)  # type: ignore[arg-type]
     socket = TapSocket(config)
-    tap = socket.add(FrameTap("cam", TapPointConfig(point="restored", **point), lambda: "passthrough:test"))  # type: ignore[arg-type]
+    tap = socket.add(FrameTap("cam", TapPointConfig(point="restored", **point), lambda level: "passthrough:test"))  # type: ignore[arg-type]
     return socket, tap
 
 

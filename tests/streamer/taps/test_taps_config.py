@@ -39,7 +39,7 @@ def test_cameras_on_one_endpoint_share_one_socket_and_must_agree() -> None:
     two = config({"enabled": True, "endpoint": endpoint}, {"enabled": True, "endpoint": endpoint})
     sockets = TapSockets()
     try:
-        taps = [sockets.taps_for(camera.name, camera.taps, lambda: None) for camera in two.cameras]
+        taps = [sockets.taps_for(camera.name, camera.taps, lambda level: None) for camera in two.cameras]
         assert len(sockets.sockets) == 1 and len(sockets.sockets[endpoint].taps) == 4
         assert taps[1]["restored"].topic == b"cam1/restored"
     finally:

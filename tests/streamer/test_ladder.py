@@ -1,0 +1,73 @@
+"""The ladder's levels on real pictures and its controller's decisions: down at once when frames miss their
+deadline, up after a quiet wait, a failed probe doubles the wait (no oscillation)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from engines import activate_engine
+from streamer.ladder import HalfResolutionLevel, LadderController, ModelLevel, TemporalLevel
+from tests.media import add_noise, clean_frames, psnr
+
+INTERVAL = 0.04  # 25 fps
+
+
+def run(controller: LadderController, seconds: float, missed: bool, start: float, cost: float | None = None) -> float:
+    now = start
+    while now < start + seconds:
+        if cost is not None:
+            controller.observe(controller.level, cost, now)
+        controller.frame(missed, INTERVAL, now)
+        now += INTERVAL
+    return now
+
+
+def test_steps_down_at_once_and_probes_up_after_a_quiet_wait() -> None:
+    controller = LadderController(["full", "half", "temporal"], probe_after_s=10.0)
+    controller.start(0.0)
+    now = run(controller, 0.2, missed=True, start=0.0)  # 3 misses in a row: down within 3 frames
+    assert controller.level == "half" and controller.changes["down"] == 1
+    now = run(controller, 9.5, missed=False, start=now)
+    assert controller.level == "half"  # not before probe_after_s
+    now = run(controller, 1.0, missed=False, start=now)
+    assert controller.level == "full" and controller.changes["up"] == 1
+
+
+def test_a_failed_probe_doubles_the_wait_so_the_level_does_not_oscillate() -> None:
+    controller = LadderController(["full", "half"], probe_after_s=5.0)
+    controller.start(0.0)
+    now = run(controller, 0.2, missed=True, start=0.0)
+    ups = []
+    for _ in range(4):  # the machine cannot afford "full": every probe fails within a few frames
+        while controller.level == "half":
+            now = run(controller, INTERVAL, missed=False, start=now)
+        ups.append(now)
+        now = run(controller, 0.2, missed=True, start=now)
+        assert controller.level == "half"
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ups)]
+    assert gaps[0] > 9 and gaps[1] > 19 and gaps[2] > 39, gaps
+
+
+def test_a_level_measured_too_slow_for_the_frame_interval_is_left() -> None:
+    controller = LadderController(["full", "half"], probe_after_s=5.0)
+    controller.start(0.0)
+    run(controller, 0.5, missed=False, start=0.0, cost=0.056)  # 56 ms a frame at 25 fps: no skip yet, too slow
+    assert controller.level == "half"
+
+
+def test_levels_restore_real_noise() -> None:
+    clean = clean_frames(320, 176, 5)
+    noisy = add_noise(clean, 15.0)
+    engine = activate_engine("cpu", "lite", threads=2)
+    try:
+        base = psnr(noisy[2], clean[2])
+        full = ModelLevel("full", engine).restore(list(noisy), 2)
+        half = HalfResolutionLevel(engine).restore(list(noisy), 2)
+        temporal = TemporalLevel().restore(list(noisy), 2)
+    finally:
+        engine.deactivate()
+    gains = [psnr(image, clean[2]) - base for image in (full, half, temporal)]
+    assert gains[0] > gains[1] > gains[2] > 0.5, gains  # each level restores, the better ones more
+    assert half.shape == temporal.shape == noisy[2].shape and half.dtype == np.uint8
