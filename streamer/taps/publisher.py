@@ -98,8 +98,7 @@ class FrameTap:
         if target >= width:
             return frame.image
         scaled_height = max(2, round(height * target / width / 2) * 2)
-        source = frame.video if frame.video is not None else av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-        return source.reformat(width=target, height=scaled_height, format="rgb24").to_ndarray()
+        return frame.scaled(target, scaled_height)
 
 
 class TapSocket:
