@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 MAX_PENDING_FRAMES = 150  # > max_wait_s (1 s) of a 120 fps camera: held only while the encoder is behind
 DEADLINE_INTERVALS = 4  # a restoration later than this many frame intervals is abandoned (engine_slow)
 DEFAULT_INTERVAL_S = 0.04
+# A camera silent this long (and at least IDLE_FLUSH_INTERVALS of its frame interval) has its look-ahead
+# frames sent out without their future instead of held until it comes back (seconds or minutes later).
+IDLE_FLUSH_MIN_S = 1.0
+IDLE_FLUSH_INTERVALS = 4
 
 
 @dataclass
@@ -50,6 +54,11 @@ class RestoreStage:
     engine is busy goes out unrestored (``engine_busy``); a restoration that takes longer than
     ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); an engine failure
     does the same (``engine_error``). Output frame rate therefore equals input frame rate.
+
+    When no frame arrives for ``IDLE_FLUSH_MIN_S`` (or ``IDLE_FLUSH_INTERVALS`` frame intervals, whichever
+    is longer) the window's look-ahead frames go out edge-padded and the window starts afresh: a camera
+    that drops does not leave its last frames waiting for the reconnect, to reach the viewers (and the
+    end-to-end latency) as old as the outage.
 
     The frames that queue up behind a restoration in flight leave in one burst once it is done; the emit
     loop waits for room in ``outbox`` instead of letting the burst overflow it, so the skip path never
@@ -121,7 +130,13 @@ class RestoreStage:
         last: Frame | None = None
         while True:
             try:
-                frame = await self.inbox.get()
+                frame = await asyncio.wait_for(self.inbox.get(), max(IDLE_FLUSH_MIN_S, IDLE_FLUSH_INTERVALS * self.interval_s))
+            except asyncio.TimeoutError:  # the camera is silent: its held frames go out now
+                held = self.window.flush()
+                self.window.resets += bool(held)  # counted as the reconnect's reset would have been
+                for ready, neighbours in held:
+                    self._schedule(loop, ready, neighbours)
+                continue
             except ChannelClosed:
                 break
             self.stats.frames_in += 1

@@ -5,12 +5,16 @@ through Prometheus's /api/v1/query_range; the series are drawn as SVG line chart
 Debian's headless Chromium turns into a screenshot.
 
     python -m tools.dashboard_snapshot --prometheus http://127.0.0.1:9090 --minutes 5 --out docs/dashboard.png
+    python -m tools.dashboard_snapshot --minutes 5 --mark "camera killed=1796414210" --mark "camera back=1796414240"
+
+``--mark LABEL=UNIX_SECONDS`` draws a dashed vertical line with its label across every panel (an event).
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import itertools
 import json
 import math
 import re
@@ -100,7 +104,37 @@ def _format(value: float, unit: str) -> str:
     return f"{scaled:.3g} {prefix}{suffix}".strip()
 
 
-def panel_svg(panel: Panel, start: float, end: float) -> str:
+def parse_mark(text: str) -> tuple[str, float]:
+    """``LABEL=UNIX_SECONDS`` (argparse type of --mark)."""
+    label, _, when = text.rpartition("=")
+    try:
+        return label, float(when)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LABEL=UNIX_SECONDS, got {text!r}") from None
+
+
+def marks_svg(marks: list[tuple[str, float]], x: Any) -> str:
+    return "".join(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD}" y2="{HEIGHT - PAD}" stroke="#e0b400" '
+                   f'stroke-dasharray="4,3"/><text x="{x(t) + 3:.1f}" y="{PAD + 12 + 12 * index}" '
+                   f'style="fill:#e0b400">{html.escape(label)}</text>' for index, (label, t) in enumerate(marks))
+
+
+def runs(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """The points split where samples are missing (a gap over 3 steps: no data, e.g. a rate of nothing or
+    a state series that is not 1), so that a line is not drawn across the gap, as Grafana does not."""
+    if not points:
+        return []
+    steps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(points)]
+    limit = 3 * min((step for step in steps if step > 0), default=1.0)
+    pieces: list[list[tuple[float, float]]] = []
+    for point, step in zip(points, [limit + 1, *steps], strict=True):
+        if step > limit:
+            pieces.append([])
+        pieces[-1].append(point)
+    return pieces
+
+
+def panel_svg(panel: Panel, start: float, end: float, marks: list[tuple[str, float]] | None = None) -> str:
     values = [value for series in panel.series for _, value in series.points]
     low, high = (min(0.0, *values), max(values)) if values else (0.0, 1.0)
     high = high if high > low else low + 1.0
@@ -110,30 +144,34 @@ def panel_svg(panel: Panel, start: float, end: float) -> str:
         return HEIGHT - PAD - (HEIGHT - 2 * PAD) * (v - low) / (high - low)
     lines = []
     for index, series in enumerate(panel.series):
-        points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in series.points)
-        lines.append(f'<polyline fill="none" stroke-width="1.6" stroke="{COLOURS[index % len(COLOURS)]}" points="{points}"/>')
+        colour = COLOURS[index % len(COLOURS)]
+        for piece in runs(series.points):
+            points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in piece)
+            lines.append(f'<polyline fill="none" stroke-width="1.6" stroke="{colour}" points="{points}"/>' if len(piece) > 1
+                         else f'<circle r="1.6" fill="{colour}" cx="{x(piece[0][0]):.1f}" cy="{y(piece[0][1]):.1f}"/>')
     axes = (f'<text x="{PAD}" y="14">{html.escape(_format(high, panel.unit))}</text>'
             f'<text x="{PAD}" y="{HEIGHT - 2 * PAD}">{html.escape(_format(low, panel.unit))}</text>')
-    return f'<svg width="{WIDTH}" height="{HEIGHT}">{axes}{"".join(lines)}</svg>'
+    return f'<svg width="{WIDTH}" height="{HEIGHT}">{axes}{marks_svg(marks or [], x)}{"".join(lines)}</svg>'
 
 
-def panel_html(panel: Panel, start: float, end: float) -> str:
+def panel_html(panel: Panel, start: float, end: float, marks: list[tuple[str, float]] | None = None) -> str:
     keys = []
     for index, series in enumerate(panel.series):
         last = _format(series.points[-1][1], series.unit or panel.unit) if series.points else "no data"
         colour = COLOURS[index % len(COLOURS)]
         keys.append(f'<span style="color:{colour}">■</span> {html.escape(series.label)}: {html.escape(last)}')
     empty = "" if panel.series else '<div class="empty">no data</div>'
-    return (f'<div class="panel"><h2>{html.escape(panel.title)}</h2>{panel_svg(panel, start, end)}{empty}'
+    return (f'<div class="panel"><h2>{html.escape(panel.title)}</h2>{panel_svg(panel, start, end, marks)}{empty}'
             f'<div class="legend">{"<br>".join(keys)}</div></div>')
 
 
-def render_html(panels: list[Panel], start: float, end: float, title: str) -> str:
+def render_html(panels: list[Panel], start: float, end: float, title: str,
+                marks: list[tuple[str, float]] | None = None) -> str:
     style = ("body{background:#111217;color:#ccccdc;font:12px sans-serif;margin:12px}"
              ".grid{display:grid;grid-template-columns:repeat(2,580px);gap:10px}"
              ".panel{background:#181b1f;border:1px solid #2c3235;padding:6px}h2{font-size:13px;margin:2px 0 4px}"
              "svg text{fill:#8e8e9e;font-size:10px}.legend{margin-top:4px}.empty{color:#d62728}")
-    body = "".join(panel_html(panel, start, end) for panel in panels)
+    body = "".join(panel_html(panel, start, end, marks) for panel in panels)
     return (f'<!doctype html><html><head><meta charset="utf-8"><style>{style}</style></head><body>'
             f'<h1 style="font-size:16px">{html.escape(title)}</h1><div class="grid">{body}</div></body></html>')
 
@@ -158,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="time range ending now")
     parser.add_argument("--rate-interval", default="15s", help="value for $__rate_interval")
     parser.add_argument("--out", type=Path, default=Path("dashboard.png"))
+    parser.add_argument("--mark", type=parse_mark, action="append", default=[], metavar="LABEL=UNIX_SECONDS",
+                        help="draw an event's time on every panel (repeatable)")
     args = parser.parse_args(argv)
     dashboard = json.loads(args.dashboard.read_text())
     end = time.time()
@@ -165,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     variables = {"camera": args.camera, "job": args.job, "__rate_interval": args.rate_interval}
     panels = fetch_panels(args.prometheus.rstrip("/"), dashboard, variables, start, end, max(1.0, (end - start) / 300))
     title = f"{dashboard['title']} — camera={args.camera}, last {args.minutes:g} min"
-    screenshot(render_html(panels, start, end, title), args.out, math.ceil(len(panels) / 2))
+    screenshot(render_html(panels, start, end, title, args.mark), args.out, math.ceil(len(panels) / 2))
     print(f"{args.out}: {len(panels)} panels, {sum(not panel.series for panel in panels)} without data")
 
 

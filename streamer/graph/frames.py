@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 import numpy as np
 
 
@@ -18,9 +21,15 @@ class Frame:
     ``wallclock`` is ``time.time()`` when the frame was captured or decoded; ``discontinuity`` marks the
     first frame after a gap that temporal filtering must not bridge (reconnect, resolution change);
     ``original`` is, on a restored frame, the camera's frame it was made from.
+
+    Several threads read one frame (the engine's worker, the taps' sender, the encoder): the decoder's
+    frame is converted under the frame's lock, because PyAV keeps one scaler (SwsContext) per
+    ``av.VideoFrame`` and runs it without the GIL — two conversions of the same frame at once crashed the
+    process or hung it.
     """
 
-    __slots__ = ("_image", "discontinuity", "level", "original", "restored", "seq", "timestamp", "video", "wallclock")
+    __slots__ = ("_image", "_lock", "discontinuity", "level", "original", "restored", "seq", "timestamp", "video",
+                 "wallclock")
 
     def __init__(
         self,
@@ -37,6 +46,7 @@ class Frame:
         if image is None and video is None:
             raise ValueError("a frame needs an image or a decoded video frame")
         self._image = image
+        self._lock = threading.Lock()
         self.video = video
         self.timestamp = timestamp
         self.wallclock = wallclock
@@ -48,9 +58,34 @@ class Frame:
 
     @property
     def image(self) -> np.ndarray:
-        if self._image is None:
-            self._image = self.video.to_ndarray(format="rgb24")
-        return self._image
+        image = self._image
+        if image is None:
+            with self._lock:
+                if self._image is None:
+                    self._image = self.video.to_ndarray(format="rgb24")
+                image = self._image
+        return image
+
+    def scaled(self, width: int, height: int) -> np.ndarray:
+        """The frame as RGB at ``width`` x ``height``, scaled from the decoder's frame where there is one
+        (no full-size RGB conversion first)."""
+        if self.video is None:
+            return np.asarray(av.VideoFrame.from_ndarray(self.image, format="rgb24")
+                              .reformat(width=width, height=height).to_ndarray())
+        with self._lock:
+            return np.asarray(self.video.reformat(width=width, height=height, format="rgb24").to_ndarray())
+
+    def yuv(self, width: int, height: int, pix_fmt: str, planes: Callable[[Any], bytes]) -> bytes:
+        """``planes`` of the frame as ``pix_fmt`` (an FFmpeg name) at ``width`` x ``height``: the decoder's own
+        frame when it already is that (no conversion), else converted under the frame's lock."""
+        if self.video is None:
+            source = av.VideoFrame.from_ndarray(self.image, format="rgb24")
+            return planes(source.reformat(width=width, height=height, format=pix_fmt))
+        with self._lock:
+            video = self.video
+            if (video.width, video.height, video.format.name) != (width, height, pix_fmt):
+                video = video.reformat(width=width, height=height, format=pix_fmt)
+            return planes(video)
 
     @property
     def size(self) -> tuple[int, int]:

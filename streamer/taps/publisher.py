@@ -106,19 +106,15 @@ class FrameTap:
         size = self._target_size(frame)
         if size is None:
             return frame.image
-        source = frame.video if frame.video is not None else av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-        return source.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+        return frame.scaled(*size)
 
     def _planes(self, frame: Frame) -> tuple[int, int, bytes]:
         """i420 / nv12: the decoder's own planes when they already are that (raw tap, no downscale), else
         converted (and scaled) by swscale; odd sizes lose their last row or column."""
         width, height = self._target_size(frame) or frame.size
         width, height = width - width % 2, height - height % 2
-        pix_fmt = YUV_FORMATS[self.config.format]
-        source = frame.video if frame.video is not None else av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-        if (source.width, source.height, source.format.name) != (width, height, pix_fmt):
-            source = source.reformat(width=width, height=height, format=pix_fmt)
-        return width, height, yuv_bytes(source, self.config.format)
+        fmt = self.config.format
+        return width, height, frame.yuv(width, height, YUV_FORMATS[fmt], lambda video: yuv_bytes(video, fmt))
 
 
 class TapSocket:

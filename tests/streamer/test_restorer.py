@@ -11,7 +11,7 @@ from engines.base import Engine, ModelInfo
 from streamer.graph.channel import Channel, ChannelClosed
 from streamer.graph.frames import Frame
 from streamer.ladder import LadderController, Level, ModelLevel, TemporalLevel
-from streamer.restorer import DEADLINE_INTERVALS, RestoreStage
+from streamer.restorer import DEADLINE_INTERVALS, IDLE_FLUSH_MIN_S, RestoreStage
 from streamer.window import TemporalWindow
 
 
@@ -205,3 +205,30 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
     assert out == list(range(seq))  # output rate = input rate: nothing dropped, nothing reordered
     assert stage.stats.restored_by_level["full"] > 0 and stage.stats.restored_by_level["fast"] > 0
     assert controller.changes["down"] >= 2 and controller.changes["up"] >= 2
+async def test_frames_held_for_look_ahead_go_out_when_the_camera_falls_silent() -> None:
+    """A camera that drops must not leave the window's look-ahead frames waiting for its return: they
+    reached viewers as old as the outage (35 s after a 30 s drop) and pinned the end-to-end latency
+    quantiles at the top bucket. With a silent camera they go out after IDLE_FLUSH_MIN_S."""
+    engine = SlowInvertingEngine(0.0)
+    engine.activate()
+    inbox: Channel[Frame] = Channel("in", 64)
+    outbox: Channel[Frame] = Channel("out", 64)
+    stage = RestoreStage(engine, TemporalWindow(3, 1, 3, 1), inbox, outbox, max_wait_s=0.5)
+    task = asyncio.create_task(stage.run())
+    try:
+        for seq in range(5):
+            inbox.put(Frame(np.full((8, 8, 3), seq, np.uint8), seq * 0.04, time.time(), seq))
+            await asyncio.sleep(0.04)
+        await asyncio.sleep(0.3)
+        assert len(outbox) == 4  # the last frame waits for its look-ahead frame: the camera may go on
+        await asyncio.sleep(IDLE_FLUSH_MIN_S)
+        assert len(outbox) == 5, "the held frame was not sent when the camera fell silent"
+        assert stage.window.resets == 1
+        inbox.put(Frame(np.full((8, 8, 3), 9, np.uint8), 30.0, time.time(), 5, discontinuity=True))
+        inbox.put(Frame(np.full((8, 8, 3), 9, np.uint8), 30.04, time.time(), 6))
+        await asyncio.sleep(0.2)
+        assert len(outbox) == 6 and stage.window.resets == 1  # the camera's return starts a new window
+    finally:
+        inbox.close()
+        await asyncio.wait_for(task, 10)
+        await stage.close()

@@ -11,7 +11,9 @@ from tools.dashboard_snapshot import (
     fill_variables,
     legend,
     override_unit,
+    parse_mark,
     render_html,
+    runs,
 )
 
 
@@ -47,3 +49,18 @@ def test_a_field_override_sets_a_series_unit() -> None:
     assert override_unit(memory, "host:8080 RSS") == ""
     page = render_html([Panel("m", "bytes", [Series("fds", [(0.0, 25.0)], "none")])], 0.0, 1.0, "t")
     assert "fds: 25<" in page
+
+
+def test_a_gap_in_the_samples_is_not_bridged_by_a_line() -> None:
+    assert runs([]) == []
+    points = [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (30.0, 1.0), (31.0, 1.0), (60.0, 5.0)]
+    assert runs(points) == [points[:3], points[3:5], points[5:]]
+    page = render_html([Panel("state", "", [Series("cam running", points)])], 0.0, 60.0, "t")
+    assert page.count("<polyline") == 2 and page.count("<circle") == 1
+
+
+def test_marks_are_drawn_on_every_panel() -> None:
+    assert parse_mark("camera back=1796414240.5") == ("camera back", 1796414240.5)
+    panels = [Panel("a", "", [Series("x", [(0.0, 1.0), (1.0, 2.0)])]), Panel("b", "", [])]
+    page = render_html(panels, 0.0, 10.0, "t", [("camera killed", 5.0)])
+    assert page.count("camera killed") == 2 and page.count("stroke-dasharray") == 2
