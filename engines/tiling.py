@@ -129,8 +129,11 @@ class TiledEngine(Engine):
     (None: the whole overlap)."""
 
     def __init__(self, inner: Engine, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 blend: int | None = None, batch: bool = True) -> None:
+                 blend: int | None = None, batch: bool = True, above_pixels: int = 0) -> None:
+        """``above_pixels``: frames of at most this many pixels go to ``inner`` whole (tiles cost time: only
+        the frames whose whole-frame tensors would be too big are worth tiling)."""
         super().__init__()
+        self.above_pixels = above_pixels
         multiple = inner.info.pad_multiple
         if tile < multiple or overlap < 0 or -(-overlap // multiple) >= tile // multiple:
             raise EngineError(f"tile {tile} / overlap {overlap} do not fit the model's multiple {multiple}")
@@ -157,7 +160,8 @@ class TiledEngine(Engine):
         self._layouts.clear()
 
     def describe(self) -> str:
-        return f"{self.inner.describe()} in tiles of {self.tile} (overlap {self.overlap})"
+        above = f"frames over {self.above_pixels} pixels " if self.above_pixels else ""
+        return f"{self.inner.describe()} ({above}in tiles of {self.tile}, overlap {self.overlap})"
 
     def layout(self, height: int, width: int) -> _Layout:
         key = (height, width)
@@ -174,6 +178,8 @@ class TiledEngine(Engine):
         height, width = window[0].shape[:2]
         if any(frame.shape[:2] != (height, width) for frame in window):
             raise EngineError("all frames of a window must have the same size")
+        if height * width <= self.above_pixels:
+            return self.inner.infer(window)
         layout = self.layout(height, width)
         if layout.tiles == 1:
             return self.inner.infer(window)
@@ -227,9 +233,9 @@ def _round_into(out: np.ndarray, values: np.ndarray) -> None:
 
 
 def maybe_tiled(engine: Engine, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                blend: int | None = None) -> Engine:
+                blend: int | None = None, above_pixels: int = 0) -> Engine:
     """``engine`` in tiles, or ``engine`` itself where tiling would change nothing: ``tile`` None or 0, or
     an engine that passes frames through."""
     if not tile or engine.passes_through:
         return engine
-    return TiledEngine(engine, tile=tile, overlap=overlap, blend=blend)
+    return TiledEngine(engine, tile=tile, overlap=overlap, blend=blend, above_pixels=above_pixels)

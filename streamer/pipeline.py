@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engines import Engine, EngineError, activate_engine
+from engines.tiling import maybe_tiled
 from streamer.config import CameraConfig
 from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
@@ -34,9 +35,15 @@ log = logging.getLogger(__name__)
 def make_engine(config: CameraConfig) -> Engine:
     """Build and activate the configured engine; ``auto`` falls back from TensorRT to the CPU."""
     settings = config.engine
-    return activate_engine(
+    return tiled(config, activate_engine(
         settings.type, settings.model, settings.threads, settings.fp16, settings.cache_dir, settings.int8
-    )
+    ))
+
+
+def tiled(config: CameraConfig, engine: Engine) -> Engine:
+    """The engine restoring frames above ``engine.tile_above_pixels`` in tiles (whole below)."""
+    settings = config.engine
+    return maybe_tiled(engine, settings.tile_size, settings.tile_overlap, above_pixels=settings.tile_above_pixels)
 
 
 FAST_MODELS = {"lite-detail": "lite", "lite-detail-causal": "lite-causal"}  # the ladder's default 'fast' level
@@ -54,8 +61,8 @@ def make_levels(config: CameraConfig, full: Engine) -> tuple[list[Level], list[E
     cheapest = full
     if fast_name is not None and fast_name != (config.engine.model or "lite"):
         settings = config.engine
-        fast = activate_engine(settings.type, fast_name, settings.threads, settings.fp16, settings.cache_dir,
-                               settings.int8)
+        fast = tiled(config, activate_engine(settings.type, fast_name, settings.threads, settings.fp16,
+                                             settings.cache_dir, settings.int8))
         if fast.info.window != full.info.window or fast.info.reference_index != full.info.reference_index:
             fast.deactivate()
             raise EngineError(f"engine.ladder.fast_model={fast_name}: its window ({fast.info.window} frames, "

@@ -130,6 +130,13 @@ class EngineConfig(StrictModel):
         "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"
     )
     ladder: LadderConfig = Field(default_factory=LadderConfig, description="Degradation ladder")
+    tile_above_pixels: int = Field(
+        1920 * 1080, ge=0, le=8192 * 8192,
+        description="Frames with more pixels than this (default: above 1080p) are restored in overlapping tiles, "
+        "so that memory stays bounded (4K: 156 MB instead of 2 GB); 0 = always tile",
+    )
+    tile_size: int = Field(512, ge=64, le=4096, description="Tile size in pixels (tiled frames)")
+    tile_overlap: int = Field(32, ge=0, le=256, description="Tile overlap in pixels: >= the model's reach (32 px)")
 
     @field_validator("model")
     @classmethod

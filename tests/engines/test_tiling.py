@@ -136,7 +136,7 @@ def test_small_frames_go_through_untouched() -> None:
     assert inner.shapes == [(200, 256, 3)], "one call with the whole frame"
     with pytest.raises(EngineError, match="wants 3 frames"):
         engine.infer(window[:2])
-    assert "in tiles of 256 (overlap 32)" in engine.describe()
+    assert "in tiles of 256, overlap 32" in engine.describe()
     with pytest.raises(EngineError, match="multiple"):
         TiledEngine(inner, tile=64, overlap=64)
 
@@ -184,3 +184,29 @@ def test_shipped_lite_restores_in_tiles_as_it_does_whole() -> None:
         assert int(np.abs(tiled.astype(int) - whole).max()) <= 4
         no_overlap = TiledEngine(inner, tile=256, overlap=0).infer(window)
         assert psnr(no_overlap, whole) < psnr(tiled, whole), "the overlap is what hides the seams"
+
+
+def test_frames_up_to_above_pixels_are_restored_whole() -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Recording(Engine):
+        backend = "recording"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.info = ModelInfo(name="rec", window=1, reference_index=0)
+
+        def _activate(self) -> None:
+            return None
+
+        def _infer(self, window: list[np.ndarray]) -> np.ndarray:
+            calls.append(window[0].shape[:2])
+            return window[0]
+
+    engine = maybe_tiled(Recording(), 128, 16, above_pixels=300 * 200)
+    engine.activate()
+    engine.infer([np.zeros((200, 300, 3), np.uint8)])
+    assert calls == [(200, 300)]  # whole: not above the threshold
+    engine.infer([np.zeros((202, 300, 3), np.uint8)])
+    assert len(calls) > 2 and max(calls[1:]) <= (128, 128)  # above: in tiles
+    assert "frames over 60000 pixels" in engine.describe()
