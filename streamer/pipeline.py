@@ -71,7 +71,9 @@ def make_levels(config: CameraConfig, full: Engine) -> tuple[list[Level], list[E
         levels.append(ModelLevel("fast", fast))
         cheapest = fast
     if ladder.half:
-        levels.append(HalfResolutionLevel(cheapest))
+        levels.append(HalfResolutionLevel(cheapest, 2))
+    if ladder.quarter:
+        levels.append(HalfResolutionLevel(cheapest, 4))
     if ladder.temporal:
         levels.append(TemporalLevel())
     return levels, extra

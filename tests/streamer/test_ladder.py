@@ -25,7 +25,7 @@ def run(controller: LadderController, seconds: float, missed: bool, start: float
 
 
 def test_steps_down_at_once_and_probes_up_after_a_quiet_wait() -> None:
-    controller = LadderController(["full", "half", "temporal"], probe_after_s=10.0)
+    controller = LadderController(["full", "half", "temporal"], probe_after_s=10.0, grace_frames=0)
     controller.start(0.0)
     now = run(controller, 0.2, missed=True, start=0.0)  # 3 misses in a row: down within 3 frames
     assert controller.level == "half" and controller.changes["down"] == 1
@@ -36,7 +36,7 @@ def test_steps_down_at_once_and_probes_up_after_a_quiet_wait() -> None:
 
 
 def test_a_failed_probe_doubles_the_wait_so_the_level_does_not_oscillate() -> None:
-    controller = LadderController(["full", "half"], probe_after_s=5.0)
+    controller = LadderController(["full", "half"], probe_after_s=5.0, grace_frames=0)
     controller.start(0.0)
     now = run(controller, 0.2, missed=True, start=0.0)
     ups = []
@@ -51,7 +51,7 @@ def test_a_failed_probe_doubles_the_wait_so_the_level_does_not_oscillate() -> No
 
 
 def test_a_level_measured_too_slow_for_the_frame_interval_is_left() -> None:
-    controller = LadderController(["full", "half"], probe_after_s=5.0)
+    controller = LadderController(["full", "half"], probe_after_s=5.0, grace_frames=0)
     controller.start(0.0)
     run(controller, 0.5, missed=False, start=0.0, cost=0.056)  # 56 ms a frame at 25 fps: no skip yet, too slow
     assert controller.level == "half"
@@ -71,3 +71,12 @@ def test_levels_restore_real_noise() -> None:
     gains = [psnr(image, clean[2]) - base for image in (full, half, temporal)]
     assert gains[0] > gains[1] > gains[2] > 0.5, gains  # each level restores, the better ones more
     assert half.shape == temporal.shape == noisy[2].shape and half.dtype == np.uint8
+
+
+def test_the_first_frames_are_not_judged() -> None:
+    controller = LadderController(["full", "half"], grace_frames=50)
+    controller.start(0.0)
+    run(controller, 1.9, missed=True, start=0.0)  # 48 slow first runs: no step down
+    assert controller.level == "full"
+    run(controller, 0.2, missed=True, start=1.9)
+    assert controller.level == "half"

@@ -160,7 +160,7 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
     full.activate()
     fast.activate()
     levels: list[Level] = [ModelLevel("full", full), ModelLevel("fast", fast), TemporalLevel()]
-    controller = LadderController([level.name for level in levels], probe_after_s=1.0)
+    controller = LadderController([level.name for level in levels], probe_after_s=1.0, grace_frames=0)
     inbox: Channel[Frame] = Channel("in", 64)
     outbox: Channel[Frame] = Channel("out", 64)
     stage = RestoreStage(full, TemporalWindow(3, 1, 3, 1), inbox, outbox, levels=levels, controller=controller)
