@@ -114,7 +114,12 @@ class StreamManager:
             if current == camera:
                 return False
             await self._stop(name)
-            await self._launch(camera)
+            try:
+                await self._launch(camera)
+            except StreamInvalid:
+                if current is not None:  # the new settings cannot work: the camera goes on as it was
+                    await self._launch(current)
+                raise
             self.entries[name] = {**copy.deepcopy(entry), "name": name}
             self.config = self.config.model_copy(
                 update={"cameras": [camera if c.name == name else c for c in self.config.cameras]})

@@ -141,6 +141,11 @@ async def test_changes_restart_only_when_settings_differ_and_are_written_back(tm
         assert status == 200 and body["restarted"] is False
         status, body = await call(app, "PUT", "/api/v1/streams/a", {"name": "other", "source": DEMO})
         assert status == 422 and body["fields"][0]["field"] == "name"
+        status, body = await call(app, "PATCH", "/api/v1/streams/a", {"source": {"type": "file", "path": "/no/such.mp4", "width": None, "height": None, "fps": None}})
+        assert status == 422 and body["fields"][0]["field"] == "source.path", body  # found when it starts: the
+        # camera goes on with its old settings
+        assert "a" in app.streams and app.streams.get("a").config.encoder.bitrate_kbps == 900  # type: ignore[union-attr]
+        assert (await call(app, "GET", "/api/v1/streams/a"))[1]["state"] in ("starting", "running")
         assert (await call(app, "POST", "/api/v1/streams", camera("b")))[0] == 201
         written = yaml.safe_load(config.read_text())
         assert written["log_level"] == "info"  # the rest of the file is kept
