@@ -72,7 +72,7 @@ class HalfResolutionLevel(Level):
     def describe(self) -> str:
         return f"{self.engine.describe()} at 1/{self.factor} resolution"
 
-    def __init__(self, engine: Engine, factor: int = 2, detail_gain: float = 0.2, cache: int = 16) -> None:
+    def __init__(self, engine: Engine, factor: int = 2, detail_gain: float = 0.2, cache: int = 8) -> None:
         self.name = {2: "half", 4: "quarter"}.get(factor, f"1/{factor}")
         self.factor = factor
         self.engine = engine
