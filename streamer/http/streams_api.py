@@ -142,7 +142,7 @@ class StreamsApi:
             (health.last_error for health in pipeline.stage_health().values() if health.last_error), None)
         return StreamStatus(
             name=pipeline.name, state=readiness.state, ready=readiness.ready, reason=readiness.reason,
-            fps_in=self._fps_in(pipeline.name, source.frames), fps_out=round(pipeline.hub.fps_estimate, 2),
+            fps_in=self._fps_in(pipeline), fps_out=round(pipeline.hub.fps_estimate, 2),
             engine=pipeline.engine.describe() if pipeline.engine else None,
             level=pipeline.restorer.controller.level if pipeline.restorer else None, viewers=viewers,
             frames_in=source.frames, frames_out=restore.frames_out if restore else 0,
@@ -150,16 +150,21 @@ class StreamsApi:
             last_error=last_error or None, uptime_s=round(time.time() - pipeline.started_at, 1),
         )
 
-    def _fps_in(self, name: str, frames: int) -> float:
-        """Decoded frames a second between two reads at least 1 s apart (the last rate in between)."""
-        now = time.monotonic()
-        then, before, rate = self._fps.get(name, (now, frames, 0.0))
+    def _fps_in(self, pipeline: CameraPipeline) -> float:
+        """Decoded frames a second between two reads at least 1 s apart; on a first read (or a camera read
+        less than a second ago) the camera's frame rate from its timestamps, while it is connected."""
+        now, frames = time.monotonic(), pipeline.source.stats.frames
+        then, before, rate = self._fps.get(pipeline.name, (now, frames, -1.0))
         if now - then >= 1.0:
             rate = round(max(0, frames - before) / (now - then), 2)
             then, before = now, frames
-        self._fps[name] = (then, before, rate)
+        self._fps[pipeline.name] = (then, before, rate)
         for gone in [known for known in self._fps if known not in self.registry]:
             del self._fps[gone]
+        if rate < 0:  # not measured yet
+            restorer = pipeline.restorer
+            connected = pipeline.source.stats.connected and restorer is not None and restorer.stats.frames_in > 0
+            return round(1.0 / restorer.interval_s, 2) if connected and restorer is not None else 0.0
         return rate
 
 

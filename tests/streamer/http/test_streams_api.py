@@ -73,6 +73,9 @@ async def test_add_and_remove_a_camera_while_another_keeps_playing() -> None:
             assert [stream["name"] for stream in listed["streams"]] == ["a", "b"]
             status, shown = await call(app, "GET", "/api/v1/streams/b")
             assert status == 200 and shown["viewers"] == {"rtsp": 1} and shown["state"] in ("starting", "running")
+            assert shown["fps_in"] == pytest.approx(FPS, rel=0.2)  # on the first read too
+            await asyncio.sleep(1.1)
+            assert (await call(app, "GET", "/api/v1/streams/b"))[1]["fps_in"] == pytest.approx(FPS, rel=0.2)
             await asyncio.sleep(2.0)
             status, _ = await call(app, "DELETE", "/api/v1/streams/b")
             assert status == 204
