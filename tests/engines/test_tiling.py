@@ -187,26 +187,12 @@ def test_shipped_lite_restores_in_tiles_as_it_does_whole() -> None:
 
 
 def test_frames_up_to_above_pixels_are_restored_whole() -> None:
-    calls: list[tuple[int, int]] = []
-
-    class Recording(Engine):
-        backend = "recording"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.info = ModelInfo(name="rec", window=1, reference_index=0)
-
-        def _activate(self) -> None:
-            return None
-
-        def _infer(self, window: list[np.ndarray]) -> np.ndarray:
-            calls.append(window[0].shape[:2])
-            return window[0]
-
-    engine = maybe_tiled(Recording(), 128, 16, above_pixels=300 * 200)
+    inner = Identity(window=1, multiple=1)
+    engine = maybe_tiled(inner, 128, 16, above_pixels=300 * 200)
     engine.activate()
     engine.infer([np.zeros((200, 300, 3), np.uint8)])
-    assert calls == [(200, 300)]  # whole: not above the threshold
+    assert [shape[:2] for shape in inner.shapes] == [(200, 300)]  # whole: not above the threshold
     engine.infer([np.zeros((202, 300, 3), np.uint8)])
-    assert len(calls) > 2 and max(calls[1:]) <= (128, 128)  # above: in tiles
+    tiles = [shape[:2] for shape in inner.shapes[1:]]
+    assert len(tiles) > 1 and max(tiles) <= (128, 128)  # above: in tiles
     assert "frames over 60000 pixels" in engine.describe()
