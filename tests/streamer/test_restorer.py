@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,6 +37,19 @@ class SlowInvertingEngine(Engine):
         return 255 - window[1]
 
 
+async def read_until_closed(outbox: Channel[Frame], on_frame: Callable[[Frame], object],
+                            seconds_per_frame: float = 0.0) -> None:
+    """A reader of the stage's outbox (where the encoder sits) until it is closed."""
+    while True:
+        try:
+            frame = await outbox.get()
+        except ChannelClosed:
+            return
+        on_frame(frame)
+        if seconds_per_frame:
+            await asyncio.sleep(seconds_per_frame)
+
+
 async def run_stage(engine: Engine, frames: int, interval: float) -> tuple[list[Frame], RestoreStage]:
     inbox: Channel[Frame] = Channel("in", 64)
     outbox: Channel[Frame] = Channel("out", 64)
@@ -48,12 +62,8 @@ async def run_stage(engine: Engine, frames: int, interval: float) -> tuple[list[
     inbox.close()
     await asyncio.wait_for(task, 10)
     outbox.close()  # the stage leaves its outbox open (it may be restarted); its owner closes it
-    out = []
-    while True:
-        try:
-            out.append(await outbox.get())
-        except ChannelClosed:
-            break
+    out: list[Frame] = []
+    await read_until_closed(outbox, out.append)
     await stage.close()
     return out, stage
 
@@ -92,16 +102,7 @@ async def test_frames_queued_behind_a_slow_restoration_are_never_dropped() -> No
     stage = RestoreStage(engine, TemporalWindow(3, 1, 3, 1), inbox, outbox, max_wait_s=1.0)
     received: list[int] = []
 
-    async def encoder() -> None:
-        while True:
-            try:
-                frame = await outbox.get()
-            except ChannelClosed:
-                return
-            received.append(frame.seq)
-            await asyncio.sleep(0.006)
-
-    consumer = asyncio.create_task(encoder())
+    consumer = asyncio.create_task(read_until_closed(outbox, lambda frame: received.append(frame.seq), 0.006))
     task = asyncio.create_task(stage.run())
     for seq in range(60):
         inbox.put(Frame(np.full((8, 8, 3), seq, np.uint8), seq / 30, 0.0, seq))
@@ -128,15 +129,8 @@ async def test_a_slow_restoration_holds_later_frames_for_at_most_a_few_frame_int
     sent: dict[int, float] = {}
     delays: list[float] = []
 
-    async def viewer() -> None:
-        while True:
-            try:
-                frame = await outbox.get()
-            except ChannelClosed:
-                return
-            delays.append(time.monotonic() - sent[frame.seq])
-
-    reader = asyncio.create_task(viewer())
+    reader = asyncio.create_task(
+        read_until_closed(outbox, lambda frame: delays.append(time.monotonic() - sent[frame.seq])))
     for seq in range(50):
         sent[seq] = time.monotonic()
         inbox.put(Frame(np.full((8, 8, 3), seq, np.uint8), seq * 0.04, 0.0, seq))
@@ -169,14 +163,7 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
     out: list[int] = []
     seq = 0
 
-    async def viewer() -> None:
-        while True:
-            try:
-                out.append((await outbox.get()).seq)
-            except ChannelClosed:
-                return
-
-    reader = asyncio.create_task(viewer())
+    reader = asyncio.create_task(read_until_closed(outbox, lambda frame: out.append(frame.seq)))
 
     async def play(seconds: float) -> None:
         nonlocal seq
