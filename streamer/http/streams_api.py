@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from streamer.hub import reader_protocol
 from streamer.streams import StreamConflict, StreamInvalid, StreamManager, StreamNotFound
 
 if TYPE_CHECKING:
@@ -136,8 +135,7 @@ class StreamsApi:
         restore = pipeline.restorer.stats if pipeline.restorer else None
         viewers: dict[str, int] = {}
         for subscription in pipeline.hub.subscriptions:
-            protocol = reader_protocol(subscription.name)
-            viewers[protocol] = viewers.get(protocol, 0) + 1
+            viewers[subscription.protocol] = viewers.get(subscription.protocol, 0) + 1
         last_error = pipeline.failure or source.last_error or next(
             (health.last_error for health in pipeline.stage_health().values() if health.last_error), None)
         return StreamStatus(
