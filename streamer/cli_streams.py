@@ -18,8 +18,7 @@ from typing import Any
 import yaml
 
 from streamer.config import ConfigError, source_from_argument
-
-DEFAULT_SERVER = "http://127.0.0.1:8080"
+from streamer.jobs.cli import DEFAULT_SERVER, JobsCliError, read_token
 
 
 class ApiClient:
@@ -32,9 +31,10 @@ class ApiClient:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ApiClient:
-        token = os.environ.get("STREAMER_TOKEN") or None
-        if args.token_file:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        try:
+            token = read_token(args.token_file)  # the jobs commands' reading: the file's first line, or the env
+        except JobsCliError as error:
+            raise ConfigError(str(error)) from None
         return cls(args.server or os.environ.get("STREAMER_SERVER") or DEFAULT_SERVER, token)
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
