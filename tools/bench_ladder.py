@@ -39,11 +39,7 @@ from streamer.config import DemoSourceConfig  # noqa: E402
 from streamer.sources.demo import DemoScene  # noqa: E402
 from streamer.timecode import STRIP_HEIGHT, read_timecode  # noqa: E402
 from tools import live_peers as peers  # noqa: E402
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    error = np.mean((a[:-STRIP_HEIGHT].astype(np.float64) - b[:-STRIP_HEIGHT].astype(np.float64)) ** 2)
-    return float(99.0 if error == 0 else 10 * np.log10(255.0**2 / error))
+from tools.watch_demo import psnr  # noqa: E402  (the barcode strip excluded)
 
 
 def temporal_error(before: np.ndarray, after: np.ndarray, clean_before: np.ndarray, clean_after: np.ndarray) -> float:
