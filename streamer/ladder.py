@@ -61,7 +61,7 @@ class ModelLevel(Level):
         return self.engine.describe()
 
 
-class HalfResolutionLevel(Level):
+class ReducedResolutionLevel(Level):
     """The model on the window downscaled ``factor`` x (2: 'half', 4: 'quarter'), upsampled back, plus ``DETAIL_GAIN`` of the camera frame's own
     fine detail (what the downscale removed). Each frame is downscaled once, not once per window.
 

@@ -19,7 +19,7 @@ from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
 from streamer.graph.frames import Frame
 from streamer.hub import KeyframeGate, StreamHub
-from streamer.ladder import HalfResolutionLevel, LadderController, Level, ModelLevel, TemporalLevel
+from streamer.ladder import LadderController, Level, ModelLevel, ReducedResolutionLevel, TemporalLevel
 from streamer.restorer import RestoreStage
 from streamer.sinks import Sink, create_sink
 from streamer.sources import Source, create_source
@@ -71,9 +71,9 @@ def make_levels(config: CameraConfig, full: Engine) -> tuple[list[Level], list[E
         levels.append(ModelLevel("fast", fast))
         cheapest = fast
     if ladder.half:
-        levels.append(HalfResolutionLevel(cheapest, 2))
+        levels.append(ReducedResolutionLevel(cheapest, 2))
     if ladder.quarter:
-        levels.append(HalfResolutionLevel(cheapest, 4))
+        levels.append(ReducedResolutionLevel(cheapest, 4))
     if ladder.temporal:
         levels.append(TemporalLevel())
     return levels, extra

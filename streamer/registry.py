@@ -96,22 +96,23 @@ class _WhipView(Mapping[str, "WhipSource"]):
     def __init__(self, registry: StreamRegistry) -> None:
         self._registry = registry
 
-    def __getitem__(self, name: str) -> WhipSource:
-        from streamer.sources.whip import WhipSource
-
-        pipeline = self._registry.get(name)
-        if pipeline is None or not isinstance(pipeline.source, WhipSource):
-            raise KeyError(name)
-        return pipeline.source
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([name for name in self._registry.names() if name in self])
-
-    def __contains__(self, name: object) -> bool:
+    def _source(self, name: object) -> WhipSource | None:
         from streamer.sources.whip import WhipSource
 
         pipeline = self._registry.get(name) if isinstance(name, str) else None
-        return pipeline is not None and isinstance(pipeline.source, WhipSource)
+        return pipeline.source if pipeline is not None and isinstance(pipeline.source, WhipSource) else None
+
+    def __getitem__(self, name: str) -> WhipSource:
+        source = self._source(name)
+        if source is None:
+            raise KeyError(name)
+        return source
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name in self._registry.names() if self._source(name) is not None])
+
+    def __contains__(self, name: object) -> bool:
+        return self._source(name) is not None
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

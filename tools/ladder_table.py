@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engines import activate_engine  # noqa: E402
-from streamer.ladder import HalfResolutionLevel, Level, ModelLevel, TemporalLevel  # noqa: E402
+from streamer.ladder import Level, ModelLevel, ReducedResolutionLevel, TemporalLevel  # noqa: E402
 from tools import degrade  # noqa: E402
 from tools.eval import MEDIA, degradation_seed, degrade_clip, psnr  # noqa: E402
 
@@ -41,7 +41,7 @@ def levels(model: str, fast: str | None) -> tuple[list[Level], list[Any]]:
         cheapest = activate_engine("cpu", fast, threads=2)
         engines.append(cheapest)
         result.append(ModelLevel("fast", cheapest))
-    result += [HalfResolutionLevel(cheapest, 2), HalfResolutionLevel(cheapest, 4), TemporalLevel()]
+    result += [ReducedResolutionLevel(cheapest, 2), ReducedResolutionLevel(cheapest, 4), TemporalLevel()]
     return result, engines
 
 

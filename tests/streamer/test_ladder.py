@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 
 from engines import activate_engine
-from streamer.ladder import HalfResolutionLevel, LadderController, ModelLevel, TemporalLevel
+from streamer.ladder import LadderController, ModelLevel, ReducedResolutionLevel, TemporalLevel
 from tests.media import add_noise, clean_frames, psnr
 
 INTERVAL = 0.04  # 25 fps
@@ -64,7 +64,7 @@ def test_levels_restore_real_noise() -> None:
     try:
         base = psnr(noisy[2], clean[2])
         full = ModelLevel("full", engine).restore(list(noisy), 2)
-        half = HalfResolutionLevel(engine).restore(list(noisy), 2)
+        half = ReducedResolutionLevel(engine).restore(list(noisy), 2)
         temporal = TemporalLevel().restore(list(noisy), 2)
     finally:
         engine.deactivate()
