@@ -65,7 +65,8 @@ class TapHeader:
             if fields.get("version") != WIRE_VERSION:
                 raise WireError(f"tap wire version {fields.get('version')!r}, this client reads {WIRE_VERSION}")
             fields["time_base"] = tuple(fields["time_base"])
-            return cls(**{name: fields[name] for name in cls.__dataclass_fields__ if name in fields or name != "level"})
+            return cls(**{name: fields[name] for name in cls.__dataclass_fields__ if name in fields})  # a missing
+            # field with a default (added within the version) takes it; a missing required one is a TypeError
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             if isinstance(error, WireError):
                 raise
