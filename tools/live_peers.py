@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -63,9 +64,34 @@ def demo_clip(width: int, height: int, fps: float, seconds: float, kbps: int, ca
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP+UDP port free on every address, below the kernel's ephemeral range: a port the kernel hands out
+    (bind to 0) can be taken by any outgoing connection before the peer binds it, which made a streamer
+    fail with "address already in use" in CI; ports outside that range are only ever taken by a bind."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(low - 12000, 1024), low)
+        if _bindable(port):
+            return port
+    raise OSError(f"no free port found below the ephemeral range (starts at {low})")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    """Whether TCP and UDP ``port`` can both be bound (RTSP servers take both)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # the strictest: conflicts with any address
+            except OSError:
+                return False
+    return True
 
 
 def listening(port: int) -> bool:

@@ -38,8 +38,12 @@ def wait_for_line(process: subprocess.Popen[str], expected: str, timeout: float)
             if expected in line:
                 found.set()
 
-    threading.Thread(target=reader, daemon=True).start()
-    if not found.wait(timeout):
+    def drain() -> None:
+        reader()
+        found.set()  # the process closed stdout (it exited) without the line: fail now, not at the timeout
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not found.wait(timeout) or not any(expected in line for line in lines):
         raise TimeoutError(f"process did not print {expected!r} within {timeout} s: {''.join(lines)[-2000:]}")
     return lines
 
