@@ -11,6 +11,8 @@ import numpy as np
 from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError, ModelInfo
 from engines.processing import WindowPacker, unpack_output
 
+MAX_STREAM_PACKERS = 256
+
 
 def read_model_info(path: Path) -> ModelInfo:
     import onnx
@@ -34,7 +36,7 @@ class OnnxCpuEngine(Engine):
         self.threads = threads or (os.cpu_count() or 1)
         self.info = read_model_info(model_path)
         self._session: Any = None
-        self._packer = WindowPacker(self.info.pad_multiple)
+        self._packers: dict[str, WindowPacker] = {}  # by stream: each keeps its window's converted frames
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -58,12 +60,35 @@ class OnnxCpuEngine(Engine):
             raise EngineError(f"model inputs are {names}, expected [{INPUT_NAME!r}]")
 
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
-        height, width = window[0].shape[:2]
-        tensor = self._packer.pack(window)
+        return self._infer_batch([window], [""])[0]
+
+    def _infer_batch(self, windows: list[list[np.ndarray]], streams: list[str]) -> list[np.ndarray]:
+        """Each stream's windows are packed by its own ``WindowPacker`` (a sliding window converts one new
+        frame per call, however many cameras share the engine); a batch goes to ONNX Runtime in one run."""
+        height, width = windows[0][0].shape[:2]
+        if any(window[0].shape[:2] != (height, width) for window in windows):
+            raise EngineError("every window of a batch must have the same frame size")
+        tensor = self._packer_for(streams[0]).pack(windows[0])  # the packer's own buffer: copied below if batched
+        if len(windows) > 1:
+            tensor = np.concatenate([tensor, *(np.empty_like(tensor) for _ in windows[1:])])
+            for index in range(1, len(windows)):
+                tensor[index] = self._packer_for(streams[index]).pack(windows[index])[0]
         (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: tensor})
         scale = self.info.scale
-        return unpack_output(output, height * scale, width * scale)
+        return [unpack_output(output[index : index + 1], height * scale, width * scale) for index in range(len(windows))]
+
+    def _packer_for(self, stream: str) -> WindowPacker:
+        packer = self._packers.get(stream)
+        if packer is None:
+            if len(self._packers) >= MAX_STREAM_PACKERS:  # streams that never said forget(): the oldest goes
+                del self._packers[next(iter(self._packers))]
+            packer = self._packers[stream] = WindowPacker(self.info.pad_multiple)
+        return packer
+
+    def forget(self, stream: str) -> None:
+        with self._lock:
+            self._packers.pop(stream, None)
 
     def _deactivate(self) -> None:
         self._session = None
-        self._packer = WindowPacker(self.info.pad_multiple)
+        self._packers.clear()

@@ -86,6 +86,8 @@ class TensorRTEngine(Engine):
     ``EngineError`` from ``activate`` (so ``auto`` falls back to the CPU), never an error on a frame."""
 
     backend = "tensorrt"
+    device = "cuda"
+    max_batch = 1  # the profile's batch is 1 (a profile for the scheduler's batches is not built yet)
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """Large frames in overlapping tiles: a thin wrapper around an activated engine.
 
 ``TiledEngine`` cuts every frame of a window into the same overlapping tiles, restores each tile's window
-with the inner engine (one ``infer`` per tile, or one ``infer_batch`` per tile size where the inner engine
-has one) and blends the restored tiles back with a raised-cosine ramp across each overlap, so that no seam
+with the inner engine (one ``infer_batch`` per tile size in a row of tiles, as many as the inner engine
+takes per call) and blends the restored tiles back with a raised-cosine ramp across each overlap, so that no seam
 shows. Tile edges sit on the model's ``pad_multiple`` grid, so a tile sees the same pixel grid as the whole
 frame; the overlap covers the model's receptive field, so away from the ramp's ends a tile's pixels equal
 the whole-frame ones. Memory: one tile window (the inner engine's tensors for one tile) plus a float32
@@ -140,15 +140,14 @@ class TiledEngine(Engine):
         self.inner = inner
         self.info = inner.info
         self.backend = inner.backend
+        self.device = inner.device
         self.passes_through = inner.passes_through
         self.tile = tile
         self.overlap = overlap
         self.blend = blend
-        # an inner engine restoring several windows of one size per call (PyTorch CUDA) gets a row's tiles at once
-        infer_batch = getattr(inner, "infer_batch", None) if batch else None
-        self._infer_batch: Callable[[list[list[np.ndarray]]], list[np.ndarray]] | None = (
-            infer_batch if callable(infer_batch) else None
-        )
+        # a row's tiles of one size go to the inner engine in one call (a GPU batches them; a shared engine
+        # queues them at once); batch=False: one call per tile
+        self._inner_batch: Callable[[list[list[np.ndarray]]], list[np.ndarray]] | None = inner.infer_batch if batch else None
         self.active = inner.active
         self._layouts: dict[tuple[int, int], _Layout] = {}
 
@@ -212,16 +211,19 @@ class TiledEngine(Engine):
     def _restore_row(self, window: list[np.ndarray], y0: int, y1: int,
                      columns: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         windows = [[frame[y0:y1, x0:x1] for frame in window] for x0, x1 in columns]
-        if self._infer_batch is None:
+        if self._inner_batch is None:
             return [self.inner.infer(tile_window) for tile_window in windows]
         results: list[np.ndarray | None] = [None] * len(windows)
         sizes: dict[tuple[int, int], list[int]] = {}
         for index, tile_window in enumerate(windows):
             sizes.setdefault(tile_window[0].shape[:2], []).append(index)
-        for indices in sizes.values():
-            batch = self._infer_batch([windows[index] for index in indices])
-            for index, result in zip(indices, batch, strict=True):
-                results[index] = result
+        step = max(1, self.inner.max_batch)
+        for same_size in sizes.values():
+            for start in range(0, len(same_size), step):  # as many per call as the inner engine takes
+                indices = same_size[start : start + step]
+                batch = self._inner_batch([windows[index] for index in indices])
+                for index, result in zip(indices, batch, strict=True):
+                    results[index] = result
         return [result for result in results if result is not None]
 
 

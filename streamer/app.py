@@ -13,6 +13,7 @@ from typing import Any
 from engines import EngineError
 from streamer.config import AppConfig
 from streamer.http.server import HttpServer
+from streamer.inference import InferenceService
 from streamer.metrics import build_registry
 from streamer.pipeline import CameraPipeline
 from streamer.registry import StreamRegistry
@@ -38,19 +39,20 @@ class StreamerApp:
         self.config = config
         self.tap_sockets = TapSockets()  # ZeroMQ frame taps, one socket per endpoint
         self.streams = StreamRegistry()  # the one list of streams every server reads per request
+        self.inference = InferenceService(config.server.inference)  # the engines every camera shares
         try:
             for index, camera in enumerate(config.cameras):
-                self.streams.add(CameraPipeline(camera, f"cameras.{index}", self.tap_sockets))
+                self.streams.add(CameraPipeline(camera, f"cameras.{index}", self.tap_sockets, self.inference))
         except TapError as error:
             self.tap_sockets.stop()
             raise ListenError(str(error)) from None
-        self.manager = StreamManager(config, self.streams, self.tap_sockets, entries, writeback)
+        self.manager = StreamManager(config, self.streams, self.tap_sockets, entries, writeback, self.inference)
         self.rtsp = RtspServer(config.server.rtsp, self.streams.hubs) if config.server.rtsp.enabled else None
         if self.rtsp is not None:
             self.streams.on_remove(self.rtsp.end_stream)
-        self.registry = build_registry(self.streams, self.rtsp)
+        self.registry = build_registry(self.streams, self.rtsp, self.inference)
         self.http = (HttpServer(config.server.http, self.streams, self.registry, config.server.webrtc,
-                                manager=self.manager, jobs=config.server.jobs)
+                                manager=self.manager, jobs=config.server.jobs, inference=self.inference)
                      if config.server.http.enabled else None)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -101,6 +103,7 @@ class StreamerApp:
             _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S) if tasks else (set(), set())
             for task in pending:
                 task.cancel()
+            await asyncio.to_thread(self.inference.close)
             if self.rtsp is not None:
                 await self.rtsp.stop()
             if self.http is not None:

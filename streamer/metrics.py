@@ -9,10 +9,12 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamer.inference.metrics import InferenceCollector
 from streamer.metrics_pipeline import PipelineDetailCollector
 
 if TYPE_CHECKING:
     from streamer.http.guard import HttpStats
+    from streamer.inference import InferenceService
     from streamer.pipeline import CameraPipeline
     from streamer.rtsp.server import RtspServer
     from streamer.webrtc.whep import WhepService
@@ -137,9 +139,12 @@ def _rtsp_metrics(rtsp: RtspServer) -> Iterator[Metric]:
     yield from (connections, sessions)
 
 
-def build_registry(pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None) -> CollectorRegistry:
+def build_registry(pipelines: Iterable[CameraPipeline], rtsp: RtspServer | None,
+                   inference: InferenceService | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StreamerCollector(pipelines, rtsp))
+    if inference is not None:
+        registry.register(InferenceCollector(inference))
     registry.register(PipelineDetailCollector(pipelines))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, fds
     return registry

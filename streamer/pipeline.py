@@ -19,6 +19,7 @@ from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
 from streamer.graph.frames import Frame
 from streamer.hub import KeyframeGate, StreamHub
+from streamer.inference import InferenceService
 from streamer.ladder import LadderController, Level, ModelLevel, ReducedResolutionLevel, TemporalLevel
 from streamer.restorer import RestoreStage
 from streamer.sinks import Sink, create_sink
@@ -32,12 +33,15 @@ from streamer.window import TemporalWindow
 log = logging.getLogger(__name__)
 
 
-def make_engine(config: CameraConfig) -> Engine:
-    """Build and activate the configured engine; ``auto`` falls back from TensorRT to the CPU."""
+def make_engine(config: CameraConfig, inference: InferenceService | None = None, model: str | None = None) -> Engine:
+    """The camera's engine for ``model`` (default: the configured one), active: its share of the process's
+    engine from ``inference``, or (without a service) an engine of its own; ``auto`` falls back from
+    TensorRT to the CPU."""
     settings = config.engine
-    return tiled(config, activate_engine(
-        settings.type, settings.model, settings.threads, settings.fp16, settings.cache_dir, settings.int8
-    ))
+    if inference is not None:
+        return tiled(config, inference.acquire(settings, config.name, model))
+    return tiled(config, activate_engine(settings.type, model if model is not None else settings.model,
+                                         settings.threads, settings.fp16, settings.cache_dir, settings.int8))
 
 
 def tiled(config: CameraConfig, engine: Engine) -> Engine:
@@ -49,7 +53,8 @@ def tiled(config: CameraConfig, engine: Engine) -> Engine:
 FAST_MODELS = {"lite-detail": "lite", "lite-detail-causal": "lite-causal"}  # the ladder's default 'fast' level
 
 
-def make_levels(config: CameraConfig, full: Engine) -> tuple[list[Level], list[Engine]]:
+def make_levels(config: CameraConfig, full: Engine,
+                inference: InferenceService | None = None) -> tuple[list[Level], list[Engine]]:
     """The camera's degradation ladder, best level first, and the extra engines it activated (its cheaper
     model), which the caller deactivates. One level (the configured model) when the ladder is off."""
     ladder = config.engine.ladder
@@ -60,9 +65,7 @@ def make_levels(config: CameraConfig, full: Engine) -> tuple[list[Level], list[E
     fast_name = ladder.fast_model or FAST_MODELS.get(config.engine.model or "lite")
     cheapest = full
     if fast_name is not None and fast_name != (config.engine.model or "lite"):
-        settings = config.engine
-        fast = tiled(config, activate_engine(settings.type, fast_name, settings.threads, settings.fp16,
-                                             settings.cache_dir, settings.int8))
+        fast = make_engine(config, inference, fast_name)
         if fast.info.window != full.info.window or fast.info.reference_index != full.info.reference_index:
             fast.deactivate()
             raise EngineError(f"engine.ladder.fast_model={fast_name}: its window ({fast.info.window} frames, "
@@ -98,8 +101,11 @@ class Readiness:
 
 
 class CameraPipeline:
-    def __init__(self, config: CameraConfig, field: str = "cameras.0", tap_sockets: TapSockets | None = None) -> None:
+    def __init__(self, config: CameraConfig, field: str = "cameras.0", tap_sockets: TapSockets | None = None,
+                 inference: InferenceService | None = None) -> None:
+        """``inference``: the process's shared engines (None: the camera activates engines of its own)."""
         self.config = config
+        self.inference = inference
         self.name = config.name
         self.field = field  # where the camera sits in the configuration, for error messages
         self.hub = StreamHub(config.name)
@@ -133,10 +139,10 @@ class CameraPipeline:
         """Check the source, load/build the engine (in a thread: a TensorRT build takes minutes). Raises
         ``SourceError`` or ``EngineError`` naming the field when the camera cannot work as configured."""
         await asyncio.to_thread(check_source, self.config.source, f"{self.field}.source")
-        self.engine = await asyncio.to_thread(make_engine, self.config)
-        window = make_window(self.config, self.engine, self.field)
+        self.engine = await asyncio.to_thread(make_engine, self.config, self.inference)
         try:
-            levels, self.extra_engines = await asyncio.to_thread(make_levels, self.config, self.engine)
+            window = make_window(self.config, self.engine, self.field)
+            levels, self.extra_engines = await asyncio.to_thread(make_levels, self.config, self.engine, self.inference)
         except EngineError:
             await asyncio.to_thread(self.engine.deactivate)
             raise

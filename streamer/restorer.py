@@ -15,6 +15,7 @@ from engines.base import Engine
 from streamer.graph.channel import Channel, ChannelClosed
 from streamer.graph.frames import Frame
 from streamer.histogram import ENGINE_BUCKETS_S, LatencyHistogram
+from streamer.inference.scheduler import DeadlineExpired, deadline
 from streamer.ladder import LadderController, Level, ModelLevel
 from streamer.window import TemporalWindow
 
@@ -156,7 +157,8 @@ class RestoreStage:
             self._pending.append((frame, None))  # nothing to restore: no thread hop, no RGB conversion
         elif self._in_flight is None or self._in_flight.done():
             level = self.levels[self.controller.index]
-            future = loop.run_in_executor(self._executor, self._infer_timed, level, neighbours)
+            expires = time.monotonic() + self._deadline_s()
+            future = loop.run_in_executor(self._executor, self._infer_timed, level, neighbours, expires)
             self._in_flight = future
             self._pending.append((frame, future))
         else:
@@ -182,10 +184,9 @@ class RestoreStage:
             self.outbox.put(frame)
 
     async def _result(self, frame: Frame, future: asyncio.Future[Restored]) -> Frame:
-        deadline = min(self.max_wait_s, max(0.1, DEADLINE_INTERVALS * self.interval_s))
         try:
-            image, seconds, level = await asyncio.wait_for(asyncio.shield(future), deadline)
-        except asyncio.TimeoutError:
+            image, seconds, level = await asyncio.wait_for(asyncio.shield(future), self._deadline_s())
+        except (asyncio.TimeoutError, DeadlineExpired):  # late, or dropped unrun by the shared engine's queue
             self.stats.degrade("engine_slow")
             future.add_done_callback(self._late_result)
             self._frame_done(missed=True)
@@ -212,6 +213,10 @@ class RestoreStage:
             level=level.name,
         )
 
+    def _deadline_s(self) -> float:
+        """How long a restoration may take before its frame goes out without it."""
+        return min(self.max_wait_s, max(0.1, DEADLINE_INTERVALS * self.interval_s))
+
     def _late_result(self, future: asyncio.Future[Restored]) -> None:
         """A restoration abandoned at its deadline still tells what its level costs (so the ladder steps
         down for a level far slower than the frame interval, not only for the frames it missed)."""
@@ -231,10 +236,13 @@ class RestoreStage:
             log.info("camera %s: restoration level %s -> %s (%s; a frame every %.0f ms)", self.name, before, level,
                      why if direction == "down" else "trying the better level", 1000 * self.interval_s)
 
-    def _infer_timed(self, level: Level, neighbours: list[Frame]) -> Restored:
-        """Worker-thread body: the restored image, the seconds it took (RGB conversion included), the level."""
+    def _infer_timed(self, level: Level, neighbours: list[Frame], expires: float) -> Restored:
+        """Worker-thread body: the restored image, the seconds it took (RGB conversion and the wait for a
+        shared engine included: what the frame costs this camera), the level. A shared engine drops the
+        window unrun if it is still queued at ``expires`` (its frame has gone out without it by then)."""
         started = time.perf_counter()
-        image = level.restore([frame.image for frame in neighbours], self.engine.info.reference_index)
+        with deadline(expires):
+            image = level.restore([frame.image for frame in neighbours], self.engine.info.reference_index)
         return image, time.perf_counter() - started, level
 
     def _log_error(self, error: BaseException) -> None:

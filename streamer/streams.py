@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from engines import EngineError
 from streamer.config import AppConfig, CameraConfig
+from streamer.inference import InferenceService
 from streamer.pipeline import CameraPipeline
 from streamer.registry import StreamRegistry
 from streamer.sources.preflight import SourceError
@@ -53,8 +54,10 @@ class StreamInvalid(ValueError):
 
 class StreamManager:
     def __init__(self, config: AppConfig, registry: StreamRegistry, tap_sockets: TapSockets,
-                 entries: list[dict[str, Any]] | None = None, writeback: Path | None = None) -> None:
+                 entries: list[dict[str, Any]] | None = None, writeback: Path | None = None,
+                 inference: InferenceService | None = None) -> None:
         self.config = config
+        self.inference = inference
         self.registry = registry
         self.tap_sockets = tap_sockets
         self.writeback = writeback  # the config file that changes are saved to (None: not saved)
@@ -129,7 +132,7 @@ class StreamManager:
     async def _launch(self, camera: CameraConfig) -> CameraPipeline:
         field = f"cameras.{camera.name}"
         try:
-            pipeline = CameraPipeline(camera, field, self.tap_sockets)
+            pipeline = CameraPipeline(camera, field, self.tap_sockets, self.inference)
         except TapError as error:
             raise StreamInvalid([("taps.endpoint", str(error))]) from None
         try:

@@ -303,6 +303,21 @@ class JobsConfig(StrictModel):
         return value
 
 
+class InferenceConfig(StrictModel):
+    shared: bool = Field(
+        True, description="One engine per model and device for the whole process, every camera's windows "
+        "scheduled on it in turn (false: an engine per camera, each with its engine.threads)",
+    )
+    threads: int = Field(
+        0, ge=0, le=256, description="CPU inference threads of the shared engines, for the whole process (0 = all "
+        "cores); a camera's engine.threads applies only when shared is false",
+    )
+    max_batch: int = Field(
+        0, ge=0, le=64, description="Windows of different cameras (same model and frame size) restored in one "
+        "call (0 = the backend's choice: 1 on the CPU, where a batch costs as much per window, 8 with PyTorch CUDA)",
+    )
+
+
 class ServerConfig(StrictModel):
     rtsp: RtspServerConfig = Field(default_factory=RtspServerConfig, description="RTSP server")
     http: HttpServerConfig = Field(default_factory=HttpServerConfig, description="HTTP server")
@@ -311,4 +326,7 @@ class ServerConfig(StrictModel):
     )
     jobs: JobsConfig = Field(
         default_factory=JobsConfig, description="Restoration jobs (/api/v1/jobs), served by the HTTP server"
+    )
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig, description="The shared inference service (engines shared by cameras)"
     )

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from streamer import __version__
 from streamer.config import CameraConfig
 from streamer.config.base import NAME_PATTERN
+from streamer.http.inference_api import InferenceStatus
 from streamer.http.streams_api import ApiError, StreamChange, StreamList, StreamStatus
 from streamer.jobs.models import Job, JobError, JobList, PathSubmission
 
@@ -57,11 +58,16 @@ JOB_OPERATIONS: list[Operation] = [
      {204: (None, "Cancelled or forgotten"), 404: (JobError, "No such job")}),
 ]
 
+INFERENCE_OPERATIONS: list[Operation] = [
+    ("get", "/api/v1/inference", "The shared engines, the cameras using each, each device's batches and shares",
+     None, {200: (InferenceStatus, "The inference service")}),
+]
+
 UPLOAD = {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
 
 
 def openapi_document(operations: list[Operation] | None = None) -> dict[str, Any]:
-    operations = [*STREAM_OPERATIONS, *JOB_OPERATIONS] if operations is None else operations
+    operations = [*STREAM_OPERATIONS, *JOB_OPERATIONS, *INFERENCE_OPERATIONS] if operations is None else operations
     models = {model for _, _, _, body, responses in operations
               for model in [body, *(answer for answer, _ in responses.values())] if model is not None}
     keyed: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from streamer.config import HttpServerConfig, JobsConfig, WebRtcServerConfig
 from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, listen
+from streamer.http.inference_api import add_inference_routes
 from streamer.http.middleware import build_middlewares
 from streamer.http.openapi import add_openapi_routes
 from streamer.http.streams_api import StreamsApi
@@ -25,6 +26,7 @@ from streamer.webrtc.whip import WhipService
 
 if TYPE_CHECKING:
     from streamer.hub import StreamHub
+    from streamer.inference import InferenceService
     from streamer.pipeline import CameraPipeline
     from streamer.streams import StreamManager
 
@@ -68,7 +70,7 @@ class HttpServer:
     def __init__(self, config: HttpServerConfig, pipelines: StreamRegistry | list[CameraPipeline],
                  registry: CollectorRegistry, webrtc: WebRtcServerConfig | None = None,
                  hubs: Mapping[str, StreamHub] | None = None, manager: StreamManager | None = None,
-                 jobs: JobsConfig | None = None) -> None:
+                 jobs: JobsConfig | None = None, inference: InferenceService | None = None) -> None:
         self.config = config
         self.streams = pipelines if isinstance(pipelines, StreamRegistry) else StreamRegistry(pipelines)
         self.registry = registry
@@ -89,6 +91,8 @@ class HttpServer:
         self.jobs = JobService(jobs, registry, self._live_pressure) if jobs is not None and jobs.enabled else None
         if self.jobs is not None:
             self.jobs.add_routes(self.app.router)
+        if inference is not None:
+            add_inference_routes(self.app.router, inference)
         add_openapi_routes(self.app.router)
         self.whep: WhepService | None = None
         self.whip: WhipService | None = None

@@ -156,7 +156,7 @@ def test_batch_capable_inner_engine_gets_tiles_of_one_size_per_call() -> None:
             super().__init__()
             self.batches: list[int] = []
 
-        def infer_batch(self, windows: list[list[np.ndarray]]) -> list[np.ndarray]:
+        def infer_batch(self, windows: list[list[np.ndarray]], streams: list[str] | None = None) -> list[np.ndarray]:
             assert len({w[0].shape for w in windows}) == 1
             self.batches.append(len(windows))
             return [self.infer(w) for w in windows]

@@ -8,6 +8,7 @@ from openapi_spec_validator import validate
 from streamer.config import build_config
 from streamer.http.openapi import docs_page, openapi_document
 from streamer.http.server import HttpServer
+from streamer.inference import InferenceService
 from streamer.metrics import build_registry
 from streamer.registry import StreamRegistry
 from streamer.streams import StreamManager
@@ -21,7 +22,7 @@ def test_the_document_is_valid_openapi_and_covers_every_api_route() -> None:
     registry = StreamRegistry()
     manager = StreamManager(config, registry, TapSockets())
     server = HttpServer(config.server.http, registry, build_registry(registry, None), manager=manager,
-                        jobs=config.server.jobs)
+                        jobs=config.server.jobs, inference=InferenceService())
     routes = {(route.method.lower(), route.resource.canonical) for route in server.app.router.routes()
               if route.resource is not None and route.resource.canonical.startswith("/api/v1/")
               and route.method != "HEAD"}
