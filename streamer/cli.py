@@ -22,6 +22,7 @@ from streamer.config import (
     source_from_argument,
 )
 from streamer.jobs.cli import add_jobs_parser, cmd_jobs
+from streamer.sharding import restrict, shard_from
 
 log = logging.getLogger("streamer")
 
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--config-writeback", action="store_true",
                      help="save cameras added, changed or removed over the API to the --config file (atomically)")
+    run.add_argument("--shard", metavar="I/N|auto", help="run only shard I of N's cameras of the config "
+                     "(auto: I from the host name's -ORDINAL, N from STREAMER_SHARDS; default: $STREAMER_SHARD)")
+    run.add_argument("--shard-pin", action="append", metavar="NAME=I", help="run camera NAME on shard I (repeatable; "
+                     "also STREAMER_SHARD_PINS=NAME=I,...)")
     _add_engine_options(run)
 
     restore = sub.add_parser("restore", help="restore a video file (every frame through the full model)",
@@ -167,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--config-writeback needs --config FILE (the file that changes are saved to)")
     entries = read_config_data(args.config).get("cameras") if args.config else None
     _setup_logging(config.log_level)
+    config = restrict(config, shard_from(args.shard, args.shard_pin, os.environ), writeback=args.config_writeback)
     try:
         run_app(config, entries if isinstance(entries, list) else None,
                 Path(args.config) if args.config_writeback else None)
