@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,10 +82,16 @@ class Engine(abc.ABC):
     # (lite int8 at 640x360: 9.7 ms a window alone, 10.2 batched by 2, 11.0 by 4), so 1; GPUs set more
     preferred_batch = 1
 
+    # calls that may run at once (a scheduler runs this many workers on it); 1 for backends whose state is
+    # per call (buffers, a CUDA stream); ONNX Runtime sessions take concurrent runs
+    concurrent_calls = 1
+
     def __init__(self) -> None:
         self.info = ModelInfo()
         self.active = False
-        self._lock = threading.Lock()  # one call at a time; deactivate never runs beside an inference
+        # calls in progress; deactivate waits for them, and never runs beside one
+        self._state = threading.Condition()
+        self._running = 0
         self.calls = 0
         self.seconds_total = 0.0
 
@@ -96,33 +103,49 @@ class Engine(abc.ABC):
         self.deactivate()
 
     def activate(self) -> None:
-        with self._lock:
+        with self._state:
             if not self.active:
                 self._activate()
                 self.active = True
 
     def deactivate(self) -> None:
-        """Waits for an inference in progress (in another thread) before it frees anything."""
-        with self._lock:
+        """Refuses new calls, waits for those in progress (in other threads), then frees the engine."""
+        with self._state:
             if self.active:
                 self.active = False
+                while self._running:
+                    self._state.wait()
                 self._deactivate()
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """One call's turn: at most ``concurrent_calls`` at once, only while the engine is active."""
+        with self._state:
+            while self.active and self._running >= self.concurrent_calls:
+                self._state.wait()
+            if not self.active:
+                raise EngineError(f"{self.backend} engine used before activate() or after deactivate()")
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._running -= 1
+                self._state.notify_all()
 
     def infer(self, window: list[np.ndarray]) -> np.ndarray:
         if len(window) != self.info.window:
             raise EngineError(f"engine wants {self.info.window} frames, got {len(window)}")
-        with self._lock:
-            if not self.active:
-                raise EngineError(f"{self.backend} engine used before activate() or after deactivate()")
+        with self.calling():
             started = time.perf_counter()
             result = self._infer(window)
-            self.seconds_total += time.perf_counter() - started
-            self.calls += 1
+            self._count(1, time.perf_counter() - started)
         return result
 
     def infer_batch(self, windows: list[list[np.ndarray]], streams: list[str] | None = None) -> list[np.ndarray]:
         """Restore several windows of one frame size in one call; returns their frames in order. ``streams``
-        names whose window each is (an engine may keep per-stream state, such as converted frames)."""
+        names whose window each is (an engine may keep per-stream state, such as converted frames; calls
+        that run at once never share a stream)."""
         if not windows:
             raise EngineError("infer_batch needs at least one window")
         if streams is not None and len(streams) != len(windows):
@@ -132,14 +155,16 @@ class Engine(abc.ABC):
         for window in windows:
             if len(window) != self.info.window:
                 raise EngineError(f"engine wants {self.info.window} frames, got {len(window)}")
-        with self._lock:
-            if not self.active:
-                raise EngineError(f"{self.backend} engine used before activate() or after deactivate()")
+        with self.calling():
             started = time.perf_counter()
             results = self._infer_batch(windows, streams or [""] * len(windows))
-            self.seconds_total += time.perf_counter() - started
-            self.calls += len(windows)
+            self._count(len(windows), time.perf_counter() - started)
         return results
+
+    def _count(self, windows: int, seconds: float) -> None:
+        with self._state:
+            self.calls += windows
+            self.seconds_total += seconds
 
     def forget(self, stream: str) -> None:
         """Drop what the engine keeps for ``stream`` (it stopped using the engine)."""

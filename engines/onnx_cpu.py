@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,10 @@ class OnnxCpuEngine(Engine):
         self.info = read_model_info(model_path)
         self._session: Any = None
         self._packers: dict[str, WindowPacker] = {}  # by stream: each keeps its window's converted frames
+        self._packers_lock = threading.Lock()
+        # ONNX Runtime runs concurrent calls on one session (sharing its intra-op threads): a scheduler may
+        # run up to one call per thread, which keeps the cores busy where one call alone leaves gaps
+        self.concurrent_calls = self.threads
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -78,15 +83,16 @@ class OnnxCpuEngine(Engine):
         return [unpack_output(output[index : index + 1], height * scale, width * scale) for index in range(len(windows))]
 
     def _packer_for(self, stream: str) -> WindowPacker:
-        packer = self._packers.get(stream)
-        if packer is None:
-            if len(self._packers) >= MAX_STREAM_PACKERS:  # streams that never said forget(): the oldest goes
-                del self._packers[next(iter(self._packers))]
-            packer = self._packers[stream] = WindowPacker(self.info.pad_multiple)
-        return packer
+        with self._packers_lock:
+            packer = self._packers.get(stream)
+            if packer is None:
+                if len(self._packers) >= MAX_STREAM_PACKERS:  # streams that never said forget(): the oldest goes
+                    del self._packers[next(iter(self._packers))]
+                packer = self._packers[stream] = WindowPacker(self.info.pad_multiple)
+            return packer
 
     def forget(self, stream: str) -> None:
-        with self._lock:
+        with self._packers_lock:
             self._packers.pop(stream, None)
 
     def _deactivate(self) -> None:

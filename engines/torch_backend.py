@@ -151,9 +151,7 @@ class TorchEngine(Engine):
 
     def warm(self, batch: int, height: int, width: int) -> None:
         """Prepare buffers (and capture the CUDA graph) for this shape now rather than at its first call."""
-        with self._lock:
-            if not self.active:
-                raise EngineError(f"{self.backend} engine used before activate()")
+        with self.calling():
             self._check_shape(batch, height, width)
             with self._context():
                 self._plan(batch, height, width)

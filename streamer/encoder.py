@@ -238,6 +238,7 @@ class EncodeStage:
         self.taps: list[Callable[[Frame], None]] = []  # see every frame before it is encoded (extra views)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{inbox.name}")
         self.errors = 0
+        self.level_switch_keyframes = 0  # IDRs made where the ladder changed level
         self._consecutive_errors = 0
         self._last_error_log = 0.0
 
@@ -250,6 +251,9 @@ class EncodeStage:
                 break
             for tap in self.taps:
                 tap(frame)
+            if frame.level_switch:  # the ladder changed level: the frame starts a new GOP (see RestoreStage)
+                self.encoder.request_keyframe()
+                self.level_switch_keyframes += 1
             try:
                 units = await loop.run_in_executor(self._executor, self.encoder.encode, frame)
             except (av.error.FFmpegError, ValueError) as error:

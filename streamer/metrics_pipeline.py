@@ -83,7 +83,7 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
 def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
     frames = CounterMetricFamily("streamer_encoded_frames", "Frames the H.264 encoder produced", labels=["camera"])
     keyframes = CounterMetricFamily(
-        "streamer_encoder_keyframes", "IDR frames encoded: on a viewer's request or on the periodic GOP", labels=["camera", "cause"]
+        "streamer_encoder_keyframes", "IDR frames encoded: on a viewer's request, where the degradation ladder changed level, or on the periodic GOP", labels=["camera", "cause"]
     )
     reinits = CounterMetricFamily("streamer_encoder_reinits", "Encoder re-opens (frame rate or size changed)", labels=["camera"])
     target = GaugeMetricFamily(
@@ -95,7 +95,9 @@ def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
     for pipeline in pipelines:
         stats = pipeline.encoder.stats
         frames.add_metric([pipeline.name], stats.frames)
-        keyframes.add_metric([pipeline.name, "requested"], stats.requested_keyframes)
+        switches = min(pipeline.encode_stage.level_switch_keyframes, stats.requested_keyframes)
+        keyframes.add_metric([pipeline.name, "requested"], stats.requested_keyframes - switches)
+        keyframes.add_metric([pipeline.name, "level_switch"], switches)
         keyframes.add_metric([pipeline.name, "periodic"], max(0, stats.keyframes - stats.requested_keyframes))
         reinits.add_metric([pipeline.name], stats.reinits)
         target.add_metric([pipeline.name], pipeline.config.encoder.bitrate_kbps * 1000 / 8)

@@ -38,6 +38,7 @@ class RestoreStats:
     restored: int = 0  # through any level of the ladder
     restored_by_level: dict[str, int] = field(default_factory=dict)
     level: str = ""  # the ladder's level now
+    level_switches: int = 0  # restored frames sent out at another level than the restored frame before them
     dropped: int = 0  # frames lost because the encoder fell more than MAX_PENDING_FRAMES behind
     degraded: dict[str, int] = field(default_factory=lambda: {"engine_busy": 0, "engine_slow": 0, "engine_error": 0})
     engine_latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(ENGINE_BUCKETS_S))
@@ -96,6 +97,7 @@ class RestoreStage:
         self._pending_changed = asyncio.Event()
         self._in_flight: asyncio.Future[Restored] | None = None
         self._intake_done = False
+        self._last_level: str | None = None  # the level of the last restored frame sent out
         self._last_error_log = 0.0
         self._errors_since_log = 0
 
@@ -181,6 +183,11 @@ class RestoreStage:
             await self.outbox.wait_for_space()
             self._pending.popleft()
             self.stats.frames_out += 1
+            if frame.level is not None:
+                if self._last_level is not None and frame.level != self._last_level:
+                    frame.level_switch = True  # the encoder starts a new GOP here: no prediction across the switch
+                    self.stats.level_switches += 1
+                self._last_level = frame.level
             self.outbox.put(frame)
 
     async def _result(self, frame: Frame, future: asyncio.Future[Restored]) -> Frame:

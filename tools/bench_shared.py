@@ -11,7 +11,7 @@ N "at full" when every camera has ≥ 95 % of its frames out and ≥ 95 % restor
 level" when ≥ 95 % out and ≥ 95 % restored at some level. --load runs an ffmpeg x264 transcode at normal
 priority beside it.
 
-    python tools/bench_shared.py --cameras 1,2,3,4 --seconds 30
+    python tools/bench_shared.py --cameras 1,2,3,4 --seconds 45 --repeat 2
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="lite")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=15.0)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds (the modes' order alternates)")
     parser.add_argument("--load", action="store_true", help="an ffmpeg x264 transcode at normal priority beside it")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -113,23 +114,32 @@ def main(argv: list[str] | None = None) -> int:
                                  "-threads", "2", "-f", "null", "-"])
     result: dict[str, Any] = {"size": f"{args.width}x{args.height}@{args.fps}", "model": args.model, "load": args.load,
                               "runs": {}}
+    modes = args.modes.split(",")
     try:
-        for count in (int(item) for item in args.cameras.split(",")):
-            for mode in args.modes.split(","):
-                outcome = run(args, camera, count, mode == "shared")
-                result["runs"][f"{mode} x{count}"] = outcome
-                print(f"{mode} x{count}", json.dumps({key: value for key, value in outcome.items() if key != "cameras"}),
-                      json.dumps(outcome["cameras"]), flush=True)
+        for attempt in range(args.repeat):
+            for count in (int(item) for item in args.cameras.split(",")):
+                for mode in modes if attempt % 2 == 0 else modes[::-1]:  # the order alternates between rounds
+                    outcome = run(args, camera, count, mode == "shared")
+                    key = f"{mode} x{count}" + (f" #{attempt + 1}" if args.repeat > 1 else "")
+                    result["runs"][key] = outcome
+                    print(key, json.dumps({name: value for name, value in outcome.items() if name != "cameras"}),
+                          json.dumps(outcome["cameras"]), flush=True)
     finally:
         if load is not None:
             load.terminate()
             load.wait(10)
         camera.process.stop()
-    for mode in args.modes.split(","):
-        runs = {int(key.split("x")[-1]): value for key, value in result["runs"].items() if key.startswith(mode + " ")}
-        result[mode] = {"most_cameras_live_at_full": max((n for n, run in runs.items() if run["live_at_full"]), default=0),
-                        "most_cameras_live_at_any_level": max((n for n, run in runs.items() if run["live_at_any_level"]),
-                                                              default=0)}
+    for mode in modes:  # a number of cameras counts as live when every round of it was
+        runs: dict[int, list[dict[str, Any]]] = {}
+        for key, value in result["runs"].items():
+            if key.startswith(mode + " "):
+                runs.setdefault(int(key.split(" ")[1][1:]), []).append(value)
+        result[mode] = {
+            "most_cameras_live_at_full": max((n for n, rounds in runs.items() if all(r["live_at_full"] for r in rounds)),
+                                             default=0),
+            "most_cameras_live_at_any_level": max((n for n, rounds in runs.items()
+                                                   if all(r["live_at_any_level"] for r in rounds)), default=0),
+        }
         print(mode, json.dumps(result[mode]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -28,8 +28,8 @@ class Frame:
     process or hung it.
     """
 
-    __slots__ = ("_image", "_lock", "discontinuity", "level", "original", "restored", "seq", "timestamp", "video",
-                 "wallclock")
+    __slots__ = ("_image", "_lock", "discontinuity", "level", "level_switch", "original", "restored", "seq", "timestamp",
+                 "video", "wallclock")
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class Frame:
         self.restored = restored
         self.original = original  # a restored frame's camera frame (for the raw and compare views)
         self.level = level  # the degradation ladder's level that restored it (None: not restored)
+        self.level_switch = False  # the first frame restored at a new level: the encoder makes it an IDR
 
     @property
     def image(self) -> np.ndarray:

@@ -16,6 +16,7 @@ import concurrent.futures
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +52,11 @@ class InferenceService:
     """Owned by the app; every camera pipeline asks it for its engines. Thread-safe; ``acquire`` blocks
     (activation), so call it from a worker thread."""
 
-    def __init__(self, config: InferenceConfig | None = None) -> None:
+    def __init__(self, config: InferenceConfig | None = None, activate: Callable[..., Engine] = activate_engine) -> None:
+        """``activate(kind, model, threads, fp16, cache_dir, int8)`` makes an active engine (a tool may
+        hand in its own, e.g. one with CUDA graphs captured for its frame size)."""
         self.config = config or InferenceConfig()
+        self._activate = activate
         self._engines: dict[EngineKey, SharedEngine] = {}
         self._schedulers: dict[str, DeviceScheduler] = {}
         self._activation_locks: dict[EngineKey, threading.Lock] = {}
@@ -65,8 +69,8 @@ class InferenceService:
         Raises ``EngineError`` when it cannot be activated."""
         model = model if model is not None else settings.model
         if not self.config.shared or settings.type == "passthrough":
-            return activate_engine(settings.type, model, settings.threads, settings.fp16, settings.cache_dir,
-                                   settings.int8)
+            return self._activate(settings.type, model, settings.threads, settings.fp16, settings.cache_dir,
+                                  settings.int8)
         key = EngineKey(settings.type, str(resolve_model(model)), settings.fp16, settings.int8,
                         str(Path(settings.cache_dir).expanduser()))
         with self._lock:
@@ -77,16 +81,18 @@ class InferenceService:
             with self._lock:
                 shared = self._engines.get(key)
             if shared is None:
-                engine = activate_engine(settings.type, model, self.config.threads, settings.fp16,
-                                         settings.cache_dir, settings.int8)
+                engine = self._activate(settings.type, model, self.config.threads, settings.fp16,
+                                        settings.cache_dir, settings.int8)
                 with self._lock:
                     scheduler = self._schedulers.get(engine.device)
                     if scheduler is None:
                         scheduler = self._schedulers[engine.device] = DeviceScheduler(engine.device,
                                                                                       self.config.max_batch)
+                    scheduler.add_workers(engine.concurrent_calls)
                     shared = self._engines[key] = SharedEngine(key, engine, scheduler)
-                log.info("inference: %s shared by the process (%s threads, batches of up to %d on %s)",
-                         engine.describe(), self.config.threads or "all cores' ",
+                log.info("inference: %s shared by the process (%s threads, %d call(s) at once, batches of up "
+                         "to %d on %s)", engine.describe(), self.config.threads or "all cores'",
+                         engine.concurrent_calls,
                          max(1, min(self.config.max_batch or engine.preferred_batch, engine.max_batch)),
                          engine.device)
             with self._lock:

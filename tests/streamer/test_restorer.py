@@ -163,7 +163,13 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
     out: list[int] = []
     seq = 0
 
-    reader = asyncio.create_task(read_until_closed(outbox, lambda frame: out.append(frame.seq)))
+    levels_out: list[tuple[str | None, bool]] = []  # (level, level_switch) of each frame sent out
+
+    def sent(frame: Frame) -> None:
+        out.append(frame.seq)
+        levels_out.append((frame.level, frame.level_switch))
+
+    reader = asyncio.create_task(read_until_closed(outbox, sent))
 
     async def play(seconds: float) -> None:
         nonlocal seq
@@ -192,6 +198,12 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
     assert out == list(range(seq))  # output rate = input rate: nothing dropped, nothing reordered
     assert stage.stats.restored_by_level["full"] > 0 and stage.stats.restored_by_level["fast"] > 0
     assert controller.changes["down"] >= 2 and controller.changes["up"] >= 2
+    # the first frame restored at a new level is marked (the encoder makes it an IDR), and only that one
+    restored = [(level, switch) for level, switch in levels_out if level is not None]
+    expected = [index > 0 and level != restored[index - 1][0] for index, (level, _) in enumerate(restored)]
+    assert [switch for _, switch in restored] == expected and sum(expected) >= 2  # full -> fast -> full
+    assert stage.stats.level_switches == sum(expected)
+    assert not any(switch for level, switch in levels_out if level is None)
 async def test_frames_held_for_look_ahead_go_out_when_the_camera_falls_silent() -> None:
     """A camera that drops must not leave the window's look-ahead frames waiting for its return: they
     reached viewers as old as the outage (35 s after a 30 s drop) and pinned the end-to-end latency

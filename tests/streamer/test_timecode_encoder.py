@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+
 import av
 import numpy as np
 
 from streamer.config import EncoderConfig
-from streamer.encoder import H264Encoder, split_annexb
-from streamer.graph.frames import Frame
+from streamer.encoder import EncodeStage, H264Encoder, split_annexb
+from streamer.graph.channel import Channel
+from streamer.graph.frames import AccessUnit, Frame
 from streamer.timecode import draw_timecode, read_timecode
 from tests.media import clean_frames
 
@@ -39,3 +42,22 @@ def test_encoder_gop_parameter_sets_and_size_change() -> None:
 
 def test_split_annexb() -> None:
     assert split_annexb(b"\x00\x00\x00\x01\x67ab\x00\x00\x01\x68c\x00\x00\x01\x65xyz") == [b"\x67ab", b"\x68c", b"\x65xyz"]
+
+
+async def test_a_frame_at_a_new_ladder_level_starts_a_gop() -> None:
+    """The encode stage makes the first frame of a new restoration level an IDR (no prediction from frames
+    restored at the other level), and only that frame."""
+    inbox: Channel[Frame] = Channel("in", 64)
+    units: list[AccessUnit] = []
+    stage = EncodeStage(H264Encoder(EncoderConfig(gop_s=10.0)), inbox, units.append)
+    task = asyncio.create_task(stage.run())
+    for index, image in enumerate(clean_frames(160, 96, 12)):
+        frame = Frame(image, index / 25, 0, index, restored=True, level="full" if index < 7 else "half")
+        frame.level_switch = index == 7
+        await inbox.wait_for_space()
+        inbox.put(frame)
+    inbox.close()
+    await asyncio.wait_for(task, 10)
+    stage.close()
+    assert [unit.seq for unit in units if unit.keyframe] == [0, 7]
+    assert stage.level_switch_keyframes == 1

@@ -169,3 +169,39 @@ def test_a_full_queue_refuses_at_once_and_close_fails_what_is_queued() -> None:
         assert future.done()
     with pytest.raises(EngineError, match="closed"):
         scheduler.submit(engine, "a", "a", [tagged(5)])
+
+
+class ConcurrentEngine(RecordingEngine):
+    """Takes two calls at once; the first two calls wait for each other (so they must run at the same time)."""
+
+    concurrent_calls = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meet = threading.Barrier(2, timeout=5)
+        self.first_two = 0
+        self.lock = threading.Lock()
+
+    def _infer_batch(self, windows: list[list[np.ndarray]], streams: list[str]) -> list[np.ndarray]:
+        with self.lock:
+            self.first_two += 1
+            meet = self.first_two <= 2
+        if meet:
+            self.meet.wait()  # raises BrokenBarrierError if the other call never comes
+        return super()._infer_batch(windows, streams)
+
+
+def test_an_engine_taking_concurrent_calls_gets_them_but_a_camera_is_in_one_call_at_a_time() -> None:
+    engine = ConcurrentEngine()
+    engine.activate()
+    scheduler = DeviceScheduler("test")
+    scheduler.add_workers(engine.concurrent_calls)
+    try:
+        a = scheduler.submit(engine, "a", "a", [tagged(1), tagged(2), tagged(3)])
+        b = scheduler.submit(engine, "b", "b", [tagged(4)])
+        assert [int(future.result(10)[0, 0, 0]) for future in [*a, *b]] == [2, 3, 4, 5]
+        assert scheduler.workers == 2
+        order = [tag for batch in engine.batches for tag in batch]
+        assert sorted(order[:2]) == [1, 4] and order[2:] == [2, 3]  # a and b met; a's windows in order
+    finally:
+        scheduler.close()
