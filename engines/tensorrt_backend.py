@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError
-from engines.cache import EngineCacheKey, cached_engine_path, file_sha256
+from engines.cache import EngineCacheKey, cached_engine_path, file_sha256, load_or_build, timing_cache_path
 from engines.onnx_cpu import read_model_info
 from engines.processing import WindowPacker, unpack_output
 
@@ -206,29 +206,27 @@ class TensorRTEngine(Engine):
         )
 
     def _load_or_build(self) -> Any:
-        path = cached_engine_path(self.cache_dir, self.cache_key())
-        if path.exists():
-            engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is not None:
-                log.info("TensorRT engine loaded from cache %s", path)
-                return engine
-            log.warning("cached TensorRT engine %s is unusable, rebuilding", path)
+        key = self.cache_key()
+        path = cached_engine_path(self.cache_dir, key)
+        timing = timing_cache_path(self.cache_dir, key.tensorrt_version, key.gpu)
         started = time.monotonic()
-        plan = build_serialized_engine(self._trt, self.model_path, self.profile, self.fp16)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(plan)
-        tmp.replace(path)
-        log.info("TensorRT engine built in %.0f s for %s and cached at %s", time.monotonic() - started,
-                 self.profile.describe(), path)
-        engine = self._runtime.deserialize_cuda_engine(plan)
-        if engine is None:
-            raise EngineError(f"TensorRT could not load the engine it built for {self.model_path.name}")
+
+        def build() -> bytes:
+            return build_serialized_engine(self._trt, self.model_path, self.profile, self.fp16, timing)
+
+        engine, built = load_or_build(path, self._runtime.deserialize_cuda_engine, build)
+        if built:
+            log.info("TensorRT engine built in %.0f s for %s and cached at %s", time.monotonic() - started,
+                     self.profile.describe(), path)
+        else:
+            log.info("TensorRT engine loaded from cache %s", path)
         return engine
 
 
-def build_serialized_engine(trt: Any, model_path: Path, profile: ShapeProfile, fp16: bool) -> bytes:
-    """Parse the ONNX file and build a plan with one optimisation profile covering ``profile``."""
+def build_serialized_engine(trt: Any, model_path: Path, profile: ShapeProfile, fp16: bool,
+                            timing_cache: Path | None = None) -> bytes:
+    """Parse the ONNX file and build a plan with one optimisation profile covering ``profile``; the timing
+    cache file (when given) seeds the tactic timings and is saved back with what this build measured."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
@@ -243,7 +241,15 @@ def build_serialized_engine(trt: Any, model_path: Path, profile: ShapeProfile, f
     optimisation = builder.create_optimization_profile()
     optimisation.set_shape(INPUT_NAME, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(optimisation)
+    if timing_cache is not None:
+        known = timing_cache.read_bytes() if timing_cache.exists() else b""
+        config.set_timing_cache(config.create_timing_cache(known), False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineError(f"TensorRT failed to build an engine for {model_path} ({profile.describe()})")
+    if timing_cache is not None:
+        timings = bytes(config.get_timing_cache().serialize())
+        partial = timing_cache.with_name(f"{timing_cache.name}.{os.getpid()}.tmp")
+        partial.write_bytes(timings)
+        partial.replace(timing_cache)
     return bytes(plan)

@@ -150,6 +150,10 @@ def summarise(args: argparse.Namespace, before: dict[str, float], after: dict[st
         "flicker_restored": round(float(np.mean(flicker_out)), 3) if flicker_out else None,
         "flicker_input": round(float(np.mean(flicker_in)), 3) if flicker_in else None,
         "cpu_cores": round(delta("process_cpu_seconds_total") / elapsed, 2),
+        "rss_mb": round(max(before.get("process_resident_memory_bytes", 0.0),
+                            after.get("process_resident_memory_bytes", 0.0)) / 2**20),
+        "level_now": next((key.split('level="')[1].split('"')[0] for key, value in after.items()
+                           if key.startswith("streamer_restore_level{") and value == 1.0), None),
     }
 
 

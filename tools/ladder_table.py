@@ -12,6 +12,7 @@ gain is the mean PSNR over the clips minus the degraded input's.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -56,20 +57,48 @@ def cost_ms(level: Level, clip: Path, size: tuple[int, int], runs: int) -> float
     return round(1000 * float(np.median(times)), 1)
 
 
-def gains(level_list: list[Level], clips: list[Path], degradation: str, frames: int) -> dict[str, float]:
+def flicker(before: np.ndarray, after: np.ndarray, clean_before: np.ndarray, clean_after: np.ndarray) -> float:
+    """Mean |frame-to-frame change − the clean scene's change| (grey levels): 0 when the output moves
+    exactly as the scene does."""
+    change = after.astype(np.float32) - before
+    expected = clean_after.astype(np.float32) - clean_before
+    return float(np.mean(np.abs(change - expected)))
+
+
+def gains(level_list: list[Level], clips: list[Path], degradation: str, frames: int) -> dict[str, Any]:
+    """Each level's PSNR gain, and flicker: the input's, each level's within itself, and at a switch between
+    two levels (frame t-1 from one level, frame t from the other, both directions)."""
     per_level: dict[str, list[float]] = {level.name: [] for level in level_list}
     inputs: list[float] = []
+    steady: dict[str, list[float]] = {level.name: [] for level in level_list}
+    switches: dict[str, list[float]] = {}
+    input_flicker: list[float] = []
     for clip in clips:
         clean = degrade.read_clip(clip, 0, frames, (640, 360))
         reference, degraded = degrade_clip(degradation, clean, degradation_seed(degradation, [degradation], 0))
         indices = range(2, len(clean) - 2)
         inputs.append(float(np.mean([psnr(degraded[index], reference[index]) for index in indices])))
+        outputs = {level.name: {index: level.restore(list(degraded[index - 2:index + 3]), 2) for index in indices}
+                   for level in level_list}
         for level in level_list:
-            scores = [psnr(level.restore(list(degraded[index - 2:index + 3]), 2), reference[index]) for index in indices]
-            per_level[level.name].append(float(np.mean(scores)))
+            per_level[level.name].append(float(np.mean([psnr(outputs[level.name][index], reference[index])
+                                                        for index in indices])))
+        pairs = [index for index in indices if index - 1 in outputs[level_list[0].name]]
+        input_flicker += [flicker(degraded[i - 1], degraded[i], reference[i - 1], reference[i]) for i in pairs]
+        for level in level_list:
+            out = outputs[level.name]
+            steady[level.name] += [flicker(out[i - 1], out[i], reference[i - 1], reference[i]) for i in pairs]
+        for upper, lower in itertools.combinations(level_list, 2):
+            for first, second in ((upper, lower), (lower, upper)):
+                one, two = outputs[first.name], outputs[second.name]
+                switches.setdefault(f"{first.name}->{second.name}", []).extend(
+                    flicker(one[i - 1], two[i], reference[i - 1], reference[i]) for i in pairs)
     base = float(np.mean(inputs))
-    return {"input_db": round(base, 2)} | {name: round(float(np.mean(values)) - base, 2)
-                                           for name, values in per_level.items()}
+    return ({"input_db": round(base, 2)}
+            | {name: round(float(np.mean(values)) - base, 2) for name, values in per_level.items()}
+            | {"flicker": {"input": round(float(np.mean(input_flicker)), 3)}
+               | {name: round(float(np.mean(values)), 3) for name, values in steady.items()}
+               | {name: round(float(np.mean(values)), 3) for name, values in switches.items()}})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="lite")
     parser.add_argument("--fast", help="the 'fast' level's model (e.g. lite under lite-detail)")
     parser.add_argument("--frames", type=int, default=12, help="frames per val clip")
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=7, help="timed calls per level and size (0: no costs)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     clips = sorted(path for path in (MEDIA / "val").iterdir() if not path.name.startswith("."))
     level_list, engines = levels(args.model, args.fast)
     try:
-        costs = {size: {level.name: cost_ms(level, clips[0], dims, args.runs) for level in level_list}
-                 for size, dims in SIZES.items()}
+        costs = {size: {level.name: (cost_ms(level, clips[0], dims, args.runs) if args.runs else None)
+                        for level in level_list} for size, dims in SIZES.items()}
         quality = {name: gains(level_list, clips, name, args.frames) for name in ("sigma25", "crf37")}
     finally:
         for engine in engines:
@@ -96,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
               + f" | {quality['sigma25'][level.name]:+.2f} dB | {quality['crf37'][level.name]:+.2f} dB |")
     print(f"input PSNR: σ25 {quality['sigma25']['input_db']} dB, CRF 37 {quality['crf37']['input_db']} dB "
           f"({len(clips)} val clips × {args.frames} frames, 640x360)")
+    print("\nflicker (mean |frame-to-frame change − the clean change|, grey levels): the input, each level on its own, "
+          "and a switch (frame t-1 at one level, frame t at the next)")
+    print("| | " + " | ".join(quality["sigma25"]["flicker"]) + " |")
+    print("|---|" + "---|" * len(quality["sigma25"]["flicker"]))
+    for name in ("sigma25", "crf37"):
+        print(f"| {name} | " + " | ".join(str(value) for value in quality[name]["flicker"].values()) + " |")
     if args.out:
         args.out.write_text(json.dumps({"model": args.model, "fast": args.fast, "costs_ms": costs,
                                         "gains_db": quality, "clips": [clip.name for clip in clips]}, indent=1))

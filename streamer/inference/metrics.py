@@ -34,9 +34,13 @@ class InferenceCollector(Collector):
                                      "Time a window waited for a device's worker", labels=["device"])
         users = GaugeMetricFamily("streamer_inference_engine_cameras", "Cameras sharing an engine",
                                   labels=["device", "backend", "model"])
+        counts: dict[tuple[str, str, str], int] = {}  # two engines may share labels (e.g. lite int8 and float)
         for shared in self.service.engines():
             engine = shared.engine
-            users.add_metric([engine.device, engine.backend, engine.info.name], len(set(shared.users.values())))
+            labels = (engine.device, engine.backend, engine.info.name)
+            counts[labels] = counts.get(labels, 0) + len(self.service.cameras(shared))
+        for labels, count in counts.items():
+            users.add_metric(list(labels), count)
         for scheduler in self.service.schedulers():
             device = scheduler.device
             stats = scheduler.snapshot()

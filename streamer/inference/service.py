@@ -118,6 +118,11 @@ class InferenceService:
         with self._lock:
             return list(self._engines.values())
 
+    def cameras(self, shared: SharedEngine) -> list[str]:
+        """The cameras sharing ``shared`` now (a copy taken under the lock)."""
+        with self._lock:
+            return sorted(set(shared.users.values()))
+
     def schedulers(self) -> list[DeviceScheduler]:
         with self._lock:
             return list(self._schedulers.values())
@@ -137,7 +142,7 @@ class InferenceService:
         """For the API: each shared engine, who uses it, and what each device's worker did."""
         engines = [{"engine": shared.engine.describe(), "backend": shared.engine.backend,
                     "model": shared.engine.info.name, "device": shared.engine.device,
-                    "cameras": sorted(set(shared.users.values()))} for shared in self.engines()]
+                    "cameras": self.cameras(shared)} for shared in self.engines()]
         devices = []
         for scheduler in self.schedulers():
             stats = scheduler.snapshot()

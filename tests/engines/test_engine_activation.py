@@ -31,7 +31,8 @@ def install_tensorrt_whose_build_fails(monkeypatch: pytest.MonkeyPatch) -> dict[
 
         def create_builder_config(self) -> object:
             return types.SimpleNamespace(set_memory_pool_limit=lambda *args: None, set_flag=lambda flag: None,
-                                         add_optimization_profile=lambda profile: 0)
+                                         add_optimization_profile=lambda profile: 0,
+                                         create_timing_cache=lambda data: data, set_timing_cache=lambda *args: True)
 
         def create_optimization_profile(self) -> object:
             return types.SimpleNamespace(set_shape=lambda *args: None)

@@ -187,7 +187,7 @@ def test_papercuts_get_one_clear_line(tmp_path: Path) -> None:
 def test_the_log_says_which_window_is_used() -> None:
     process = StreamerProcess("demo", "--engine", "cpu", "--window", "3", "--lookahead", "0").start()
     try:
-        line = next(line for line in process.log if "window" in line)
+        line = next(line for line in process.log if "camera restored: engine" in line)
         assert "window 3 frames (2 past, 0 ahead: causal)" in line, line
     finally:
         process.kill()
