@@ -77,16 +77,10 @@ class StreamerApp:
 
     async def run(self, on_ready: Callable[[StreamerApp], None] | None = None) -> None:
         raise_open_files_limit()
-        await self.prepare()
-        servers = self.config.server
         try:
-            if self.rtsp is not None:
-                await _listen(self.rtsp.start, "server.rtsp", servers.rtsp.host, servers.rtsp.port)
-            if self.http is not None:
-                await _listen(self.http.start, "server.http", servers.http.host, servers.http.port)
-        except ListenError:
-            if self.rtsp is not None:
-                await self.rtsp.stop()
+            await self._start()
+        except BaseException:  # no camera could start, or a port is taken: the engines built go too
+            await asyncio.to_thread(self.inference.close)
             raise
         for pipeline in self.streams:
             if not pipeline.failure:
@@ -109,6 +103,19 @@ class StreamerApp:
             if self.http is not None:
                 await self.http.stop()
             self.tap_sockets.stop()
+
+    async def _start(self) -> None:
+        await self.prepare()
+        servers = self.config.server
+        try:
+            if self.rtsp is not None:
+                await _listen(self.rtsp.start, "server.rtsp", servers.rtsp.host, servers.rtsp.port)
+            if self.http is not None:
+                await _listen(self.http.start, "server.http", servers.http.host, servers.http.port)
+        except ListenError:
+            if self.rtsp is not None:
+                await self.rtsp.stop()
+            raise
 
     async def _serve(self) -> None:
         """Until stopped, or until every camera's source has ended (files played to their end). A service

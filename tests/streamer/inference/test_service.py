@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engines import create_engine
-from streamer.app import StreamerApp
+from engines import EngineError, create_engine
+from streamer.app import ListenError, StreamerApp
 from streamer.config import EngineConfig, InferenceConfig, build_config
 from streamer.inference import EngineClient, InferenceService
 from tests.streamer.test_health import get, wait_until
@@ -153,3 +153,22 @@ async def test_an_apps_cameras_share_one_engine_visible_in_the_api_and_metrics()
         app.stop()
         await asyncio.wait_for(task, 15)
     assert app.inference.engines() == []
+
+
+async def test_an_app_that_cannot_start_closes_its_inference_service() -> None:
+    good = {"name": "good", "source": DEMO, "engine": {"type": "cpu", "model": "lite"}}
+    app = StreamerApp(app_config([good], threads=1))
+    blocker = StreamerApp(app_config([{**good, "name": "other"}], threads=1))
+    task = asyncio.create_task(blocker.run())
+    try:
+        await asyncio.wait_for(blocker.ready.wait(), 60)
+        assert blocker.rtsp is not None
+        app.config.server.rtsp.port = blocker.rtsp.port  # taken: the app fails after its engine was built
+        with pytest.raises(ListenError, match="cannot listen"):
+            await app.run()
+        assert app.inference.engines() == [] and app.inference.schedulers() == []
+        with pytest.raises(EngineError, match="closed"):
+            app.inference.acquire(SETTINGS, "late")
+    finally:
+        blocker.stop()
+        await asyncio.wait_for(task, 15)
