@@ -14,7 +14,8 @@ END_TO_END_BUCKETS_S = (0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 
 class LatencyHistogram:
     """Counts observations (seconds) per bucket, Prometheus style: ``le`` upper bounds plus ``+Inf``.
 
-    Observed and read on the event-loop thread, so it needs no lock.
+    Observed and read on the event-loop thread, so it needs no lock (a histogram filled by another thread is
+    read through ``copy`` taken under that thread's lock).
     """
 
     def __init__(self, bounds: Sequence[float]) -> None:
@@ -24,6 +25,12 @@ class LatencyHistogram:
         self._counts = [0] * (len(self.bounds) + 1)  # the last one is the +Inf bucket
         self.count = 0
         self.sum = 0.0
+
+    def copy(self) -> LatencyHistogram:
+        """A snapshot (for a histogram written by another thread, copied under that thread's lock)."""
+        twin = LatencyHistogram(self.bounds)
+        twin._counts, twin.count, twin.sum = list(self._counts), self.count, self.sum
+        return twin
 
     def observe(self, seconds: float) -> None:
         self._counts[bisect.bisect_left(self.bounds, seconds)] += 1

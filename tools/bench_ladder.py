@@ -39,15 +39,13 @@ from streamer.config import DemoSourceConfig  # noqa: E402
 from streamer.sources.demo import DemoScene  # noqa: E402
 from streamer.timecode import STRIP_HEIGHT, read_timecode  # noqa: E402
 from tools import live_peers as peers  # noqa: E402
-from tools.watch_demo import psnr  # noqa: E402  (the barcode strip excluded)
+from tools.watch_demo import change_error, psnr  # noqa: E402  (psnr: the barcode strip excluded)
 
 
 def temporal_error(before: np.ndarray, after: np.ndarray, clean_before: np.ndarray, clean_after: np.ndarray) -> float:
-    """Flicker: mean |frame-to-frame change − the clean scene's change| (grey levels; strip excluded)."""
+    """Flicker (``change_error``) with the barcode strip excluded."""
     rows = slice(0, -STRIP_HEIGHT)
-    change = after[rows].astype(np.float32) - before[rows]
-    expected = clean_after[rows].astype(np.float32) - clean_before[rows]
-    return float(np.mean(np.abs(change - expected)))
+    return change_error(before[rows], after[rows], clean_before[rows], clean_after[rows])
 
 
 class FullViewer:
@@ -152,8 +150,7 @@ def summarise(args: argparse.Namespace, before: dict[str, float], after: dict[st
         "cpu_cores": round(delta("process_cpu_seconds_total") / elapsed, 2),
         "rss_mb": round(max(before.get("process_resident_memory_bytes", 0.0),
                             after.get("process_resident_memory_bytes", 0.0)) / 2**20),
-        "level_now": next((key.split('level="')[1].split('"')[0] for key, value in after.items()
-                           if key.startswith("streamer_restore_level{") and value == 1.0), None),
+        "level_now": peers.restore_level(after, 'camera="cam"'),
     }
 
 
@@ -173,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     noisy = camera_frames(clip)
     clean = DemoScene(args.width, args.height, DemoSourceConfig().seed)
     camera = peers.ReplayCamera(clip, args.fps).start()
-    load = None
-    if args.load:
-        load = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i",
-                                 "testsrc2=size=1280x720:rate=25", "-c:v", "libx264", "-preset", "medium",
-                                 "-threads", "2", "-f", "null", "-"])
+    load = peers.background_transcode() if args.load else None
     result: dict[str, Any] = {"size": f"{args.width}x{args.height}@{args.fps}", "load": args.load}
     try:
         for mode in args.modes.split(","):
@@ -185,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             print(mode, json.dumps(result[mode]), flush=True)
     finally:
         if load is not None:
-            load.terminate()
-            load.wait(10)
+            load.stop()
         camera.process.stop()
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

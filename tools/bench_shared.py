@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,13 +66,11 @@ def run(args: argparse.Namespace, camera: peers.ReplayCamera, count: int, shared
     for name in names:
         label = f'camera="{name}"'
         out = delta("streamer_frames_out_total", label)
-        level = next((key.split('level="')[1].split('"')[0] for key, value in after.items()
-                      if key.startswith("streamer_restore_level{") and label in key and value == 1.0), "?")
         cameras[name] = {
             "out_share": round(out / (elapsed * args.fps), 3),
             "restored_share": round(delta("streamer_frames_restored_total", label) / out, 3) if out else 0.0,
             "full_share": round(delta("streamer_frames_restored_total", label, 'level="full"') / out, 3) if out else 0.0,
-            "level_now": level,
+            "level_now": peers.restore_level(after, label),
             "level_changes": {direction: delta("streamer_restore_level_changes_total", label, f'direction="{direction}"')
                               for direction in ("down", "up")},
             "unrestored": {reason: delta("streamer_frames_degraded_total", label, f'reason="{reason}"')
@@ -107,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     clip = peers.demo_clip(args.width, args.height, args.fps, 20.0, peers.camera_kbps(args.width, args.height))
     camera = peers.ReplayCamera(clip, args.fps).start()
-    load = None
-    if args.load:
-        load = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i",
-                                 "testsrc2=size=1280x720:rate=25", "-c:v", "libx264", "-preset", "medium",
-                                 "-threads", "2", "-f", "null", "-"])
+    load = peers.background_transcode() if args.load else None
     result: dict[str, Any] = {"size": f"{args.width}x{args.height}@{args.fps}", "model": args.model, "load": args.load,
                               "runs": {}}
     modes = args.modes.split(",")
@@ -126,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                           json.dumps(outcome["cameras"]), flush=True)
     finally:
         if load is not None:
-            load.terminate()
-            load.wait(10)
+            load.stop()
         camera.process.stop()
     for mode in modes:  # a number of cameras counts as live when every round of it was
         runs: dict[int, list[dict[str, Any]]] = {}

@@ -29,6 +29,7 @@ from engines import activate_engine  # noqa: E402
 from streamer.ladder import Level, ModelLevel, ReducedResolutionLevel, TemporalLevel  # noqa: E402
 from tools import degrade  # noqa: E402
 from tools.eval import MEDIA, degradation_seed, degrade_clip, psnr  # noqa: E402
+from tools.watch_demo import change_error  # noqa: E402
 
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -57,14 +58,6 @@ def cost_ms(level: Level, clip: Path, size: tuple[int, int], runs: int) -> float
     return round(1000 * float(np.median(times)), 1)
 
 
-def flicker(before: np.ndarray, after: np.ndarray, clean_before: np.ndarray, clean_after: np.ndarray) -> float:
-    """Mean |frame-to-frame change − the clean scene's change| (grey levels): 0 when the output moves
-    exactly as the scene does."""
-    change = after.astype(np.float32) - before
-    expected = clean_after.astype(np.float32) - clean_before
-    return float(np.mean(np.abs(change - expected)))
-
-
 def gains(level_list: list[Level], clips: list[Path], degradation: str, frames: int) -> dict[str, Any]:
     """Each level's PSNR gain, and flicker: the input's, each level's within itself, and at a switch between
     two levels (frame t-1 from one level, frame t from the other, both directions)."""
@@ -84,15 +77,15 @@ def gains(level_list: list[Level], clips: list[Path], degradation: str, frames: 
             per_level[level.name].append(float(np.mean([psnr(outputs[level.name][index], reference[index])
                                                         for index in indices])))
         pairs = [index for index in indices if index - 1 in outputs[level_list[0].name]]
-        input_flicker += [flicker(degraded[i - 1], degraded[i], reference[i - 1], reference[i]) for i in pairs]
+        input_flicker += [change_error(degraded[i - 1], degraded[i], reference[i - 1], reference[i]) for i in pairs]
         for level in level_list:
             out = outputs[level.name]
-            steady[level.name] += [flicker(out[i - 1], out[i], reference[i - 1], reference[i]) for i in pairs]
+            steady[level.name] += [change_error(out[i - 1], out[i], reference[i - 1], reference[i]) for i in pairs]
         for upper, lower in itertools.combinations(level_list, 2):
             for first, second in ((upper, lower), (lower, upper)):
                 one, two = outputs[first.name], outputs[second.name]
                 switches.setdefault(f"{first.name}->{second.name}", []).extend(
-                    flicker(one[i - 1], two[i], reference[i - 1], reference[i]) for i in pairs)
+                    change_error(one[i - 1], two[i], reference[i - 1], reference[i]) for i in pairs)
     base = float(np.mean(inputs))
     return ({"input_db": round(base, 2)}
             | {name: round(float(np.mean(values)) - base, 2) for name, values in per_level.items()}

@@ -151,6 +151,13 @@ def total(metrics: dict[str, float], name: str, *labels: str) -> float:
                if key.split("{", 1)[0] == name and all(label in key for label in labels))
 
 
+def restore_level(metrics: dict[str, float], *labels: str) -> str | None:
+    """The degradation ladder's level now (``streamer_restore_level`` = 1) of the series with ``labels``."""
+    return next((key.split('level="')[1].split('"')[0] for key, value in metrics.items()
+                 if key.startswith("streamer_restore_level{") and value == 1.0
+                 and all(label in key for label in labels)), None)
+
+
 class LoggedProcess:
     """A child process whose output (stdout and stderr, by line) a thread drains, so it never blocks on
     a full pipe; ``on_line`` sees every line."""
@@ -169,8 +176,8 @@ class LoggedProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, ready: str, timeout: float) -> str:
-        """Start and wait for a line containing ``ready``; returns that line."""
+    def start(self, ready: str | None, timeout: float) -> str:
+        """Start and wait for a line containing ``ready``; returns that line (None: no wait, returns "")."""
         found: list[str] = []
         event = threading.Event()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -180,13 +187,15 @@ class LoggedProcess:
         def drain(stream: object) -> None:
             for line in stream:  # type: ignore[attr-defined]
                 self.tail = [*self.tail[-19:], line.rstrip()]
-                if not event.is_set() and ready in line:
+                if ready is not None and not event.is_set() and ready in line:
                     found.append(line.strip())
                     event.set()
                 if self.on_line is not None:
                     self.on_line(line)
 
         threading.Thread(target=drain, args=(self.process.stdout,), daemon=True).start()
+        if ready is None:
+            return ""
         deadline = time.monotonic() + timeout
         while not event.wait(0.2):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -206,6 +215,15 @@ class LoggedProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+
+
+def background_transcode() -> LoggedProcess:
+    """Contention for the live benchmarks: an ffmpeg x264 720p25 transcode at normal priority, started."""
+    load = LoggedProcess(["ffmpeg", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i",
+                          "testsrc2=size=1280x720:rate=25", "-c:v", "libx264", "-preset", "medium", "-threads", "2",
+                          "-f", "null", "-"])
+    load.start(None, 0)
+    return load
 
 
 class ReplayCamera:

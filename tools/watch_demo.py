@@ -56,6 +56,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(float(error), 1e-9)))
 
 
+def change_error(before: np.ndarray, after: np.ndarray, clean_before: np.ndarray, clean_after: np.ndarray) -> float:
+    """Flicker: mean |frame-to-frame change − the clean scene's change| (grey levels): 0 when the output
+    moves exactly as the scene does."""
+    change = after.astype(np.float32) - before
+    expected = clean_after.astype(np.float32) - clean_before
+    return float(np.mean(np.abs(change - expected)))
+
+
 def write_png(path: Path, image: np.ndarray) -> None:
     codec: Any = av.CodecContext.create("png", "w")
     codec.width, codec.height, codec.pix_fmt = image.shape[1], image.shape[0], "rgb24"

@@ -53,9 +53,5 @@ class InferenceCollector(Collector):
             for camera, seconds in sorted(stats.camera_s.items()):
                 camera_seconds.add_metric([device, camera], seconds)
             queued.add_metric([device], scheduler.queued())
-            running, buckets = 0, []
-            for bound, count in zip((*stats.queue_wait.bounds, float("inf")), stats.queue_wait.counts, strict=True):
-                running += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
-            wait.add_metric([device], buckets, stats.queue_wait.sum)
+            stats.queue_wait.add_to(wait, [device])
         yield from (batches, windows, busy, dropped, camera_seconds, queued, wait, users)

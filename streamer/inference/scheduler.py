@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines import Engine, EngineError
-from streamer.histogram import ENGINE_BUCKETS_S
+from streamer.histogram import ENGINE_BUCKETS_S, LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +63,6 @@ class Request:
         return id(self.engine), self.window[0].shape
 
 
-class QueueWait:
-    """A latency histogram written by the worker thread and read by the metrics collector, under a lock."""
-
-    def __init__(self) -> None:
-        self.bounds = ENGINE_BUCKETS_S
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        index = next((i for i, bound in enumerate(self.bounds) if seconds <= bound), len(self.bounds))
-        self.counts[index] += 1
-        self.sum += seconds
-
-
 @dataclass
 class SchedulerStats:
     """What a device's worker did; updated under the scheduler's lock, copied out by ``snapshot``."""
@@ -90,7 +76,7 @@ class SchedulerStats:
     batch_sizes: dict[int, int] = field(default_factory=dict)
     camera_s: dict[str, float] = field(default_factory=dict)  # compute seconds by camera (its fair share)
     camera_windows: dict[str, int] = field(default_factory=dict)
-    queue_wait: QueueWait = field(default_factory=QueueWait)
+    queue_wait: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(ENGINE_BUCKETS_S))
 
 
 class DeviceScheduler:
@@ -174,11 +160,9 @@ class DeviceScheduler:
     def snapshot(self) -> SchedulerStats:
         with self._cond:
             stats = self.stats
-            wait = QueueWait()
-            wait.counts, wait.sum = list(stats.queue_wait.counts), stats.queue_wait.sum
             return SchedulerStats(stats.batches, stats.windows, stats.busy_s, stats.expired, stats.rejected,
                                   stats.failed, dict(stats.batch_sizes), dict(stats.camera_s),
-                                  dict(stats.camera_windows), wait)
+                                  dict(stats.camera_windows), stats.queue_wait.copy())
 
     def queued(self) -> int:
         with self._cond:

@@ -23,3 +23,12 @@ def test_buckets_are_cumulative_and_end_with_inf() -> None:
 def test_bounds_must_increase() -> None:
     with pytest.raises(ValueError):
         LatencyHistogram((0.5, 0.1))
+
+
+def test_a_copy_is_a_snapshot() -> None:
+    histogram = LatencyHistogram((0.1, 0.2))
+    histogram.observe(0.05)
+    snapshot = histogram.copy()
+    histogram.observe(0.15)
+    assert snapshot.count == 1 and snapshot.cumulative() == [("0.1", 1.0), ("0.2", 1.0), ("+Inf", 1.0)]
+    assert histogram.count == 2 and histogram.cumulative() == [("0.1", 1.0), ("0.2", 2.0), ("+Inf", 2.0)]
