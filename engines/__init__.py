@@ -68,6 +68,7 @@ def create_engine(
     fp16: bool = True,
     cache_dir: str | Path = "~/.cache/streamer/engines",
     int8: bool = True,
+    tensorrt_int8: bool = False,
 ) -> Engine:
     """Factory of one backend: ``kind`` is cpu, tensorrt, cuda (PyTorch CUDA), passthrough, or auto (the best
     of ``engine_candidates('auto')``, without trying it; ``activate_engine`` tries each in turn).
@@ -75,7 +76,8 @@ def create_engine(
     ``model`` is a shipped model's name (see ``shipped_models()``) or an ONNX file path; None is ``lite``.
 
     On the CPU, ``int8`` runs the model's quantised twin (``NAME.int8.onnx`` beside ``NAME.onnx``, made by
-    tools/quantize.py) when there is one; TensorRT and PyTorch CUDA always build from the float model."""
+    tools/quantize.py) when there is one; TensorRT and PyTorch CUDA always build from the float model, TensorRT
+    in INT8 with ``tensorrt_int8`` (from the calibration cache ``tools/build_engine.py --int8`` makes)."""
     model_path = resolve_model(model)
     if kind == "auto":
         kind = engine_candidates("auto")[0]
@@ -86,7 +88,8 @@ def create_engine(
     if kind == "tensorrt":
         from engines.tensorrt_backend import TensorRTEngine
 
-        return TensorRTEngine(model_path, fp16=fp16, cache_dir=Path(cache_dir).expanduser())
+        return TensorRTEngine(model_path, fp16=fp16, cache_dir=Path(cache_dir).expanduser(),
+                              precision="int8" if tensorrt_int8 else None)
     if kind == "cuda":
         from engines.torch_backend import TorchEngine
 
@@ -130,12 +133,13 @@ def activate_engine(
     int8: bool = True,
     candidates: Sequence[str] | None = None,
     factory: Callable[..., Engine] = create_engine,
+    tensorrt_int8: bool = False,
 ) -> Engine:
     """Create and activate an engine (a TensorRT build happens here, not on the first frame). ``auto``
     tries each candidate in turn and logs why one could not be used; an explicit kind fails at once."""
     failures: list[str] = []
     for candidate in candidates if candidates is not None else engine_candidates(kind):
-        engine = factory(candidate, model, threads, fp16, cache_dir, int8)
+        engine = factory(candidate, model, threads, fp16, cache_dir, int8, tensorrt_int8)
         try:
             engine.activate()
         except EngineError as error:

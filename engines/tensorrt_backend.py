@@ -1,28 +1,58 @@
-"""TensorRT 10+ on NVIDIA GPUs (x86 and Jetson): named tensors and ``execute_async_v3``.
+"""TensorRT 10+ on NVIDIA GPUs (x86 and Jetson): named tensors, ``execute_async_v3``, CUDA streams.
 
-Kept thin on purpose: the tensors going in and out are packed/unpacked by ``engines.processing``, exactly
-as for the CPU backend. The engine is built from the same ONNX file when the backend is activated, with
-one optimisation profile that covers every frame size up to 4K (tuned for 720p), and cached on disk (see
-``engines.cache``). Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
+The engine is built at activation (never on a frame) from the model wrapped by ``engines.uint8_io``: uint8
+frames go in and uint8 frames come out, the conversion to and from fp16 runs on the GPU, fused by TensorRT
+with the first and last layers. The build has one optimisation profile per frame-size class, each with the
+batch sizes the shared scheduler sends (``plan_profiles``); a call picks the smallest profile that admits
+its shape (``select_profile``). Precision fp16 by default, fp32, or INT8 (fp16 where INT8 has no kernel)
+from a calibration cache made from real degraded frames (``tools/build_engine.py --int8``). Built engines
+are cached under a key of everything that shaped them, built under a file lock, with TensorRT's timing
+cache shared (``engines.cache``).
+
+Each call takes a *slot*: its own execution context (bound to the call's profile), CUDA stream, pinned host
+buffers and device buffers. Two slots run at once (``concurrent_calls``: the scheduler runs two workers),
+so one batch's upload and compute overlap the previous batch's download and the host-side packing of the
+next. Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
+
+Nothing in this module has run on a GPU in this project's CI: what runs without one (profiles, selection,
+cache keys, the wrapper on ONNX Runtime) is tested; the rest is checked by ``tools/gpu_check.py``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-import os
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError
-from engines.cache import EngineCacheKey, cached_engine_path, file_sha256, load_or_build, timing_cache_path
+from engines.base import Engine, EngineError
+from engines.cache import cached_engine_path, load_or_build, timing_cache_path
 from engines.onnx_cpu import read_model_info
-from engines.processing import WindowPacker, unpack_output
+from engines.processing import padded_size
+from engines.tensorrt_build import (
+    DEFAULT_CLASSES,
+    DEFAULT_MAX_BATCH,
+    PRECISIONS,
+    SizeClass,
+    _check,
+    build_serialized_engine,
+    cache_key_for,
+    calibration_cache_path,
+    make_calibrator,
+    plan_profiles,
+    select_profile,
+)
+from engines.uint8_io import U8_INPUT, U8_OUTPUT, pack_uint8, wrapped_model_bytes
 
 log = logging.getLogger(__name__)
+
+SLOTS = 2  # calls in flight at once: consecutive batches overlap (upload + compute beside download)
 
 
 def _cudart() -> Any:
@@ -45,91 +75,78 @@ def tensorrt_available() -> bool:
         return False
 
 
-def _check(result: Any) -> Any:
-    error, *rest = result if isinstance(result, tuple) else (result,)
-    if int(error) != 0:
-        raise EngineError(f"CUDA call failed: {error}")
-    return rest[0] if len(rest) == 1 else rest
+@dataclass
+class _Slot:
+    """One call's GPU state: a context bound to a profile, a stream, pinned host and device buffers."""
 
-
-MAX_HEIGHT, MAX_WIDTH = 2160, 3840  # the largest frame one engine takes (4K); larger frames are refused
-OPT_HEIGHT, OPT_WIDTH = 720, 1280  # the size TensorRT tunes its kernels for
-
-
-@dataclass(frozen=True, slots=True)
-class ShapeProfile:
-    """The input shapes one engine accepts: [B, C, H, W] from ``min`` to ``max``, tuned for ``opt``."""
-
-    min: tuple[int, int, int, int]
-    opt: tuple[int, int, int, int]
-    max: tuple[int, int, int, int]
-
-    @classmethod
-    def for_model(cls, channels: int, multiple: int, opt_size: tuple[int, int] = (OPT_HEIGHT, OPT_WIDTH)) -> ShapeProfile:
-        def padded(height: int, width: int) -> tuple[int, int]:
-            return -(-height // multiple) * multiple, -(-width // multiple) * multiple
-
-        low = padded(multiple, multiple)
-        high = padded(MAX_HEIGHT, MAX_WIDTH)
-        opt = padded(min(opt_size[0], high[0]), min(opt_size[1], high[1]))
-        return cls((1, channels, *low), (1, channels, *opt), (1, channels, *high))
-
-    def admits(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == 4 and all(low <= value <= high for low, value, high in zip(self.min, shape, self.max, strict=False))
-
-    def describe(self) -> str:
-        return "|".join("x".join(map(str, shape)) for shape in (self.min, self.opt, self.max))
+    profile: int
+    context: Any
+    stream: Any
+    host_in: tuple[int, int] = (0, 0)  # (pointer, bytes) pinned
+    host_out: tuple[int, int] = (0, 0)
+    device_in: tuple[int, int] = (0, 0)
+    device_out: tuple[int, int] = (0, 0)
+    shape: tuple[int, ...] | None = None
+    out_shape: tuple[int, ...] = ()
+    buffers: list[tuple[str, int]] = field(default_factory=list)
 
 
 class TensorRTEngine(Engine):
-    """Built (or loaded from the cache) at activation, for every frame size up to 4K: a failed build is an
-    ``EngineError`` from ``activate`` (so ``auto`` falls back to the CPU), never an error on a frame."""
+    """Built (or loaded from the cache) at activation: a failed build is an ``EngineError`` from
+    ``activate`` (so ``auto`` falls back to PyTorch CUDA or the CPU), never an error on a frame."""
 
     backend = "tensorrt"
     device = "cuda"
-    max_batch = 1  # the profile's batch is 1 (a profile for the scheduler's batches is not built yet)
+    concurrent_calls = SLOTS
+    preferred_batch = 4
 
     def __init__(
         self,
         model_path: Path,
         fp16: bool = True,
         cache_dir: Path | None = None,
-        opt_size: tuple[int, int] = (OPT_HEIGHT, OPT_WIDTH),
+        precision: str | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        classes: Sequence[SizeClass] = DEFAULT_CLASSES,
+        calibration: Iterable[np.ndarray] | None = None,
     ) -> None:
+        """``precision`` (fp16, fp32, int8) overrides ``fp16``; ``calibration``: uint8 batches in the
+        wrapped input's layout for an INT8 build without a calibration cache (tools/build_engine.py)."""
         super().__init__()
         self.model_path = model_path
-        self.fp16 = fp16
+        self.precision = precision or ("fp16" if fp16 else "fp32")
+        if self.precision not in PRECISIONS:
+            raise EngineError(f"precision {self.precision!r}: one of {', '.join(PRECISIONS)}")
         self.cache_dir = cache_dir or Path("~/.cache/streamer/engines").expanduser()
         self.info = read_model_info(model_path)
-        self.profile = ShapeProfile.for_model(3 * self.info.window, self.info.pad_multiple, opt_size)
+        self.profiles = plan_profiles(self.info.window, self.info.pad_multiple, max_batch, classes)
+        self.max_batch = max(profile.max[0] for profile in self.profiles) // self.info.window
+        self.calibration = calibration
         self._trt: Any = None
         self._cudart: Any = None
         self._runtime: Any = None
         self._engine: Any = None
-        self._context: Any = None
-        self._stream: Any = None
-        self._shape: tuple[int, ...] | None = None
-        self._capacity = (0, 0)  # bytes allocated on the device for input and output
-        self._device_in = 0
-        self._device_out = 0
-        self._packer = WindowPacker(self.info.pad_multiple)
-        self._host_out: np.ndarray | None = None
+        self._free: list[_Slot] = []
+        self._slots: list[_Slot] = []
+        self._slots_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    def _activate(self) -> None:
+    def _modules(self) -> tuple[Any, Any]:
+        """TensorRT and cuda-python's runtime (imported here: optional, and heavy)."""
         try:
             import tensorrt as trt
         except ImportError:
             raise EngineError("TensorRT is not installed (pip install 'streamer[gpu]')") from None
+        return trt, _cudart()
+
+    def _activate(self) -> None:
+        trt, self._cudart = self._modules()
         self._trt = trt
-        self._cudart = _cudart()
         try:
             self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            self._stream = _check(self._cudart.cudaStreamCreate())
             self._engine = self._load_or_build()
-            self._context = self._engine.create_execution_context()
-            if self._context is None:
-                raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+            for _ in range(SLOTS):  # the first profile's slots now: the first frames do not pay for them
+                self._free.append(self._new_slot(0))
         except EngineError:
             self._deactivate()
             raise
@@ -139,117 +156,164 @@ class TensorRTEngine(Engine):
 
     def _deactivate(self) -> None:
         if self._cudart is not None:
-            self._release_buffers()
-            if self._stream is not None:
-                self._cudart.cudaStreamDestroy(self._stream)
-        self._stream = None
-        self._context = None
+            for slot in self._slots:
+                self._release(slot)
+        self._slots, self._free = [], []
         self._engine = None
         self._runtime = None
 
+    def describe(self) -> str:
+        return f"{super().describe()} [{self.precision}, {len(self.profiles)} profiles, batches to {self.max_batch}]"
+
     # -- inference -------------------------------------------------------------------------------------
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
-        height, width = window[0].shape[:2]
-        host_in = np.ascontiguousarray(self._packer.pack(window))
-        if self._shape != host_in.shape or self._host_out is None:
-            self._set_shape(tuple(host_in.shape))
-        if self._host_out is None:
-            raise EngineError("TensorRT output buffer missing")
+        return self._run([window])[0]
+
+    def _infer_batch(self, windows: list[list[np.ndarray]], streams: list[str]) -> list[np.ndarray]:
+        return self._run(windows)
+
+    def _run(self, windows: list[list[np.ndarray]]) -> list[np.ndarray]:
+        height, width = windows[0][0].shape[:2]
+        padded_h, padded_w = padded_size(height, width, self.info.pad_multiple)
+        shape = (len(windows) * self.info.window, padded_h, padded_w, 3)
+        slot = self._take(select_profile(self.profiles, shape))
+        try:
+            return self._run_on(slot, windows, shape, height, width)
+        finally:
+            with self._slots_lock:
+                self._free.append(slot)
+
+    def _run_on(self, slot: _Slot, windows: list[list[np.ndarray]], shape: tuple[int, ...],
+                height: int, width: int) -> list[np.ndarray]:
         cudart = self._cudart
+        if slot.shape != shape:
+            self._set_shape(slot, shape)
+        in_bytes = int(np.prod(shape))
+        host_in = _pinned_view(slot.host_in[0], in_bytes)
+        pack_uint8(windows, self.info.pad_multiple, out=host_in)  # straight into pinned memory
+        out_bytes = int(np.prod(slot.out_shape))
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(cudart.cudaMemcpyAsync(self._device_in, host_in.ctypes.data, host_in.nbytes, h2d, self._stream))
-        if not self._context.execute_async_v3(self._stream):
+        _check(cudart.cudaMemcpyAsync(slot.device_in[0], slot.host_in[0], in_bytes, h2d, slot.stream))
+        if not slot.context.execute_async_v3(slot.stream):
             raise EngineError("TensorRT execute_async_v3 failed")
-        _check(cudart.cudaMemcpyAsync(self._host_out.ctypes.data, self._device_out, self._host_out.nbytes, d2h, self._stream))
-        _check(cudart.cudaStreamSynchronize(self._stream))
+        _check(cudart.cudaMemcpyAsync(slot.host_out[0], slot.device_out[0], out_bytes, d2h, slot.stream))
+        _check(cudart.cudaStreamSynchronize(slot.stream))
+        out = _pinned_view(slot.host_out[0], out_bytes).reshape(slot.out_shape)
         scale = self.info.scale
-        return unpack_output(self._host_out, height * scale, width * scale)
+        return [np.ascontiguousarray(out[index, : height * scale, : width * scale]) for index in range(len(windows))]
 
-    def _set_shape(self, shape: tuple[int, ...]) -> None:
-        """A new frame size: set the input shape (no rebuild: the profile covers it) and grow the buffers."""
-        if not self.profile.admits(shape):
-            raise EngineError(f"frame tensor {shape} is outside the engine's profile {self.profile.describe()}")
-        if not self._context.set_input_shape(INPUT_NAME, shape):
-            raise EngineError(f"TensorRT refused the input shape {shape}")
-        out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
-        self._host_out = np.empty(out_shape, dtype=np.float32)
-        in_bytes, out_bytes = int(np.prod(shape)) * 4, self._host_out.nbytes
-        if in_bytes > self._capacity[0] or out_bytes > self._capacity[1]:
-            self._release_buffers()
-            self._device_in = _check(self._cudart.cudaMalloc(in_bytes))
-            self._device_out = _check(self._cudart.cudaMalloc(out_bytes))
-            self._capacity = (in_bytes, out_bytes)
-        self._context.set_tensor_address(INPUT_NAME, int(self._device_in))
-        self._context.set_tensor_address(OUTPUT_NAME, int(self._device_out))
-        self._shape = shape
+    # -- slots -----------------------------------------------------------------------------------------
+    def _take(self, profile: int) -> _Slot:
+        """A free slot bound to ``profile`` (rebinding a free one of another profile, or making one: the
+        engine's call limit keeps the number of slots at ``SLOTS`` per profile in use)."""
+        with self._slots_lock:
+            for index, slot in enumerate(self._free):
+                if slot.profile == profile:
+                    return self._free.pop(index)
+            spare = self._free.pop(0) if len(self._slots) >= SLOTS * len(self.profiles) and self._free else None
+        if spare is not None:
+            _check(self._cudart.cudaStreamSynchronize(spare.stream))
+            if not spare.context.set_optimization_profile_async(profile, spare.stream):
+                raise EngineError(f"TensorRT refused optimisation profile {profile}")
+            spare.profile, spare.shape = profile, None
+            return spare
+        return self._new_slot(profile)
 
-    def _release_buffers(self) -> None:
-        for pointer in (self._device_in, self._device_out):
-            if pointer:
-                self._cudart.cudaFree(pointer)
-        self._device_in = self._device_out = 0
-        self._capacity = (0, 0)
-        self._shape = None
+    def _new_slot(self, profile: int) -> _Slot:
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        stream = _check(self._cudart.cudaStreamCreate())
+        slot = _Slot(profile, context, stream)
+        with self._slots_lock:
+            self._slots.append(slot)
+        if not context.set_optimization_profile_async(profile, stream):
+            raise EngineError(f"TensorRT refused optimisation profile {profile}")
+        return slot
+
+    def _set_shape(self, slot: _Slot, shape: tuple[int, ...]) -> None:
+        """A new shape on this slot: tell the context, grow the buffers (never shrink: shapes come back)."""
+        context = slot.context
+        if not context.set_input_shape(U8_INPUT, shape):
+            raise EngineError(f"TensorRT refused the input shape {shape} (profile {slot.profile})")
+        slot.out_shape = tuple(context.get_tensor_shape(U8_OUTPUT))
+        in_bytes, out_bytes = int(np.prod(shape)), int(np.prod(slot.out_shape))
+        cudart = self._cudart
+        if in_bytes > slot.host_in[1]:
+            self._free_buffer(slot, "host", slot.host_in)
+            self._free_buffer(slot, "device", slot.device_in)
+            slot.host_in = (int(_check(cudart.cudaMallocHost(in_bytes))), in_bytes)
+            slot.device_in = (int(_check(cudart.cudaMalloc(in_bytes))), in_bytes)
+        if out_bytes > slot.host_out[1]:
+            self._free_buffer(slot, "host", slot.host_out)
+            self._free_buffer(slot, "device", slot.device_out)
+            slot.host_out = (int(_check(cudart.cudaMallocHost(out_bytes))), out_bytes)
+            slot.device_out = (int(_check(cudart.cudaMalloc(out_bytes))), out_bytes)
+        context.set_tensor_address(U8_INPUT, slot.device_in[0])
+        context.set_tensor_address(U8_OUTPUT, slot.device_out[0])
+        slot.shape = shape
+
+    def _free_buffer(self, slot: _Slot, kind: str, buffer: tuple[int, int]) -> None:
+        if buffer[0]:
+            (self._cudart.cudaFreeHost if kind == "host" else self._cudart.cudaFree)(buffer[0])
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.stream is not None:
+            self._cudart.cudaStreamSynchronize(slot.stream)
+        for kind, buffer in (("host", slot.host_in), ("host", slot.host_out), ("device", slot.device_in),
+                             ("device", slot.device_out)):
+            self._free_buffer(slot, kind, buffer)
+        if slot.stream is not None:
+            self._cudart.cudaStreamDestroy(slot.stream)
+        slot.context = slot.stream = None
 
     # -- engine build / cache --------------------------------------------------------------------------
-    def cache_key(self) -> EngineCacheKey:
+    def gpu_name(self) -> str:
         props = _check(self._cudart.cudaGetDeviceProperties(0))
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        gpu = f"{name.strip(chr(0))}-sm{props.major}{props.minor}"
-        return EngineCacheKey(
-            onnx_sha256=file_sha256(self.model_path),
-            profile=self.profile.describe(),
-            precision="fp16" if self.fp16 else "fp32",
-            tensorrt_version=self._trt.__version__,
-            gpu=gpu,
-        )
+        return f"{name.strip(chr(0))}-sm{props.major}{props.minor}"
 
     def _load_or_build(self) -> Any:
-        key = self.cache_key()
-        path = cached_engine_path(self.cache_dir, key)
-        timing = timing_cache_path(self.cache_dir, key.tensorrt_version, key.gpu)
+        """The engine from the cache, else built (under the cache's lock). An INT8 build without a
+        calibration cache calibrates on ``self.calibration`` first and is filed under the key of the
+        calibration it made, where the next activation (a camera, no clips) finds it."""
+        model_bytes = wrapped_model_bytes(self.model_path, self.info.window)
+        calibration_path = calibration_cache_path(self.cache_dir, model_bytes)
+        gpu = self.gpu_name()
+        timing = timing_cache_path(self.cache_dir, self._trt.__version__, gpu)
         started = time.monotonic()
 
         def build() -> bytes:
-            return build_serialized_engine(self._trt, self.model_path, self.profile, self.fp16, timing)
+            calibrator = None
+            if self.precision == "int8":
+                calibrator = make_calibrator(self._trt, self._cudart, self.calibration, calibration_path)
+            return build_serialized_engine(self._trt, model_bytes, self.profiles, self.precision, timing,
+                                           calibrator, self.info.window)
 
-        engine, built = load_or_build(path, self._runtime.deserialize_cuda_engine, build)
-        if built:
-            log.info("TensorRT engine built in %.0f s for %s and cached at %s", time.monotonic() - started,
-                     self.profile.describe(), path)
-        else:
-            log.info("TensorRT engine loaded from cache %s", path)
+        calibration, plan = b"", None
+        if self.precision == "int8":
+            if not calibration_path.exists():
+                if self.calibration is None:
+                    raise EngineError(f"INT8 needs a calibration cache ({calibration_path}): make it with python -m "
+                                      f"tools.build_engine --int8 --calibration CLIP --model {self.model_path}")
+                plan = build()  # calibrates, and writes the calibration cache
+                if not calibration_path.exists():
+                    raise EngineError("INT8 calibration left no calibration cache (no calibration batches?)")
+            calibration = calibration_path.read_bytes()
+        key = cache_key_for(model_bytes, self.profiles, self.precision, self._trt.__version__, gpu, calibration)
+        path = cached_engine_path(self.cache_dir, key)
+        built_plan = plan
+        engine, built = load_or_build(path, self._runtime.deserialize_cuda_engine,
+                                      build if built_plan is None else lambda: built_plan)
+        what = "built" if built else "loaded from cache"
+        log.info("TensorRT engine %s in %.1f s: %s, %s, profiles %s (%s)", what, time.monotonic() - started,
+                 self.model_path.name, self.precision, "; ".join(p.describe() for p in self.profiles), path)
         return engine
 
 
-def build_serialized_engine(trt: Any, model_path: Path, profile: ShapeProfile, fp16: bool,
-                            timing_cache: Path | None = None) -> bytes:
-    """Parse the ONNX file and build a plan with one optimisation profile covering ``profile``; the timing
-    cache file (when given) seeds the tactic timings and is saved back with what this build measured."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineError(f"TensorRT cannot parse {model_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    optimisation = builder.create_optimization_profile()
-    optimisation.set_shape(INPUT_NAME, profile.min, profile.opt, profile.max)
-    config.add_optimization_profile(optimisation)
-    if timing_cache is not None:
-        known = timing_cache.read_bytes() if timing_cache.exists() else b""
-        config.set_timing_cache(config.create_timing_cache(known), False)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise EngineError(f"TensorRT failed to build an engine for {model_path} ({profile.describe()})")
-    if timing_cache is not None:
-        timings = bytes(config.get_timing_cache().serialize())
-        partial = timing_cache.with_name(f"{timing_cache.name}.{os.getpid()}.tmp")
-        partial.write_bytes(timings)
-        partial.replace(timing_cache)
-    return bytes(plan)
+def _pinned_view(pointer: int, size: int) -> np.ndarray:
+    """A numpy uint8 view of ``size`` bytes of host memory at ``pointer`` (pinned by cudaMallocHost)."""
+    return np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(pointer))
+
+

@@ -6,6 +6,8 @@ Levels, best first (a camera's ladder holds those its configuration allows):
 - ``fast``: a cheaper model (``lite`` under ``lite-detail``) at full resolution;
 - ``half`` and ``quarter``: the cheapest model on the frames downscaled 2x / 4x, upsampled back, with a fifth
   of the camera frame's own fine detail put back;
+- ``cpu`` (only when the levels above run on a GPU): the cheapest model on ONNX Runtime on the CPU, at half
+  resolution by default: where a GPU fails (out of memory, device lost) its frames are still restored;
 - ``temporal``: a classical filter, the reference frame averaged with the window's other frames, each
   difference clipped to ±``TEMPORAL_CLIP`` (so moving edges do not ghost): a few ms, no model;
 - then nothing: frames go out unrestored only when even that is late (counted by reason, as before).
@@ -16,6 +18,10 @@ one level up after a quiet ``probe_after_s``, measuring that level's cost afresh
 a probe that fails (frames missed, or the level's first costs over the interval) doubles the wait before
 the next one (up to ``MAX_PROBE_AFTER_S``), so the level does not oscillate: on a machine that can never
 afford the level above, a probe costs a few frames every two minutes.
+
+A level that raises (a GPU out of memory, a device lost, a backend error) does not cost its frame: the
+restore stage tries the levels below it in the same call, and the ladder moves at once to the one that
+worked (``LadderController.failed``); probes back up follow the same doubling waits.
 """
 
 from __future__ import annotations
@@ -70,10 +76,11 @@ class ReducedResolutionLevel(Level):
     restored *residual* to the full-resolution frame keeps the noise above half the Nyquist rate: +0.1 dB."""
 
     def describe(self) -> str:
-        return f"{self.engine.describe()} at 1/{self.factor} resolution"
+        return self.engine.describe() + (f" at 1/{self.factor} resolution" if self.factor > 1 else "")
 
-    def __init__(self, engine: Engine, factor: int = 2, detail_gain: float = 0.2, cache: int = 8) -> None:
-        self.name = {2: "half", 4: "quarter"}.get(factor, f"1/{factor}")
+    def __init__(self, engine: Engine, factor: int = 2, detail_gain: float = 0.2, cache: int = 8,
+                 name: str | None = None) -> None:
+        self.name = name or {1: "whole", 2: "half", 4: "quarter"}.get(factor, f"1/{factor}")
         self.factor = factor
         self.engine = engine
         self.model = engine.info.name
@@ -92,6 +99,8 @@ class ReducedResolutionLevel(Level):
         return small
 
     def restore(self, frames: list[np.ndarray], reference: int) -> np.ndarray:
+        if self.factor == 1:
+            return self.engine.infer(frames)
         height, width = frames[reference].shape[:2]
         size = (max(2, width // self.factor // 2 * 2), max(2, height // self.factor // 2 * 2))
         small = [self._downscaled(frame, size) for frame in frames]
@@ -201,6 +210,17 @@ class LadderController:
             self.costs[self.levels[self.index - 1]] = LevelCost()  # measured afresh: the load may have changed
             return self._move(self.index - 1, now, "up")
         return None
+
+    def failed(self, index: int, now: float) -> str | None:
+        """A level above ``index`` raised and level ``index`` restored the frame instead: move there at once
+        (a probe that found its level still failing doubles the wait, as a probe that missed frames does).
+        The new level, or None when the ladder is already there or lower."""
+        if index <= self.index:
+            return None
+        if self._probing_from is not None:
+            self._wait = min(MAX_PROBE_AFTER_S, self._wait * 2)
+            self._probing_from = None
+        return self._move(min(index, len(self.levels) - 1), now, "down")
 
     def _move(self, index: int, now: float, direction: str) -> str:
         self.index = index

@@ -63,10 +63,16 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
         "streamer_restore_level_changes", "Ladder level changes: down (frames missed their deadline) or up (a probe)",
         labels=["camera", "direction"],
     )
+    failures = CounterMetricFamily(
+        "streamer_restore_level_failures", "Restorations a ladder level failed on (a GPU out of memory, a device "
+        "lost); the frame was restored by a level below it", labels=["camera", "level"],
+    )
     for pipeline in pipelines:
         restorer = pipeline.restorer
         if restorer is None:
             continue
+        for name in restorer.controller.levels:
+            failures.add_metric([pipeline.name, name], restorer.stats.level_failures.get(name, 0))
         frames_in.add_metric([pipeline.name], restorer.stats.frames_in)
         restorer.stats.engine_latency.add_to(engine, [pipeline.name])
         fill.add_metric([pipeline.name], len(restorer.window) / max(1, restorer.window.size))
@@ -77,7 +83,7 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
             level.add_metric([pipeline.name, candidate], float(candidate == restorer.controller.level))
         for direction, count in restorer.controller.changes.items():
             changes.add_metric([pipeline.name, direction], count)
-    yield from (frames_in, engine, fill, resets, info, level, changes)
+    yield from (frames_in, engine, fill, resets, info, level, changes, failures)
 
 
 def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:

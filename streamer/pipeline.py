@@ -33,15 +33,17 @@ from streamer.window import TemporalWindow
 log = logging.getLogger(__name__)
 
 
-def make_engine(config: CameraConfig, inference: InferenceService | None = None, model: str | None = None) -> Engine:
-    """The camera's engine for ``model`` (default: the configured one), active: its share of the process's
-    engine from ``inference``, or (without a service) an engine of its own; ``auto`` falls back from
-    TensorRT to the CPU."""
-    settings = config.engine
+def make_engine(config: CameraConfig, inference: InferenceService | None = None, model: str | None = None,
+                kind: str | None = None) -> Engine:
+    """The camera's engine for ``model`` (default: the configured one) on ``kind`` (default: the configured
+    type), active: its share of the process's engine from ``inference``, or (without a service) an engine of
+    its own; ``auto`` falls back from TensorRT to the CPU."""
+    settings = config.engine if kind is None else config.engine.model_copy(update={"type": kind})
     if inference is not None:
         return tiled(config, inference.acquire(settings, config.name, model))
     return tiled(config, activate_engine(settings.type, model if model is not None else settings.model,
-                                         settings.threads, settings.fp16, settings.cache_dir, settings.int8))
+                                         settings.threads, settings.fp16, settings.cache_dir, settings.int8,
+                                         tensorrt_int8=settings.tensorrt_int8))
 
 
 def tiled(config: CameraConfig, engine: Engine) -> Engine:
@@ -56,14 +58,14 @@ FAST_MODELS = {"lite-detail": "lite", "lite-detail-causal": "lite-causal"}  # th
 def make_levels(config: CameraConfig, full: Engine,
                 inference: InferenceService | None = None) -> tuple[list[Level], list[Engine]]:
     """The camera's degradation ladder, best level first, and the extra engines it activated (its cheaper
-    model), which the caller deactivates. One level (the configured model) when the ladder is off."""
+    model; on a GPU, the CPU fallback's), which the caller deactivates. One level (the configured model) when the ladder is off."""
     ladder = config.engine.ladder
     levels: list[Level] = [ModelLevel("full", full)]
     if not ladder.enabled or full.passes_through:
         return levels, []
     extra: list[Engine] = []
     fast_name = ladder.fast_model or FAST_MODELS.get(config.engine.model or "lite")
-    cheapest = full
+    cheapest, cheapest_model = full, config.engine.model
     if fast_name is not None and fast_name != (config.engine.model or "lite"):
         fast = make_engine(config, inference, fast_name)
         if fast.info.window != full.info.window or fast.info.reference_index != full.info.reference_index:
@@ -72,11 +74,19 @@ def make_levels(config: CameraConfig, full: Engine,
                               f"reference {fast.info.reference_index}) must be the full model's")
         extra.append(fast)
         levels.append(ModelLevel("fast", fast))
-        cheapest = fast
+        cheapest, cheapest_model = fast, fast_name
     if ladder.half:
         levels.append(ReducedResolutionLevel(cheapest, 2))
     if ladder.quarter:
         levels.append(ReducedResolutionLevel(cheapest, 4))
+    if ladder.cpu and full.device != "cpu":  # a GPU's frames still restored by a model when the GPU fails
+        try:
+            cpu = make_engine(config, inference, cheapest_model, kind="cpu")
+        except EngineError as error:  # a fallback that cannot be had is no reason to refuse the camera
+            log.warning("camera %s: no 'cpu' ladder level (%s)", config.name, error)
+        else:
+            extra.append(cpu)
+            levels.append(ReducedResolutionLevel(cpu, ladder.cpu_factor, name="cpu"))
     if ladder.temporal:
         levels.append(TemporalLevel())
     return levels, extra

@@ -41,6 +41,8 @@ class RestoreStats:
     level_switches: int = 0  # restored frames sent out at another level than the restored frame before them
     dropped: int = 0  # frames lost because the encoder fell more than MAX_PENDING_FRAMES behind
     degraded: dict[str, int] = field(default_factory=lambda: {"engine_busy": 0, "engine_slow": 0, "engine_error": 0})
+    # restorations a level raised on (the frame restored by a level below it instead), by level
+    level_failures: dict[str, int] = field(default_factory=dict)
     engine_latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(ENGINE_BUCKETS_S))
     # the last 500 inference times, for tools that report exact percentiles (tools/gpu_live.py)
     engine_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=500))
@@ -54,8 +56,9 @@ class RestoreStage:
 
     Live policy: at most one window is in the engine at a time. A frame that becomes ready while the
     engine is busy goes out unrestored (``engine_busy``); a restoration that takes longer than
-    ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); an engine failure
-    does the same (``engine_error``). Output frame rate therefore equals input frame rate.
+    ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); a level that fails
+    passes the window to the ladder's next level down (counted in ``level_failures``), and only a failure of
+    the last level sends the frame out unrestored (``engine_error``). Output frame rate therefore equals input frame rate.
 
     When no frame arrives for ``IDLE_FLUSH_MIN_S`` (or ``IDLE_FLUSH_INTERVALS`` frame intervals, whichever
     is longer) the window's look-ahead frames go out edge-padded and the window starts afresh: a camera
@@ -192,7 +195,7 @@ class RestoreStage:
 
     async def _result(self, frame: Frame, future: asyncio.Future[Restored]) -> Frame:
         try:
-            image, seconds, level = await asyncio.wait_for(asyncio.shield(future), self._deadline_s())
+            image, seconds, level, failures = await asyncio.wait_for(asyncio.shield(future), self._deadline_s())
         except (asyncio.TimeoutError, DeadlineExpired):  # late, or dropped unrun by the shared engine's queue
             self.stats.degrade("engine_slow")
             future.add_done_callback(self._late_result)
@@ -208,6 +211,8 @@ class RestoreStage:
         self.stats.engine_latency.observe(seconds)  # observed on the loop thread, where metrics read it
         self.stats.engine_seconds.append(seconds)
         self.controller.observe(level.name, seconds, time.monotonic())
+        if failures:
+            self._level_failed(level, failures)
         self._frame_done(missed=False)
         return Frame(
             image=image,
@@ -228,8 +233,21 @@ class RestoreStage:
         """A restoration abandoned at its deadline still tells what its level costs (so the ladder steps
         down for a level far slower than the frame interval, not only for the frames it missed)."""
         if not future.cancelled() and future.exception() is None:
-            _, seconds, level = future.result()
+            _, seconds, level, failures = future.result()
             self.controller.observe(level.name, seconds, time.monotonic())
+            if failures:
+                self._level_failed(level, failures)
+
+    def _level_failed(self, worked: Level, failures: list[tuple[str, str]]) -> None:
+        """Levels raised and ``worked`` (below them) restored the frame: count, and step down to it at once."""
+        for name, _ in failures:
+            self.stats.level_failures[name] = self.stats.level_failures.get(name, 0) + 1
+        before = self.controller.level
+        level = self.controller.failed(self.levels.index(worked), time.monotonic())
+        if level is not None:
+            self.stats.level = level
+            name, error = failures[0]
+            log.warning("camera %s: restoration level %s -> %s (%s failed: %s)", self.name, before, level, name, error)
 
     def _frame_done(self, missed: bool) -> None:
         """Tell the ladder how a frame went; log (once) and count a change of level."""
@@ -245,12 +263,28 @@ class RestoreStage:
 
     def _infer_timed(self, level: Level, neighbours: list[Frame], expires: float) -> Restored:
         """Worker-thread body: the restored image, the seconds it took (RGB conversion and the wait for a
-        shared engine included: what the frame costs this camera), the level. A shared engine drops the
-        window unrun if it is still queued at ``expires`` (its frame has gone out without it by then)."""
+        shared engine included: what the frame costs this camera), the level that restored it, and the
+        levels that raised before it. A level that raises (out of memory, a device lost) passes the window
+        to the next level down, so the frame is still restored. A shared engine drops the window unrun if
+        it is still queued at ``expires`` (its frame has gone out without it by then)."""
         started = time.perf_counter()
+        images = [frame.image for frame in neighbours]
+        failures: list[tuple[str, str]] = []
+        index = self.levels.index(level)
         with deadline(expires):
-            image = level.restore([frame.image for frame in neighbours], self.engine.info.reference_index)
-        return image, time.perf_counter() - started, level
+            while True:
+                try:
+                    image = level.restore(images, self.engine.info.reference_index)
+                    break
+                except DeadlineExpired:
+                    raise
+                except Exception as error:
+                    if index + 1 >= len(self.levels):
+                        raise
+                    failures.append((level.name, f"{type(error).__name__}: {error}"))
+                    index += 1
+                    level = self.levels[index]
+        return image, time.perf_counter() - started, level, failures
 
     def _log_error(self, error: BaseException) -> None:
         """Aggregate engine errors: one log line per second at most."""
@@ -262,4 +296,4 @@ class RestoreStage:
             self._errors_since_log = 0
 
 
-Restored = tuple[np.ndarray, float, Level]
+Restored = tuple[np.ndarray, float, Level, list[tuple[str, str]]]  # image, seconds, level, (level, error) failed

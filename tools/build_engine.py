@@ -1,11 +1,15 @@
-"""Build (and cache) the TensorRT engine of an ONNX model ahead of time, then time it at one frame size.
+"""Build (and cache) the TensorRT engine of an ONNX model ahead of time, then time it.
 
-The live pipeline builds when a camera starts (one engine covers every size up to 4K); building here first
-avoids that pause at start-up. The cache key is the ONNX hash + shape profile + precision + TensorRT
-version + GPU (see ``engines.cache``), so a cached engine is never used on a GPU or TensorRT version it was
-not built for. Needs the ``gpu`` extra.
+The live pipeline builds when a camera starts (one engine, with a profile per frame-size class and the
+batch sizes the shared scheduler sends); building here first avoids that pause at start-up. The cache key
+is the wrapped model's hash + profiles + precision (+ the INT8 calibration) + TensorRT version + GPU (see
+``engines.cache``), so a cached engine is never used on a GPU or TensorRT version it was not built for.
+INT8 calibrates on real clips degraded as cameras degrade them (``tools.calibration``, seed 1) and leaves
+a calibration cache beside the engines, which ``engine.tensorrt_int8: true`` cameras then build from.
+Needs the ``gpu`` extra.
 
-    python -m tools.build_engine --size 1920x1080 [--model engines/models/lite.onnx] [--fp32]
+    python -m tools.build_engine --size 1920x1080 [--model lite] [--precision fp16|fp32]
+    python -m tools.build_engine --precision int8 --calibration ../shared/media/clips/*.mp4
 """
 
 from __future__ import annotations
@@ -16,36 +20,53 @@ from pathlib import Path
 
 import numpy as np
 
-from engines import DEFAULT_MODEL, EngineError
+from engines import EngineError, resolve_model
 from engines.tensorrt_backend import TensorRTEngine, tensorrt_available
-from tools.bench_engine import time_engine
+from engines.tensorrt_build import PRECISIONS
+from tools.calibration import calibration_windows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model (default: shipped lite)")
-    parser.add_argument("--size", default="1920x1080", help="frame size WxH to time (and tune the engine for)")
-    parser.add_argument("--fp32", action="store_true", help="build in fp32 instead of fp16")
+    parser.add_argument("--model", default="lite", help="a shipped model's name or an ONNX file (default: lite)")
+    parser.add_argument("--size", default="1280x720", help="frame size WxH to time after the build")
+    parser.add_argument("--batch", type=int, default=1, help="windows per timed call (cameras batched)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    parser.add_argument("--calibration", type=Path, nargs="+", help="INT8: clips to calibrate on")
+    parser.add_argument("--calibration-windows", type=int, default=8, help="INT8: windows per clip")
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/streamer/engines").expanduser())
-    parser.add_argument("--runs", type=int, default=50, help="timed inferences after the build")
+    parser.add_argument("--runs", type=int, default=50, help="timed calls after the build")
     args = parser.parse_args(argv)
     if not tensorrt_available():
         print("build_engine: TensorRT or a CUDA GPU is not available here")
         return 2
+    model = resolve_model(args.model)
     width, height = (int(part) for part in args.size.lower().split("x"))
-    engine = TensorRTEngine(args.model, fp16=not args.fp32, cache_dir=args.cache_dir, opt_size=(height, width))
-    frames = [np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
-              for index in range(engine.info.window)]
+    probe = TensorRTEngine(model, cache_dir=args.cache_dir, precision=args.precision)
+    batches = None
+    if args.precision == "int8" and args.calibration:
+        batches = calibration_windows(args.calibration, probe.info.window, probe.info.pad_multiple,
+                                      args.calibration_windows)
+    engine = TensorRTEngine(model, cache_dir=args.cache_dir, precision=args.precision, calibration=batches)
+    rng = np.random.default_rng(0)
+    windows = [[rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(engine.info.window)]
+               for _ in range(args.batch)]
     try:
         started = time.perf_counter()
-        with engine:  # activation builds or loads the cached engine
-            print(f"engine ready in {time.perf_counter() - started:.1f} s (cache: {args.cache_dir})")
-            milliseconds = time_engine(engine, frames, args.runs)
+        with engine:  # activation builds (calibrating for INT8) or loads the cached engine
+            print(f"engine ready in {time.perf_counter() - started:.1f} s: {engine.describe()} (cache: {args.cache_dir})")
+            engine.infer_batch(windows)
+            milliseconds = []
+            for _ in range(args.runs):
+                call = time.perf_counter()
+                engine.infer_batch(windows)
+                milliseconds.append(1000 * (time.perf_counter() - call))
     except EngineError as error:
         print(f"build_engine: {error}")
         return 1
-    print(f"{args.size} {'fp32' if args.fp32 else 'fp16'}: p50 {np.percentile(milliseconds, 50):.2f} ms, "
-          f"p95 {np.percentile(milliseconds, 95):.2f} ms, {1000 / np.mean(milliseconds):.1f} fps (incl. host copies)")
+    p50 = float(np.percentile(milliseconds, 50))
+    print(f"{args.size} x{args.batch} {args.precision}: p50 {p50:.2f} ms, p95 {np.percentile(milliseconds, 95):.2f} ms "
+          f"a call, {1000 * args.batch / p50:.1f} windows/s (host copies included)")
     return 0
 
 

@@ -90,7 +90,7 @@ async def _run_cameras(
     pipelines: list[Any] = []
     started = time.monotonic()
     # one engine for every camera, made by the check's factory (its CUDA graph captured before the first frame)
-    service = InferenceService(activate=lambda *settings: engine_factory())
+    service = InferenceService(activate=lambda *settings, **options: engine_factory())
     for index in range(cameras):
         config = CameraConfig(
             name=f"cam{index}", source=FileSourceConfig(path=str(clip)), engine=EngineConfig(type=engine_type)

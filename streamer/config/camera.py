@@ -103,6 +103,15 @@ class LadderConfig(StrictModel):
         "noise it loses more detail than it removes noise, -0.4 dB on the demo camera at 720p)",
     )
     temporal: bool = Field(True, description="The 'temporal' level: a classical 3-frame filter (no model)")
+    cpu: bool = Field(
+        True, description="The 'cpu' level, when the engine runs on a GPU: the cheapest model on ONNX Runtime on "
+        "the CPU (int8), so frames are still restored by a model when the GPU fails (out of memory, device lost) "
+        "or falls behind",
+    )
+    cpu_factor: Literal[1, 2, 4] = Field(
+        2, description="The 'cpu' level's downscale: 1 = full resolution, 2 = half (default; a 1080p camera costs "
+        "the CPU what a 540p one does), 4 = quarter",
+    )
     probe_after_s: float = Field(
         10.0, ge=1, le=600, description="Seconds at a level without a missed frame before one level up is tried "
         "(doubled after each failed try, up to 120 s)",
@@ -129,7 +138,11 @@ class EngineConfig(StrictModel):
         True,
         description="CPU: run the model's int8 twin (NAME.int8.onnx beside NAME.onnx) when there is one",
     )
-    fp16: bool = Field(True, description="TensorRT: build the engine in fp16")
+    fp16: bool = Field(True, description="TensorRT and PyTorch CUDA: fp16 (false: fp32)")
+    tensorrt_int8: bool = Field(
+        False, description="TensorRT: build in INT8 (fp16 where INT8 has no kernel) from the calibration cache that "
+        "'python -m tools.build_engine --int8 --calibration CLIP' makes from real degraded frames",
+    )
     cache_dir: str = Field(
         "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"
     )

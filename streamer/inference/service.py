@@ -38,6 +38,7 @@ class EngineKey:
     fp16: bool
     int8: bool
     cache_dir: str
+    tensorrt_int8: bool = False
 
 
 @dataclass(eq=False)
@@ -53,7 +54,7 @@ class InferenceService:
     (activation), so call it from a worker thread."""
 
     def __init__(self, config: InferenceConfig | None = None, activate: Callable[..., Engine] = activate_engine) -> None:
-        """``activate(kind, model, threads, fp16, cache_dir, int8)`` makes an active engine (a tool may
+        """``activate(kind, model, threads, fp16, cache_dir, int8, tensorrt_int8=...)`` makes an active engine (a tool may
         hand in its own, e.g. one with CUDA graphs captured for its frame size)."""
         self.config = config or InferenceConfig()
         self._activate = activate
@@ -70,9 +71,9 @@ class InferenceService:
         model = model if model is not None else settings.model
         if not self.config.shared or settings.type == "passthrough":
             return self._activate(settings.type, model, settings.threads, settings.fp16, settings.cache_dir,
-                                  settings.int8)
+                                  settings.int8, tensorrt_int8=settings.tensorrt_int8)
         key = EngineKey(settings.type, str(resolve_model(model)), settings.fp16, settings.int8,
-                        str(Path(settings.cache_dir).expanduser()))
+                        str(Path(settings.cache_dir).expanduser()), settings.tensorrt_int8)
         with self._lock:
             if self._closed:
                 raise EngineError("the inference service is closed")
@@ -82,7 +83,7 @@ class InferenceService:
                 shared = self._engines.get(key)
             if shared is None:
                 engine = self._activate(settings.type, model, self.config.threads, settings.fp16,
-                                        settings.cache_dir, settings.int8)
+                                        settings.cache_dir, settings.int8, tensorrt_int8=settings.tensorrt_int8)
                 with self._lock:
                     scheduler = self._schedulers.get(engine.device)
                     if scheduler is None:

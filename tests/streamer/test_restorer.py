@@ -146,6 +146,31 @@ async def test_a_slow_restoration_holds_later_frames_for_at_most_a_few_frame_int
     assert stage.stats.degraded["engine_slow"] >= 1
 
 
+class PacedCamera:
+    """8x8 frames into ``inbox`` at 25 fps, each a flat grey of its sequence number; ``after`` runs per frame."""
+
+    def __init__(self, inbox: Channel[Frame], after: Callable[[], object] = lambda: None) -> None:
+        self.inbox, self.after, self.seq = inbox, after, 0
+
+    async def play(self, seconds: float) -> None:
+        for _ in range(round(seconds / 0.04)):
+            seq = self.seq
+            self.inbox.put(Frame(np.full((8, 8, 3), seq % 256, np.uint8), seq * 0.04, 0.0, seq))
+            self.seq += 1
+            await asyncio.sleep(0.04)
+            self.after()
+
+
+def ladder_stage(engine: Engine, models: list[Level]) -> tuple[RestoreStage, LadderController, Channel[Frame], Channel[Frame]]:
+    """A stage restoring 3-frame windows through ``models`` and then the temporal filter, probing up after 1 s."""
+    levels = [*models, TemporalLevel()]
+    controller = LadderController([level.name for level in levels], probe_after_s=1.0, grace_frames=0)
+    inbox: Channel[Frame] = Channel("in", 64)
+    outbox: Channel[Frame] = Channel("out", 64)
+    stage = RestoreStage(engine, TemporalWindow(3, 1, 3, 1), inbox, outbox, levels=levels, controller=controller)
+    return stage, controller, inbox, outbox
+
+
 async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_it_recovers() -> None:
     """Real engines behind the ladder: the full model gets slow mid-stream (3 frame intervals a window), then
     fails, then recovers. The stage steps down to the fast level at once, back up after probe_after_s, and
@@ -153,15 +178,10 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
     full, fast = SlowInvertingEngine(0.005), SlowInvertingEngine(0.005)
     full.activate()
     fast.activate()
-    levels: list[Level] = [ModelLevel("full", full), ModelLevel("fast", fast), TemporalLevel()]
-    controller = LadderController([level.name for level in levels], probe_after_s=1.0, grace_frames=0)
-    inbox: Channel[Frame] = Channel("in", 64)
-    outbox: Channel[Frame] = Channel("out", 64)
-    stage = RestoreStage(full, TemporalWindow(3, 1, 3, 1), inbox, outbox, levels=levels, controller=controller)
+    stage, controller, inbox, outbox = ladder_stage(full, [ModelLevel("full", full), ModelLevel("fast", fast)])
     task = asyncio.create_task(stage.run())
     trace: list[str] = []
     out: list[int] = []
-    seq = 0
 
     levels_out: list[tuple[str | None, bool]] = []  # (level, level_switch) of each frame sent out
 
@@ -171,13 +191,8 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
 
     reader = asyncio.create_task(read_until_closed(outbox, sent))
 
-    async def play(seconds: float) -> None:
-        nonlocal seq
-        for _ in range(round(seconds / 0.04)):
-            inbox.put(Frame(np.full((8, 8, 3), seq % 256, np.uint8), seq * 0.04, 0.0, seq))
-            seq += 1
-            await asyncio.sleep(0.04)
-            trace.append(stage.stats.level)
+    camera = PacedCamera(inbox, lambda: trace.append(stage.stats.level))
+    play = camera.play
 
     await play(1.0)
     assert stage.stats.level == "full"
@@ -195,7 +210,7 @@ async def test_ladder_steps_down_when_the_model_slows_or_fails_and_back_up_when_
     outbox.close()
     await asyncio.wait_for(reader, 10)
     await stage.close()
-    assert out == list(range(seq))  # output rate = input rate: nothing dropped, nothing reordered
+    assert out == list(range(camera.seq))  # output rate = input rate: nothing dropped, nothing reordered
     assert stage.stats.restored_by_level["full"] > 0 and stage.stats.restored_by_level["fast"] > 0
     assert controller.changes["down"] >= 2 and controller.changes["up"] >= 2
     # the first frame restored at a new level is marked (the encoder makes it an IDR), and only that one
@@ -231,3 +246,44 @@ async def test_frames_held_for_look_ahead_go_out_when_the_camera_falls_silent() 
         inbox.close()
         await asyncio.wait_for(task, 10)
         await stage.close()
+
+
+async def test_a_level_that_raises_hands_its_frames_to_the_level_below_without_a_gap() -> None:
+    """A GPU that fails (out of memory, device lost) mid-stream: the window it raised on is restored by the
+    next level down in the same call, the ladder moves there at once, and every frame still goes out
+    restored, in order; when the GPU recovers, a probe brings the ladder back up."""
+    gpu, cpu = SlowInvertingEngine(0.002), SlowInvertingEngine(0.002)
+    gpu.device = "cuda"
+    for engine in (gpu, cpu):
+        engine.activate()
+    stage, controller, inbox, outbox = ladder_stage(gpu, [ModelLevel("full", gpu), ModelLevel("cpu", cpu)])
+    task = asyncio.create_task(stage.run())
+    sent: list[Frame] = []
+    reader = asyncio.create_task(read_until_closed(outbox, sent.append))
+
+    camera = PacedCamera(inbox)
+    play = camera.play
+
+    await play(0.6)
+    assert stage.stats.level == "full"
+    gpu.fail = True
+    failed_from = camera.seq
+    await play(1.5)
+    assert stage.stats.level == "cpu"
+    assert controller.changes["up"] >= 1  # probed full again after 1 s: it failed, and the ladder came back
+    assert controller.changes["down"] == controller.changes["up"] + 1
+    assert stage.stats.level_failures["full"] >= 2  # the first failure, and the probe's
+    gpu.fail = False
+    await play(3.0)
+    assert stage.stats.level == "full"
+    inbox.close()
+    await asyncio.wait_for(task, 10)
+    outbox.close()
+    await asyncio.wait_for(reader, 10)
+    await stage.close()
+    assert [frame.seq for frame in sent] == list(range(camera.seq))
+    after_failure = [frame for frame in sent if frame.seq >= failed_from - 1]  # the window in flight included
+    assert all(frame.restored for frame in after_failure), [f.seq for f in after_failure if not f.restored]
+    assert stage.stats.degraded["engine_error"] == 0
+    assert {frame.level for frame in after_failure} >= {"cpu", "full"}
+    assert all(int(frame.image[0, 0, 0]) == 255 - frame.seq % 256 for frame in after_failure)

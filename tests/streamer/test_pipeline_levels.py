@@ -1,0 +1,47 @@
+"""The ladder a camera gets from its configuration (``streamer.pipeline.make_levels``), with real engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engines import activate_engine
+from streamer.config import build_config
+from streamer.ladder import ReducedResolutionLevel
+from streamer.pipeline import make_levels
+
+
+def camera(**ladder: Any) -> Any:
+    entry = {"name": "gate", "source": {"type": "demo"}, "engine": {"type": "cpu", "ladder": ladder}}
+    return build_config({"cameras": [entry]}, environ={}).cameras[0]
+
+
+def test_an_engine_on_a_gpu_gets_a_cpu_level_above_the_classical_filter() -> None:
+    config = camera()
+    full = activate_engine("cpu", "lite")
+    full.device = "cuda"  # stands for the TensorRT / PyTorch CUDA engine of a GPU machine
+    levels, extra = make_levels(config, full)
+    try:
+        assert [level.name for level in levels] == ["full", "half", "cpu", "temporal"]
+        cpu = levels[2]
+        assert isinstance(cpu, ReducedResolutionLevel) and cpu.factor == 2
+        assert cpu.engine.device == "cpu" and cpu.engine.backend == "cpu"
+        assert cpu.engine.info.precision == "int8" and extra == [cpu.engine]
+    finally:
+        for engine in (*extra, full):
+            engine.deactivate()
+
+
+def test_the_cpu_level_is_left_out_on_the_cpu_and_when_switched_off() -> None:
+    full = activate_engine("cpu", "lite")
+    try:
+        levels, extra = make_levels(camera(), full)
+        assert [level.name for level in levels] == ["full", "half", "temporal"] and extra == []
+        full.device = "cuda"
+        levels, extra = make_levels(camera(cpu=False), full)
+        assert "cpu" not in [level.name for level in levels] and extra == []
+        levels, extra = make_levels(camera(cpu_factor=1, half=False), full)
+        assert [level.name for level in levels] == ["full", "cpu", "temporal"]
+        for engine in extra:
+            engine.deactivate()
+    finally:
+        full.deactivate()
