@@ -9,8 +9,10 @@ CUDA backend built from the float ONNX), parity with ONNX Runtime CPU (float) on
 shipped model (PSNR between outputs, goal >= 45 dB in fp16, and each one's PSNR gain over the noisy input),
 throughput per frame size and batch (windows of B cameras restored in one call, each camera bringing one new
 frame per call as a live sliding window does; uint8 in and out through pinned host memory, timed with a
-synchronised wall clock, plus the device part alone with CUDA events), fp16 vs fp32 and CUDA graphs on vs
-off, and a live run of N cameras through the whole pipeline (``tools.gpu_live``). The report is written as
+synchronised wall clock, plus the device part alone with CUDA events), 4K in 512-pixel tiles beside whole
+frames, fp16 vs fp32 and CUDA graphs on vs off, TensorRT fp16 and INT8 where TensorRT imports
+(``tools.gpu_sections``), and a live run of N cameras through the whole pipeline (``tools.gpu_live``; the
+largest count for 60 s). The report is written as
 ``PREFIX.json`` and ``PREFIX.md`` after every section and printed at the end.
 """
 
@@ -35,6 +37,7 @@ from engines.base import Engine, EngineError
 from engines.torch_backend import TorchEngine
 from tools.gpu_report import Report, Section
 from tools.gpu_scene import SceneFrames, psnr
+from tools.gpu_sections import tensorrt_section, tiles_section
 
 PARITY_GOAL_DB = 45.0
 
@@ -56,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cell-s", type=float, help="time box of one throughput cell")
     parser.add_argument("--live-cameras", nargs="+", type=int, help="camera counts of the live run")
     parser.add_argument("--live-seconds", type=float, help="measured seconds per camera count")
+    parser.add_argument("--live-long-s", type=float, help="measured seconds of the largest camera count (the long run)")
     parser.add_argument("--live-size", type=_size, help="live camera size WxH")
     parser.add_argument("--skip", nargs="*", default=[], help="sections to leave out (e.g. live throughput)")
     args = parser.parse_args(argv)
@@ -68,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "cell_s": 0.4 if quick else 1.5,
         "live_cameras": [1, 2] if quick else [1, 4, 16],
         "live_seconds": 4.0 if quick else 15.0,
+        "live_long_s": 4.0 if quick else 60.0,
         "live_size": (320, 176) if quick else (1280, 720),
     }
     for key, value in defaults.items():
@@ -393,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = {key: value for key, value in vars(args).items() if key not in ("out",)}
     report = Report(args.out, args.deadline_s, settings)
-    live_reserve = 0.0 if "live" in args.skip else len(args.live_cameras) * (args.live_seconds + args.live_warmup_s + 8) + 15
+    live_reserve = 0.0 if "live" in args.skip else (
+        (len(args.live_cameras) - 1) * args.live_seconds + args.live_long_s
+        + len(args.live_cameras) * (args.live_warmup_s + 8) + 15)
     report.run("environment", environment)
     if "backends" not in args.skip:
         report.run("backends", lambda: backends(args), needs_s=10)
@@ -401,8 +408,14 @@ def main(argv: list[str] | None = None) -> int:
         report.run("parity", lambda: parity(args), needs_s=15)
     if "throughput" not in args.skip:
         report.run("throughput", lambda: throughput(args, report, live_reserve + 20), needs_s=live_reserve + 10)
+    if "tiles" not in args.skip:
+        report.run("tiles", lambda: tiles_section(args, lambda: _torch_engine(args, "lite", shapes=1)),
+                   needs_s=live_reserve + 20)
     if "variants" not in args.skip:
         report.run("variants", lambda: variants(args, report, live_reserve), needs_s=live_reserve + 5)
+    if "tensorrt" not in args.skip:
+        with tempfile.TemporaryDirectory(prefix="gpu-check-trt-") as trt_dir:
+            report.run("tensorrt", lambda: tensorrt_section(args, Path(trt_dir)), needs_s=live_reserve + 60)
     if "live" not in args.skip:
         from tools.gpu_live import live_section
 
@@ -417,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as workdir:
             report.run("live", lambda: live_section(
                 Path(workdir), args.live_size, args.live_cameras, args.live_seconds, args.live_warmup_s,
-                args.clip_seconds, factory, engine_type, report.remaining, lambda part: report.progress("live", part)),
+                args.clip_seconds, factory, engine_type, report.remaining, lambda part: report.progress("live", part),
+                args.live_long_s),
                 needs_s=args.live_seconds + 10)
     report.write()
     print(report.markdown_path.read_text(), flush=True)

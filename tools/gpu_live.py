@@ -163,8 +163,10 @@ def live_section(
     engine_type: str,
     time_left: Callable[[], float],
     progress: Callable[[dict[str, Any]], None] | None = None,
+    last_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Make the clip, then run each number of cameras in turn while the global deadline allows."""
+    """Make the clip, then run each number of cameras in turn while the global deadline allows; the last
+    (largest) count runs ``last_seconds`` when given (the long run), the others ``seconds``."""
     width, height = size
     clip = workdir / f"live-{width}x{height}.mp4"
     started = time.monotonic()
@@ -172,13 +174,14 @@ def live_section(
     section["clip_s"] = round(time.monotonic() - started, 1)
     section["engines"] = "one engine shared by every camera (streamer.inference), windows batched across cameras"
     summaries, per_camera, notes = [], [], []
-    for count in camera_counts:
-        needed = seconds + warmup_s + 5 + 0.5 * count
+    for position, count in enumerate(camera_counts):
+        measured = last_seconds if last_seconds and position == len(camera_counts) - 1 else seconds
+        needed = measured + warmup_s + 5 + 0.5 * count
         if time_left() < needed:
             notes.append(f"{count} cameras skipped: {time_left():.0f} s left, needs ~{needed:.0f}")
             continue
         try:
-            result = asyncio.run(_run_cameras(clip, count, seconds, warmup_s, engine_factory, engine_type))
+            result = asyncio.run(_run_cameras(clip, count, measured, warmup_s, engine_factory, engine_type))
         except Exception as error:  # one camera count failing must not lose the others
             notes.append(f"{count} cameras failed: {type(error).__name__}: {error}")
             continue

@@ -32,18 +32,20 @@ def test_quick_cpu_rehearsal_runs_every_section(tmp_path: Path) -> None:
     prefix = tmp_path / "check"
     status = main([
         "--device", "cpu", "--quick", "--out", str(prefix), "--models", "lite",
-        "--sizes", "64x48", "--batches", "1", "2", "--live-cameras", "1", "--live-seconds", "1",
+        "--sizes", "64x48", "--batches", "1", "2", "--live-cameras", "1", "--live-seconds", "1", "--live-long-s", "1",
         "--live-size", "128x72",
     ])
     sections = json.loads(prefix.with_name("check.json").read_text())["sections"]
     assert {name: section["status"] for name, section in sections.items()} == dict.fromkeys(
-        ["environment", "backends", "parity", "throughput", "variants", "live"], "ok"
+        ["environment", "backends", "parity", "throughput", "tiles", "variants", "tensorrt", "live"], "ok"
     ), sections
     assert status == 0
     (parity,) = sections["parity"]["rows"]
     assert parity["goal_45db"] == "pass" and parity["batch_vs_single_max_diff"] == 0
     assert [row["batch"] for row in sections["throughput"]["rows"]] == [1, 2]
     assert all(row["windows_per_s"] > 0 for row in sections["throughput"]["rows"])
+    tiled, whole = sections["tiles"]["rows"]
+    assert tiled["mode"] == "tiles 256/32" and whole["mode"] == "whole frame" and tiled["fps"] > 0
     (live,) = sections["live"]["summary"]
     assert live["cameras"] == 1 and live["total_out_fps"] > 0 and live["restored_pct_mean"] > 0
     assert "## live — ok" in prefix.with_name("check.md").read_text()
