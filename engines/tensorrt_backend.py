@@ -9,10 +9,11 @@ from a calibration cache made from real degraded frames (``tools/build_engine.py
 are cached under a key of everything that shaped them, built under a file lock, with TensorRT's timing
 cache shared (``engines.cache``).
 
-Each call takes a *slot*: its own execution context (bound to the call's profile), CUDA stream, pinned host
-buffers and device buffers. Two slots run at once (``concurrent_calls``: the scheduler runs two workers),
-so one batch's upload and compute overlap the previous batch's download and the host-side packing of the
-next. Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
+Each call takes a *slot*: its own execution context, CUDA stream, pinned host buffers and device buffers.
+Two slots run at once (``concurrent_calls``: the scheduler runs two workers), so one batch's upload and
+compute overlap the previous batch's download and the host-side packing of the next. TensorRT lets one
+context at a time use an optimisation profile, so each size class's profile is built twice, and each slot's
+context is bound for good to its own copy. Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
 
 Nothing in this module has run on a GPU in this project's CI: what runs without one (profiles, selection,
 cache keys, the wrapper on ONNX Runtime) is tested; the rest is checked by ``tools/gpu_check.py``.
@@ -25,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,11 @@ def tensorrt_available() -> bool:
 
 @dataclass
 class _Slot:
-    """One call's GPU state: a context bound to a profile, a stream, pinned host and device buffers."""
+    """One call's GPU state: a context bound for good to its own copy of a size class's profile (TensorRT
+    lets one context at a time use a profile), a stream, pinned host and device buffers."""
 
-    profile: int
+    size_class: int
+    profile: int  # the engine's profile index: size_class * SLOTS + the slot's number in its class
     context: Any
     stream: Any
     host_in: tuple[int, int] = (0, 0)  # (pointer, bytes) pinned
@@ -88,7 +91,6 @@ class _Slot:
     device_out: tuple[int, int] = (0, 0)
     shape: tuple[int, ...] | None = None
     out_shape: tuple[int, ...] = ()
-    buffers: list[tuple[str, int]] = field(default_factory=list)
 
 
 class TensorRTEngine(Engine):
@@ -126,7 +128,8 @@ class TensorRTEngine(Engine):
         self._cudart: Any = None
         self._runtime: Any = None
         self._engine: Any = None
-        self._free: list[_Slot] = []
+        self._free: dict[int, list[_Slot]] = {}  # by size class
+        self._made: dict[int, int] = {}  # slots made per size class
         self._slots: list[_Slot] = []
         self._slots_lock = threading.Lock()
 
@@ -145,8 +148,10 @@ class TensorRTEngine(Engine):
         try:
             self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             self._engine = self._load_or_build()
-            for _ in range(SLOTS):  # the first profile's slots now: the first frames do not pay for them
-                self._free.append(self._new_slot(0))
+            self._free = {size_class: [] for size_class in range(len(self.profiles))}
+            self._made = dict.fromkeys(range(len(self.profiles)), 0)
+            for _ in range(SLOTS):  # the first class's slots now: the first frames do not pay for them
+                self._free[0].append(self._take(0))
         except EngineError:
             self._deactivate()
             raise
@@ -158,7 +163,7 @@ class TensorRTEngine(Engine):
         if self._cudart is not None:
             for slot in self._slots:
                 self._release(slot)
-        self._slots, self._free = [], []
+        self._slots, self._free, self._made = [], {}, {}
         self._engine = None
         self._runtime = None
 
@@ -181,7 +186,7 @@ class TensorRTEngine(Engine):
             return self._run_on(slot, windows, shape, height, width)
         finally:
             with self._slots_lock:
-                self._free.append(slot)
+                self._free[slot.size_class].append(slot)
 
     def _run_on(self, slot: _Slot, windows: list[list[np.ndarray]], shape: tuple[int, ...],
                 height: int, width: int) -> list[np.ndarray]:
@@ -204,28 +209,31 @@ class TensorRTEngine(Engine):
         return [np.ascontiguousarray(out[index, : height * scale, : width * scale]) for index in range(len(windows))]
 
     # -- slots -----------------------------------------------------------------------------------------
-    def _take(self, profile: int) -> _Slot:
-        """A free slot bound to ``profile`` (rebinding a free one of another profile, or making one: the
-        engine's call limit keeps the number of slots at ``SLOTS`` per profile in use)."""
+    def _take(self, size_class: int) -> _Slot:
+        """A free slot of ``size_class``, made on its first use; the engine's call limit (``SLOTS`` calls at
+        once) means a class never needs more slots than it has profile copies."""
         with self._slots_lock:
-            for index, slot in enumerate(self._free):
-                if slot.profile == profile:
-                    return self._free.pop(index)
-            spare = self._free.pop(0) if len(self._slots) >= SLOTS * len(self.profiles) and self._free else None
-        if spare is not None:
-            _check(self._cudart.cudaStreamSynchronize(spare.stream))
-            if not spare.context.set_optimization_profile_async(profile, spare.stream):
-                raise EngineError(f"TensorRT refused optimisation profile {profile}")
-            spare.profile, spare.shape = profile, None
-            return spare
-        return self._new_slot(profile)
+            free = self._free[size_class]
+            if free:
+                return free.pop()
+            number = self._made[size_class]
+            if number >= SLOTS:
+                raise EngineError(f"all {SLOTS} slots of profile class {size_class} are busy")
+            self._made[size_class] += 1  # reserved: two threads never make the same profile's context
+        try:
+            return self._new_slot(size_class, number)
+        except BaseException:
+            with self._slots_lock:
+                self._made[size_class] -= 1
+            raise
 
-    def _new_slot(self, profile: int) -> _Slot:
+    def _new_slot(self, size_class: int, number: int = 0) -> _Slot:
+        profile = size_class * SLOTS + number
         context = self._engine.create_execution_context()
         if context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
         stream = _check(self._cudart.cudaStreamCreate())
-        slot = _Slot(profile, context, stream)
+        slot = _Slot(size_class, profile, context, stream)
         with self._slots_lock:
             self._slots.append(slot)
         if not context.set_optimization_profile_async(profile, stream):
@@ -289,7 +297,7 @@ class TensorRTEngine(Engine):
             if self.precision == "int8":
                 calibrator = make_calibrator(self._trt, self._cudart, self.calibration, calibration_path)
             return build_serialized_engine(self._trt, model_bytes, self.profiles, self.precision, timing,
-                                           calibrator, self.info.window)
+                                           calibrator, self.info.window, copies=SLOTS)
 
         calibration, plan = b"", None
         if self.precision == "int8":
@@ -301,7 +309,7 @@ class TensorRTEngine(Engine):
                 if not calibration_path.exists():
                     raise EngineError("INT8 calibration left no calibration cache (no calibration batches?)")
             calibration = calibration_path.read_bytes()
-        key = cache_key_for(model_bytes, self.profiles, self.precision, self._trt.__version__, gpu, calibration)
+        key = cache_key_for(model_bytes, self.profiles * SLOTS, self.precision, self._trt.__version__, gpu, calibration)
         path = cached_engine_path(self.cache_dir, key)
         built_plan = plan
         engine, built = load_or_build(path, self._runtime.deserialize_cuda_engine,

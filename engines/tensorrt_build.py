@@ -117,8 +117,10 @@ def calibration_cache_path(cache_dir: Path, model_bytes: bytes) -> Path:
 
 
 def build_serialized_engine(trt: Any, model_bytes: bytes, profiles: Sequence[ShapeProfile], precision: str,
-                            timing_cache: Path | None = None, calibrator: Any = None, window: int = 5) -> bytes:
-    """Parse the (wrapped) ONNX model and build a plan with ``profiles``; INT8 takes ``calibrator`` and
+                            timing_cache: Path | None = None, calibrator: Any = None, window: int = 5,
+                            copies: int = 1) -> bytes:
+    """Parse the (wrapped) ONNX model and build a plan with ``copies`` of each of ``profiles`` (a context
+    at a time may use a profile, and ``copies`` contexts run at once); INT8 takes ``calibrator`` and
     calibrates at one window of 640x360 (the calibration profile). The timing cache file (when given)
     seeds the tactic timings and is saved back with what this build measured."""
     logger = trt.Logger(trt.Logger.WARNING)
@@ -132,10 +134,11 @@ def build_serialized_engine(trt: Any, model_bytes: bytes, profiles: Sequence[Sha
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    for profile in profiles:
-        optimisation = builder.create_optimization_profile()
-        optimisation.set_shape(U8_INPUT, profile.min, profile.opt, profile.max)
-        config.add_optimization_profile(optimisation)
+    for profile in profiles:  # profile index = class * copies + copy: one copy per context running at once
+        for _ in range(copies):
+            optimisation = builder.create_optimization_profile()
+            optimisation.set_shape(U8_INPUT, profile.min, profile.opt, profile.max)
+            config.add_optimization_profile(optimisation)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator

@@ -7,9 +7,9 @@ the host sends a quarter of the bytes:
 
     frames_u8   uint8 [B*N, H, W, 3]  (B windows of N frames each, window after window, RGB interleaved;
                                        H and W already multiples of the model's pad_multiple)
-      -> Transpose [B*N, 3, H, W] -> Reshape [B, N*3, H, W] -> Cast float -> x (1/255)   = the model's input
+      -> Cast float -> Transpose [B*N, 3, H, W] -> Reshape [B, N*3, H, W] -> x (1/255)   = the model's input
     the model's output [B, 3, Hs, Ws]
-      -> x 255 + 0.5 -> Clip [0, 255] -> Floor -> Cast uint8 -> Transpose                 = restored_u8
+      -> x 255 + 0.5 -> Clip [0, 255] -> Floor -> Transpose -> Cast uint8                 = restored_u8
     restored_u8 uint8 [B, H*s, W*s, 3]
 
 The same arithmetic as ``pack_window`` / ``unpack_output`` (scale by float32 1/255; round half up, clipped),
@@ -30,7 +30,7 @@ from engines.processing import padded_size
 
 U8_INPUT = "frames_u8"
 U8_OUTPUT = "restored_u8"
-WRAPPER_VERSION = "u8io-1"  # part of a TensorRT engine's cache key: a change here rebuilds the engines
+WRAPPER_VERSION = "u8io-2"  # part of a TensorRT engine's cache key: a change here rebuilds the engines
 
 
 def wrap_uint8(model: Any, window: int) -> Any:
@@ -52,19 +52,20 @@ def wrap_uint8(model: Any, window: int) -> Any:
         numpy_helper.from_array(np.array(0.5, dtype=np.float32), "u8io_half"),
         numpy_helper.from_array(np.array(0.0, dtype=np.float32), "u8io_zero"),
     ]
+    # the uint8 tensors touch only the Casts (TensorRT takes uint8 at the network's edges, through a Cast)
     before = [
-        helper.make_node("Transpose", [U8_INPUT], ["u8io_planar"], perm=[0, 3, 1, 2], name="u8io_planar"),
+        helper.make_node("Cast", [U8_INPUT], ["u8io_float"], to=TensorProto.FLOAT, name="u8io_float"),
+        helper.make_node("Transpose", ["u8io_float"], ["u8io_planar"], perm=[0, 3, 1, 2], name="u8io_planar"),
         helper.make_node("Reshape", ["u8io_planar", "u8io_shape"], ["u8io_windows"], name="u8io_windows"),
-        helper.make_node("Cast", ["u8io_windows"], ["u8io_float"], to=TensorProto.FLOAT, name="u8io_float"),
-        helper.make_node("Mul", ["u8io_float", "u8io_inv255"], [INPUT_NAME], name="u8io_scale"),
+        helper.make_node("Mul", ["u8io_windows", "u8io_inv255"], [INPUT_NAME], name="u8io_scale"),
     ]
     after = [
         helper.make_node("Mul", [OUTPUT_NAME, "u8io_255"], ["u8io_out255"], name="u8io_out255"),
         helper.make_node("Add", ["u8io_out255", "u8io_half"], ["u8io_rounding"], name="u8io_rounding"),
         helper.make_node("Clip", ["u8io_rounding", "u8io_zero", "u8io_255"], ["u8io_clipped"], name="u8io_clip"),
         helper.make_node("Floor", ["u8io_clipped"], ["u8io_floor"], name="u8io_floor"),
-        helper.make_node("Cast", ["u8io_floor"], ["u8io_bytes"], to=TensorProto.UINT8, name="u8io_bytes"),
-        helper.make_node("Transpose", ["u8io_bytes"], [U8_OUTPUT], perm=[0, 2, 3, 1], name="u8io_interleave"),
+        helper.make_node("Transpose", ["u8io_floor"], ["u8io_interleaved"], perm=[0, 2, 3, 1], name="u8io_interleave"),
+        helper.make_node("Cast", ["u8io_interleaved"], [U8_OUTPUT], to=TensorProto.UINT8, name="u8io_bytes"),
     ]
     nodes = [*before, *graph.node, *after]
     del graph.node[:]

@@ -96,8 +96,13 @@ class Context:
         self.runs = 0
 
     def set_optimization_profile_async(self, index: int, stream: int) -> bool:
-        if not 0 <= index < len(self.engine.profiles):
+        """As TensorRT: a profile is used by one context at a time (another context asking for it fails)."""
+        bound = self.engine.bound
+        if not 0 <= index < len(self.engine.profiles) or bound.get(index, self) is not self:
             return False
+        if self.profile is not None:
+            del bound[self.profile]
+        bound[index] = self
         self.profile, self.shape = index, None
         return True
 
@@ -145,6 +150,7 @@ class CudaEngine:
         options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.contexts: list[Context] = []
+        self.bound: dict[int, Context] = {}  # profile index -> the context using it
         self.runs_by_profile: dict[int, int] = {}
 
     def create_execution_context(self) -> Context:
