@@ -45,6 +45,7 @@ from engines.tensorrt_build import (
     build_serialized_engine,
     cache_key_for,
     calibration_cache_path,
+    calibration_shape,
     make_calibrator,
     plan_profiles,
     select_profile,
@@ -297,7 +298,8 @@ class TensorRTEngine(Engine):
             if self.precision == "int8":
                 calibrator = make_calibrator(self._trt, self._cudart, self.calibration, calibration_path)
             return build_serialized_engine(self._trt, model_bytes, self.profiles, self.precision, timing,
-                                           calibrator, self.info.window, copies=SLOTS)
+                                           calibrator, calibration_shape(self.info.window, self.info.pad_multiple),
+                                           copies=SLOTS)
 
         calibration, plan = b"", None
         if self.precision == "int8":

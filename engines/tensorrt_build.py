@@ -117,11 +117,11 @@ def calibration_cache_path(cache_dir: Path, model_bytes: bytes) -> Path:
 
 
 def build_serialized_engine(trt: Any, model_bytes: bytes, profiles: Sequence[ShapeProfile], precision: str,
-                            timing_cache: Path | None = None, calibrator: Any = None, window: int = 5,
-                            copies: int = 1) -> bytes:
+                            timing_cache: Path | None = None, calibrator: Any = None,
+                            calibration: tuple[int, int, int, int] | None = None, copies: int = 1) -> bytes:
     """Parse the (wrapped) ONNX model and build a plan with ``copies`` of each of ``profiles`` (a context
     at a time may use a profile, and ``copies`` contexts run at once); INT8 takes ``calibrator`` and
-    calibrates at one window of 640x360 (the calibration profile). The timing cache file (when given)
+    calibrates at ``calibration`` (one window, the calibration profile). The timing cache file (when given)
     seeds the tactic timings and is saved back with what this build measured."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -142,10 +142,11 @@ def build_serialized_engine(trt: Any, model_bytes: bytes, profiles: Sequence[Sha
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
-        calibration = builder.create_optimization_profile()
-        shape = calibration_shape(window)
-        calibration.set_shape(U8_INPUT, shape, shape, shape)
-        config.set_calibration_profile(calibration)
+        if calibration is None:
+            raise EngineError("an INT8 build needs the calibration batches' shape")
+        calibration_profile = builder.create_optimization_profile()
+        calibration_profile.set_shape(U8_INPUT, calibration, calibration, calibration)
+        config.set_calibration_profile(calibration_profile)
     if timing_cache is not None:
         known = timing_cache.read_bytes() if timing_cache.exists() else b""
         config.set_timing_cache(config.create_timing_cache(known), False)
@@ -160,9 +161,9 @@ def build_serialized_engine(trt: Any, model_bytes: bytes, profiles: Sequence[Sha
     return bytes(plan)
 
 
-def calibration_shape(window: int) -> tuple[int, int, int, int]:
-    """The one input shape INT8 calibration runs at: one window of 640x360 frames."""
-    return (window, 360, 640, 3)
+def calibration_shape(window: int, multiple: int) -> tuple[int, int, int, int]:
+    """The one input shape INT8 calibration runs at: one window of 640x360 frames, padded to ``multiple``."""
+    return (window, *padded_size(360, 640, multiple), 3)
 
 
 def make_calibrator(trt: Any, cudart: Any, batches: Iterable[np.ndarray] | None, cache_path: Path) -> Any:

@@ -33,7 +33,8 @@ def degrade_clip(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
 
 def calibration_windows(clips: Sequence[Path], window: int, multiple: int, windows: int = 8,
                         seed: int = 1) -> Iterator[np.ndarray]:
-    """uint8 [window, 360, 640, 3] batches: ``windows`` sliding windows from the start of each clip."""
+    """uint8 batches of ``calibration_shape(window, multiple)``: ``windows`` sliding windows from the start
+    of each clip (640x360 frames, edge-padded to the model's multiple)."""
     rng = np.random.default_rng(seed)
     width, height = CALIBRATION_SIZE
     for clip in clips:

@@ -170,6 +170,7 @@ class TensorRT:
     def __init__(self, window: int, scale: int = 1) -> None:
         self.window, self.scale = window, scale
         self.builds: list[dict[str, Any]] = []
+        self.calibration_means: list[float] = []  # the mean of each calibration batch read from "device" memory
         outer = self
 
         class Runtime:
@@ -245,7 +246,13 @@ class TensorRT:
                 if "int8" in config.flags:  # calibrate: read the cache, else run every batch the calibrator gives
                     calibrator = config.int8_calibrator
                     if calibrator.read_calibration_cache() is None:
-                        while calibrator.get_batch([U8_INPUT]) is not None:
+                        if config.calibration_profile is None:
+                            raise ValueError("INT8 with dynamic shapes needs a calibration profile")
+                        shape = config.calibration_profile.shape[1]
+                        while (pointers := calibrator.get_batch([U8_INPUT])) is not None:
+                            size = int(np.prod(shape))  # TensorRT reads the profile's opt shape from the pointer
+                            batch = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(pointers[0]))
+                            outer.calibration_means.append(float(batch.mean()))
                             calibrated += 1
                         calibrator.write_calibration_cache(f"calibrated on {calibrated} batches".encode())
                 outer.builds.append({"flags": sorted(config.flags), "profiles": len(config.profiles),

@@ -16,6 +16,7 @@ from engines.tensorrt_build import (
     SizeClass,
     cache_key_for,
     calibration_cache_path,
+    calibration_shape,
     plan_profiles,
     select_profile,
 )
@@ -80,6 +81,9 @@ def test_calibration_windows_are_real_degraded_frames_and_repeatable(tmp_path: P
     assert (first[1][:4] == first[0][1:]).all()  # sliding windows of consecutive frames
     error = np.abs(first[0][2].astype(float) - clean[2].astype(float)).mean()
     assert 2.0 < error < 40.0  # degraded (noise, maybe a CRF round trip), still the scene
+    assert first[0].shape == calibration_shape(5, 8)
+    padded = next(calibration_windows([clip], window=5, multiple=16, windows=1))
+    assert padded.shape == calibration_shape(5, 16) == (5, 368, 640, 3)  # the calibration profile's shape
     other_seed = next(calibration_windows([clip], window=5, multiple=8, windows=1, seed=2))
     assert not (other_seed == first[0]).all()
 

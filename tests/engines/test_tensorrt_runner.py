@@ -106,6 +106,7 @@ def test_int8_calibrates_on_real_degraded_frames_once_then_builds_from_the_cache
     batches = calibration_windows([clip], window=5, multiple=8, windows=4)
     with StandInEngine(trt, Cudart(), cache_dir=tmp_path, precision="int8", calibration=batches) as engine:
         assert trt.builds[-1]["calibrated"] == 4 and "int8" in trt.builds[-1]["flags"]
+        assert len(trt.calibration_means) == 4 and all(20 < mean < 235 for mean in trt.calibration_means)  # frames
         assert engine.describe().count("int8") >= 1
     (cache,) = tmp_path.glob("calibration-*.cache")
     assert cache.read_bytes() == b"calibrated on 4 batches"
