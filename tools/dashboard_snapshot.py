@@ -156,8 +156,11 @@ def panel_svg(panel: Panel, start: float, end: float, marks: list[tuple[str, flo
 
 def panel_html(panel: Panel, start: float, end: float, marks: list[tuple[str, float]] | None = None) -> str:
     keys = []
+    recent = end - max(3.0, 3 * (end - start) / 300)  # three query steps: a series with no sample since is not "now"
     for index, series in enumerate(panel.series):
         last = _format(series.points[-1][1], series.unit or panel.unit) if series.points else "no data"
+        if series.points and series.points[-1][0] < recent:  # e.g. a state that is no longer 1
+            last = f"none now (last {last})"
         colour = COLOURS[index % len(COLOURS)]
         keys.append(f'<span style="color:{colour}">■</span> {html.escape(series.label)}: {html.escape(last)}')
     empty = "" if panel.series else '<div class="empty">no data</div>'

@@ -64,3 +64,10 @@ def test_marks_are_drawn_on_every_panel() -> None:
     panels = [Panel("a", "", [Series("x", [(0.0, 1.0), (1.0, 2.0)])]), Panel("b", "", [])]
     page = render_html(panels, 0.0, 10.0, "t", [("camera killed", 5.0)])
     assert page.count("camera killed") == 2 and page.count("stroke-dasharray") == 2
+
+
+def test_a_series_without_a_recent_sample_is_not_shown_as_its_old_value() -> None:
+    stalled = Series("cam stalled", [(20.0, 1.0), (21.0, 1.0)])  # a state that was 1 during an outage, not now
+    running = Series("cam running", [(0.0, 1.0), (19.0, 1.0), (22.0, 1.0), (59.0, 1.0)])
+    page = render_html([Panel("state", "", [running, stalled])], 0.0, 60.0, "t")
+    assert "cam stalled: none now (last 1)" in page and "cam running: 1<" in page
