@@ -77,7 +77,7 @@ def create_engine(
 
     On the CPU, ``int8`` runs the model's quantised twin (``NAME.int8.onnx`` beside ``NAME.onnx``, made by
     tools/quantize.py) when there is one; TensorRT and PyTorch CUDA always build from the float model, TensorRT
-    in INT8 with ``tensorrt_int8`` (from the calibration cache ``tools/build_engine.py --int8`` makes)."""
+    in INT8 with ``tensorrt_int8`` (from the calibration cache ``tools/build_engine.py --precision int8`` makes)."""
     model_path = resolve_model(model)
     if kind == "auto":
         kind = engine_candidates("auto")[0]

@@ -5,7 +5,7 @@ frames go in and uint8 frames come out, the conversion to and from fp16 runs on 
 with the first and last layers. The build has one optimisation profile per frame-size class, each with the
 batch sizes the shared scheduler sends (``plan_profiles``); a call picks the smallest profile that admits
 its shape (``select_profile``). Precision fp16 by default, fp32, or INT8 (fp16 where INT8 has no kernel)
-from a calibration cache made from real degraded frames (``tools/build_engine.py --int8``). Built engines
+from a calibration cache made from real degraded frames (``tools/build_engine.py --precision int8``). Built engines
 are cached under a key of everything that shaped them, built under a file lock, with TensorRT's timing
 cache shared (``engines.cache``).
 
@@ -306,7 +306,7 @@ class TensorRTEngine(Engine):
             if not calibration_path.exists():
                 if self.calibration is None:
                     raise EngineError(f"INT8 needs a calibration cache ({calibration_path}): make it with python -m "
-                                      f"tools.build_engine --int8 --calibration CLIP --model {self.model_path}")
+                                      f"tools.build_engine --precision int8 --calibration CLIP --model {self.model_path}")
                 plan = build()  # calibrates, and writes the calibration cache
                 if not calibration_path.exists():
                     raise EngineError("INT8 calibration left no calibration cache (no calibration batches?)")

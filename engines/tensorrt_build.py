@@ -111,7 +111,7 @@ def cache_key_for(model_bytes: bytes, profiles: Sequence[ShapeProfile], precisio
 
 
 def calibration_cache_path(cache_dir: Path, model_bytes: bytes) -> Path:
-    """Where ``tools/build_engine.py --int8`` leaves the INT8 calibration of a model (TensorRT's text format)."""
+    """Where ``tools/build_engine.py --precision int8`` leaves the INT8 calibration of a model (TensorRT's text format)."""
     return cache_dir / f"calibration-{hashlib.sha256(model_bytes).hexdigest()[:16]}.cache"
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from engines import EngineError, resolve_model
 from engines.tensorrt_backend import TensorRTEngine, tensorrt_available
-from engines.tensorrt_build import PRECISIONS
+from engines.tensorrt_build import PRECISIONS, calibration_cache_path
+from engines.uint8_io import wrapped_model_bytes
 from tools.calibration import calibration_windows
 
 
@@ -44,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(part) for part in args.size.lower().split("x"))
     probe = TensorRTEngine(model, cache_dir=args.cache_dir, precision=args.precision)
     batches = None
-    if args.precision == "int8" and args.calibration:
-        batches = calibration_windows(args.calibration, probe.info.window, probe.info.pad_multiple,
-                                      args.calibration_windows)
+    if args.precision == "int8":
+        cache = calibration_cache_path(args.cache_dir, wrapped_model_bytes(model, probe.info.window))
+        if cache.exists():
+            print(f"INT8: using the calibration cache {cache} (delete it to calibrate again)")
+        elif args.calibration:
+            batches = calibration_windows(args.calibration, probe.info.window, probe.info.pad_multiple,
+                                          args.calibration_windows)
     engine = TensorRTEngine(model, cache_dir=args.cache_dir, precision=args.precision, calibration=batches)
     rng = np.random.default_rng(0)
     windows = [[rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(engine.info.window)]

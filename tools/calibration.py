@@ -5,7 +5,7 @@ generator seeded with ``seed`` (1 by default, so a calibration cache is reproduc
 σ 5-30, then, for two clips in three, an x264 round trip at CRF 23-37 (BT.601 tv range, as cameras send).
 The windows are in the layout of the TensorRT engine's uint8 input (``engines.uint8_io``).
 
-    python -m tools.build_engine --int8 --calibration ../shared/media/clips/*.mp4
+    python -m tools.build_engine --precision int8 --calibration ../shared/media/clips/*.mp4
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ class EngineConfig(StrictModel):
     fp16: bool = Field(True, description="TensorRT and PyTorch CUDA: fp16 (false: fp32)")
     tensorrt_int8: bool = Field(
         False, description="TensorRT: build in INT8 (fp16 where INT8 has no kernel) from the calibration cache that "
-        "'python -m tools.build_engine --int8 --calibration CLIP' makes from real degraded frames",
+        "'python -m tools.build_engine --precision int8 --calibration CLIP' makes from real degraded frames",
     )
     cache_dir: str = Field(
         "~/.cache/streamer/engines", description="TensorRT: where built engines are cached"

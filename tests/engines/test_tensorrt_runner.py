@@ -100,7 +100,7 @@ def test_batches_take_the_smallest_profile_and_two_calls_run_at_once(tmp_path: P
 
 def test_int8_calibrates_on_real_degraded_frames_once_then_builds_from_the_cache(tmp_path: Path) -> None:
     trt = TensorRT(window=5)
-    with pytest.raises(EngineError, match=r"tools\.build_engine --int8"):
+    with pytest.raises(EngineError, match=r"tools\.build_engine --precision int8"):
         StandInEngine(trt, Cudart(), cache_dir=tmp_path, precision="int8").activate()
     clip = write_h264(tmp_path / "clip.mp4", clean_frames(640, 360, 8), crf=12)
     batches = calibration_windows([clip], window=5, multiple=8, windows=4)
