@@ -151,8 +151,8 @@ class TensorRTEngine(Engine):
             self._engine = self._load_or_build()
             self._free = {size_class: [] for size_class in range(len(self.profiles))}
             self._made = dict.fromkeys(range(len(self.profiles)), 0)
-            for _ in range(SLOTS):  # the first class's slots now: the first frames do not pay for them
-                self._free[0].append(self._take(0))
+            self._free[0] = [self._new_slot(0, number) for number in range(SLOTS)]  # made now, not on frames
+            self._made[0] = SLOTS
         except EngineError:
             self._deactivate()
             raise
@@ -207,7 +207,9 @@ class TensorRTEngine(Engine):
         _check(cudart.cudaStreamSynchronize(slot.stream))
         out = _pinned_view(slot.host_out[0], out_bytes).reshape(slot.out_shape)
         scale = self.info.scale
-        return [np.ascontiguousarray(out[index, : height * scale, : width * scale]) for index in range(len(windows))]
+        # copies, always: the pinned buffer is the slot's, and its next call overwrites it (a crop that spans
+        # whole rows is already contiguous, and ascontiguousarray would hand out the buffer itself)
+        return [out[index, : height * scale, : width * scale].copy() for index in range(len(windows))]
 
     # -- slots -----------------------------------------------------------------------------------------
     def _take(self, size_class: int) -> _Slot:

@@ -59,6 +59,15 @@ def test_built_once_cached_and_restoring_what_the_cpu_engine_restores(tmp_path: 
     assert len(trt.builds) == 2 and trt.builds[1]["flags"] == [] and trt.builds[1]["timing_in"].endswith(b"+timings")
 
 
+def test_a_result_is_the_callers_and_never_changes_with_the_next_call(tmp_path: Path) -> None:
+    with StandInEngine(TensorRT(window=5), Cudart(), cache_dir=tmp_path) as engine:
+        first = engine.infer(window_of(64, 48, seed=1))  # a multiple of 8: the crop is the whole buffer
+        kept = first.copy()
+        engine.infer(window_of(64, 48, seed=2))
+        engine.infer(window_of(64, 48, seed=3))
+        assert (first == kept).all() and first.flags.owndata
+
+
 def test_batches_take_the_smallest_profile_and_two_calls_run_at_once(tmp_path: Path, reference: Any) -> None:
     trt, cudart = TensorRT(window=5), Cudart()
     engine = StandInEngine(trt, cudart, cache_dir=tmp_path, max_batch=4)
@@ -76,13 +85,15 @@ def test_batches_take_the_smallest_profile_and_two_calls_run_at_once(tmp_path: P
             engine.infer_batch([[np.zeros((2160, 3840, 3), np.uint8)] * 5] * 2)  # 4K goes one window at a time
         errors: list[BaseException] = []
         running = threading.Barrier(2)
+        # expected results made first, one at a time: the reference is not the engine under test
+        work = {seed: [window_of(48 + 16 * (step % 2), 32, seed + step) for step in range(6)] for seed in (100, 200)}
+        expected = {seed: [reference.infer(window) for window in windows] for seed, windows in work.items()}
 
         def caller(seed: int) -> None:
             try:
                 running.wait(5)
-                for step in range(6):
-                    window = window_of(48 + 16 * (step % 2), 32, seed + step)
-                    assert close_to(engine.infer(window), reference.infer(window))
+                for window, want in zip(work[seed], expected[seed], strict=True):
+                    assert close_to(engine.infer(window), want)
             except BaseException as error:
                 errors.append(error)
 
