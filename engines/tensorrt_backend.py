@@ -179,9 +179,18 @@ class TensorRTEngine(Engine):
         return self._run(windows)
 
     def _run(self, windows: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """The batch in one call when a profile holds it, else in chunks of the most windows of this frame
+        size a profile holds (the scheduler batches up to ``max_batch``, which only small frames reach)."""
         height, width = windows[0][0].shape[:2]
         padded_h, padded_w = padded_size(height, width, self.info.pad_multiple)
-        shape = (len(windows) * self.info.window, padded_h, padded_w, 3)
+        window = self.info.window
+        limit = max((profile.max[0] // window for profile in self.profiles
+                     if profile.admits((window, padded_h, padded_w, 3))), default=0)
+        if limit == 0:
+            select_profile(self.profiles, (window, padded_h, padded_w, 3))  # raises, naming the largest size
+        if len(windows) > limit:
+            return [image for start in range(0, len(windows), limit) for image in self._run(windows[start:start + limit])]
+        shape = (len(windows) * window, padded_h, padded_w, 3)
         slot = self._take(select_profile(self.profiles, shape))
         try:
             return self._run_on(slot, windows, shape, height, width)

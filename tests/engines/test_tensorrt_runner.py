@@ -14,6 +14,7 @@ import pytest
 
 from engines import DEFAULT_MODEL, EngineError, create_engine
 from engines.tensorrt_backend import SLOTS, TensorRTEngine
+from engines.tensorrt_build import SizeClass
 from tests.engines.cpu_tensorrt import Cudart, TensorRT
 from tests.media import add_noise, clean_frames, write_h264
 from tools.calibration import calibration_windows
@@ -82,7 +83,7 @@ def test_batches_take_the_smallest_profile_and_two_calls_run_at_once(tmp_path: P
         with pytest.raises(EngineError, match=r"must be 1\.\.4"):
             engine.infer_batch([window_of(64, 48, seed) for seed in range(5)])  # more than max_batch
         with pytest.raises(EngineError, match="fits none"):
-            engine.infer_batch([[np.zeros((2160, 3840, 3), np.uint8)] * 5] * 2)  # 4K goes one window at a time
+            engine.infer([np.zeros((2168, 3840, 3), np.uint8)] * 5)  # above 4K
         errors: list[BaseException] = []
         running = threading.Barrier(2)
         # expected results made first, one at a time: the reference is not the engine under test
@@ -107,6 +108,16 @@ def test_batches_take_the_smallest_profile_and_two_calls_run_at_once(tmp_path: P
         profiles = [slot.profile for slot in engine._slots]
         assert len(set(profiles)) == len(profiles)  # no two contexts on one profile (TensorRT's rule)
     assert cudart.buffers == {} and cudart.streams == 0
+
+
+def test_a_batch_larger_than_its_size_class_takes_goes_in_chunks(tmp_path: Path, reference: Any) -> None:
+    classes = [SizeClass((32, 48), (48, 64), 4), SizeClass((96, 128), (96, 128), 2)]  # small, then 2 at a time
+    with StandInEngine(TensorRT(window=5), Cudart(), cache_dir=tmp_path, classes=classes) as engine:
+        assert engine.max_batch == 4
+        windows = [window_of(128, 96, seed) for seed in range(4)]
+        results = engine.infer_batch(windows)  # 4 windows of the large class: two calls of 2
+        assert all(close_to(got, reference.infer(window)) for got, window in zip(results, windows, strict=True))
+        assert engine._engine.runs_by_profile.get(2, 0) + engine._engine.runs_by_profile.get(3, 0) == 2
 
 
 def test_int8_calibrates_on_real_degraded_frames_once_then_builds_from_the_cache(tmp_path: Path) -> None:
