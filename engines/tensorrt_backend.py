@@ -11,9 +11,10 @@ cache shared (``engines.cache``).
 
 Each call takes a *slot*: its own execution context, CUDA stream, pinned host buffers and device buffers.
 Two slots run at once (``concurrent_calls``: the scheduler runs two workers), so one batch's upload and
-compute overlap the previous batch's download and the host-side packing of the next. TensorRT lets one
-context at a time use an optimisation profile, so each size class's profile is built twice, and each slot's
-context is bound for good to its own copy. Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
+compute overlap the previous batch's download and the host-side packing of the next. A slot's context is
+bound for good to its size class's profile; TensorRT 10 lets contexts share a profile (profile sharing is
+on by default since 10.0), and each context allocates only what its profile needs
+(``ON_PROFILE_CHANGE``). Needs the ``gpu`` extra: ``tensorrt`` and ``cuda-python``.
 
 Nothing in this module has run on a GPU in this project's CI: what runs without one (profiles, selection,
 cache keys, the wrapper on ONNX Runtime) is tested; the rest is checked by ``tools/gpu_check.py``.
@@ -79,11 +80,10 @@ def tensorrt_available() -> bool:
 
 @dataclass
 class _Slot:
-    """One call's GPU state: a context bound for good to its own copy of a size class's profile (TensorRT
-    lets one context at a time use a profile), a stream, pinned host and device buffers."""
+    """One call's GPU state: a context bound for good to its size class's profile (the engine's profile
+    index is the class), a stream, pinned host and device buffers."""
 
     size_class: int
-    profile: int  # the engine's profile index: size_class * SLOTS + the slot's number in its class
     context: Any
     stream: Any
     host_in: tuple[int, int] = (0, 0)  # (pointer, bytes) pinned
@@ -151,7 +151,7 @@ class TensorRTEngine(Engine):
             self._engine = self._load_or_build()
             self._free = {size_class: [] for size_class in range(len(self.profiles))}
             self._made = dict.fromkeys(range(len(self.profiles)), 0)
-            self._free[0] = [self._new_slot(0, number) for number in range(SLOTS)]  # made now, not on frames
+            self._free[0] = [self._new_slot(0) for _ in range(SLOTS)]  # made now, not on frames
             self._made[0] = SLOTS
         except EngineError:
             self._deactivate()
@@ -223,51 +223,64 @@ class TensorRTEngine(Engine):
     # -- slots -----------------------------------------------------------------------------------------
     def _take(self, size_class: int) -> _Slot:
         """A free slot of ``size_class``, made on its first use; the engine's call limit (``SLOTS`` calls at
-        once) means a class never needs more slots than it has profile copies."""
+        once) means a class never needs more than ``SLOTS`` slots."""
         with self._slots_lock:
             free = self._free[size_class]
             if free:
                 return free.pop()
-            number = self._made[size_class]
-            if number >= SLOTS:
+            if self._made[size_class] >= SLOTS:
                 raise EngineError(f"all {SLOTS} slots of profile class {size_class} are busy")
-            self._made[size_class] += 1  # reserved: two threads never make the same profile's context
+            self._made[size_class] += 1  # reserved before the (slow) context is made outside the lock
         try:
-            return self._new_slot(size_class, number)
+            return self._new_slot(size_class)
         except BaseException:
             with self._slots_lock:
                 self._made[size_class] -= 1
             raise
 
-    def _new_slot(self, size_class: int, number: int = 0) -> _Slot:
-        profile = size_class * SLOTS + number
-        context = self._engine.create_execution_context()
+    def _new_slot(self, size_class: int) -> _Slot:
+        """A context on ``size_class``'s profile (activation memory for that profile only), a stream that
+        does not wait on the legacy default stream."""
+        trt, cudart = self._trt, self._cudart
+        strategy = getattr(trt, "ExecutionContextAllocationStrategy", None)
+        context = (self._engine.create_execution_context(strategy.ON_PROFILE_CHANGE) if strategy is not None
+                   else self._engine.create_execution_context())
         if context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
-        stream = _check(self._cudart.cudaStreamCreate())
-        slot = _Slot(size_class, profile, context, stream)
+        stream = _check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
+        slot = _Slot(size_class, context, stream)
+        try:  # TensorRT's Python binding raises where the C++ API returns false
+            selected = context.set_optimization_profile_async(size_class, stream)
+        except Exception as error:
+            selected, cause = False, f": {error}"
+        else:
+            cause = ""
+        if not selected:
+            self._release(slot)
+            raise EngineError(f"TensorRT refused optimisation profile {size_class}{cause}")
         with self._slots_lock:
             self._slots.append(slot)
-        if not context.set_optimization_profile_async(profile, stream):
-            raise EngineError(f"TensorRT refused optimisation profile {profile}")
         return slot
 
     def _set_shape(self, slot: _Slot, shape: tuple[int, ...]) -> None:
         """A new shape on this slot: tell the context, grow the buffers (never shrink: shapes come back)."""
         context = slot.context
+        slot.shape = None  # until every step below has succeeded
         if not context.set_input_shape(U8_INPUT, shape):
-            raise EngineError(f"TensorRT refused the input shape {shape} (profile {slot.profile})")
+            raise EngineError(f"TensorRT refused the input shape {shape} (profile {slot.size_class})")
         slot.out_shape = tuple(context.get_tensor_shape(U8_OUTPUT))
         in_bytes, out_bytes = int(np.prod(shape)), int(np.prod(slot.out_shape))
         cudart = self._cudart
         if in_bytes > slot.host_in[1]:
             self._free_buffer(slot, "host", slot.host_in)
             self._free_buffer(slot, "device", slot.device_in)
+            slot.host_in = slot.device_in = (0, 0)  # freed: never freed twice if an allocation below fails
             slot.host_in = (int(_check(cudart.cudaMallocHost(in_bytes))), in_bytes)
             slot.device_in = (int(_check(cudart.cudaMalloc(in_bytes))), in_bytes)
         if out_bytes > slot.host_out[1]:
             self._free_buffer(slot, "host", slot.host_out)
             self._free_buffer(slot, "device", slot.device_out)
+            slot.host_out = slot.device_out = (0, 0)
             slot.host_out = (int(_check(cudart.cudaMallocHost(out_bytes))), out_bytes)
             slot.device_out = (int(_check(cudart.cudaMalloc(out_bytes))), out_bytes)
         context.set_tensor_address(U8_INPUT, slot.device_in[0])
@@ -305,12 +318,11 @@ class TensorRTEngine(Engine):
         started = time.monotonic()
 
         def build() -> bytes:
-            calibrator = None
+            calibrator, shape = None, calibration_shape(self.info.window, self.info.pad_multiple)
             if self.precision == "int8":
-                calibrator = make_calibrator(self._trt, self._cudart, self.calibration, calibration_path)
+                calibrator = make_calibrator(self._trt, self._cudart, self.calibration, calibration_path, shape)
             return build_serialized_engine(self._trt, model_bytes, self.profiles, self.precision, timing,
-                                           calibrator, calibration_shape(self.info.window, self.info.pad_multiple),
-                                           copies=SLOTS)
+                                           calibrator, shape)
 
         calibration, plan = b"", None
         if self.precision == "int8":
@@ -322,7 +334,7 @@ class TensorRTEngine(Engine):
                 if not calibration_path.exists():
                     raise EngineError("INT8 calibration left no calibration cache (no calibration batches?)")
             calibration = calibration_path.read_bytes()
-        key = cache_key_for(model_bytes, self.profiles * SLOTS, self.precision, self._trt.__version__, gpu, calibration)
+        key = cache_key_for(model_bytes, self.profiles, self.precision, self._trt.__version__, gpu, calibration)
         path = cached_engine_path(self.cache_dir, key)
         built_plan = plan
         engine, built = load_or_build(path, self._runtime.deserialize_cuda_engine,

@@ -118,9 +118,9 @@ def calibration_cache_path(cache_dir: Path, model_bytes: bytes) -> Path:
 
 def build_serialized_engine(trt: Any, model_bytes: bytes, profiles: Sequence[ShapeProfile], precision: str,
                             timing_cache: Path | None = None, calibrator: Any = None,
-                            calibration: tuple[int, int, int, int] | None = None, copies: int = 1) -> bytes:
-    """Parse the (wrapped) ONNX model and build a plan with ``copies`` of each of ``profiles`` (a context
-    at a time may use a profile, and ``copies`` contexts run at once); INT8 takes ``calibrator`` and
+                            calibration: tuple[int, int, int, int] | None = None) -> bytes:
+    """Parse the (wrapped) ONNX model and build a plan with ``profiles`` (index = size class; contexts share
+    a profile, TensorRT 10's default); INT8 takes ``calibrator`` and
     calibrates at ``calibration`` (one window, the calibration profile). The timing cache file (when given)
     seeds the tactic timings and is saved back with what this build measured."""
     logger = trt.Logger(trt.Logger.WARNING)
@@ -134,23 +134,25 @@ def build_serialized_engine(trt: Any, model_bytes: bytes, profiles: Sequence[Sha
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    for profile in profiles:  # profile index = class * copies + copy: one copy per context running at once
-        for _ in range(copies):
-            optimisation = builder.create_optimization_profile()
-            optimisation.set_shape(U8_INPUT, profile.min, profile.opt, profile.max)
-            config.add_optimization_profile(optimisation)
+    for profile in profiles:
+        optimisation = builder.create_optimization_profile()
+        optimisation.set_shape(U8_INPUT, profile.min, profile.opt, profile.max)
+        config.add_optimization_profile(optimisation)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator
+        config.int8_calibrator = calibrator  # implicit INT8 calibration: deprecated since TensorRT 10.1, still there
         if calibration is None:
             raise EngineError("an INT8 build needs the calibration batches' shape")
         calibration_profile = builder.create_optimization_profile()
         calibration_profile.set_shape(U8_INPUT, calibration, calibration, calibration)
-        config.set_calibration_profile(calibration_profile)
+        if config.set_calibration_profile(calibration_profile) is False:
+            raise EngineError(f"TensorRT refused the calibration profile {calibration}")
     if timing_cache is not None:
         known = timing_cache.read_bytes() if timing_cache.exists() else b""
         config.set_timing_cache(config.create_timing_cache(known), False)
     plan = builder.build_serialized_network(network, config)
+    if getattr(calibrator, "error", None) is not None:
+        raise calibrator.error
     if plan is None:
         raise EngineError(f"TensorRT failed to build an engine ({precision}, {len(profiles)} profiles)")
     if timing_cache is not None:
@@ -166,9 +168,11 @@ def calibration_shape(window: int, multiple: int) -> tuple[int, int, int, int]:
     return (window, *padded_size(360, 640, multiple), 3)
 
 
-def make_calibrator(trt: Any, cudart: Any, batches: Iterable[np.ndarray] | None, cache_path: Path) -> Any:
-    """An ``IInt8EntropyCalibrator2`` fed ``batches`` (uint8, ``calibration_shape``) that reads and writes
-    its result at ``cache_path`` (a later build reads the cache and calibrates nothing)."""
+def make_calibrator(trt: Any, cudart: Any, batches: Iterable[np.ndarray] | None, cache_path: Path,
+                    shape: tuple[int, ...]) -> Any:
+    """An ``IInt8EntropyCalibrator2`` fed ``batches`` (uint8, each exactly ``shape``: TensorRT reads the
+    calibration profile's shape from the pointer) that reads and writes its result at ``cache_path`` (a
+    later build reads the cache and calibrates nothing)."""
     base = getattr(trt, "IInt8EntropyCalibrator2", None)
     if base is None:
         raise EngineError("this TensorRT has no implicit INT8 calibration (IInt8EntropyCalibrator2); use fp16")
@@ -179,6 +183,8 @@ def make_calibrator(trt: Any, cudart: Any, batches: Iterable[np.ndarray] | None,
             self._batches = iter(batches if batches is not None else ())
             self._device = 0
             self._capacity = 0
+            self.error: EngineError | None = None
+            self.used = 0  # batches handed to TensorRT
 
         def get_batch_size(self) -> int:
             return 1  # explicit batch: the batch is in the shape
@@ -191,6 +197,10 @@ def make_calibrator(trt: Any, cudart: Any, batches: Iterable[np.ndarray] | None,
                     self._device = self._capacity = 0
                 return None
             batch = np.ascontiguousarray(batch, dtype=np.uint8)
+            if batch.shape != tuple(shape):  # kept, not raised: TensorRT is in the middle of a build
+                self.error = EngineError(f"a calibration batch is {batch.shape}, the calibration profile {tuple(shape)}")
+                self._batches = iter(())
+                return self.get_batch(names)
             if batch.nbytes > self._capacity:
                 if self._device:
                     cudart.cudaFree(self._device)
@@ -198,12 +208,15 @@ def make_calibrator(trt: Any, cudart: Any, batches: Iterable[np.ndarray] | None,
                 self._capacity = batch.nbytes
             kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
             _check(cudart.cudaMemcpy(self._device, batch.ctypes.data, batch.nbytes, kind))
+            self.used += 1
             return [self._device for _ in names]
 
         def read_calibration_cache(self) -> bytes | None:
             return cache_path.read_bytes() if cache_path.exists() else None
 
         def write_calibration_cache(self, cache: Any) -> None:
+            if self.error is not None or not self.used:
+                return  # no cache from a failed or empty calibration: the next build must calibrate again
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             partial = cache_path.with_name(f"{cache_path.name}.tmp")
             partial.write_bytes(bytes(cache))

@@ -70,7 +70,11 @@ class Cudart:
         self.copies += 1
         return (0,)
 
-    def cudaStreamCreate(self) -> tuple[int, int]:
+    cudaStreamNonBlocking = 1
+
+    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[int, int]:
+        if flags != self.cudaStreamNonBlocking:
+            return 1, 0
         with self.lock:
             self.streams += 1
             return 0, 1000 + self.streams
@@ -90,24 +94,21 @@ class Cudart:
 class Context:
     def __init__(self, engine: CudaEngine) -> None:
         self.engine = engine
-        self.profile: int | None = None
+        self.profile = 0  # as TensorRT: a new context starts on profile 0
         self.shape: tuple[int, ...] | None = None
         self.addresses: dict[str, int] = {}
         self.runs = 0
 
     def set_optimization_profile_async(self, index: int, stream: int) -> bool:
-        """As TensorRT: a profile is used by one context at a time (another context asking for it fails)."""
-        bound = self.engine.bound
-        if not 0 <= index < len(self.engine.profiles) or bound.get(index, self) is not self:
-            return False
-        if self.profile is not None:
-            del bound[self.profile]
-        bound[index] = self
+        """As TensorRT's Python binding: an index out of range raises (contexts may share a profile, as
+        TensorRT 10 allows by default)."""
+        if not 0 <= index < len(self.engine.profiles):
+            raise RuntimeError(f"profile index {index} out of range")
         self.profile, self.shape = index, None
         return True
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        if name != U8_INPUT or self.profile is None:
+        if name != U8_INPUT:
             return False
         low, _, high = self.engine.profiles[self.profile]
         if not all(a <= b <= c for a, b, c in zip(low, shape, high, strict=True)):
@@ -116,8 +117,10 @@ class Context:
         return True
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        if name != U8_OUTPUT or self.shape is None:
-            raise ValueError(f"no shape for {name}")
+        if name != U8_OUTPUT:
+            raise ValueError(f"no tensor {name}")
+        if self.shape is None:
+            return (-1, -1, -1, 3)  # as TensorRT: dynamic dimensions unknown until the input shape is set
         frames, height, width, _ = self.shape
         scale = self.engine.scale
         return (frames // self.engine.window, height * scale, width * scale, 3)
@@ -135,7 +138,7 @@ class Context:
         target = (ctypes.c_uint8 * out.size).from_address(self.addresses[U8_OUTPUT])
         ctypes.memmove(target, out.ctypes.data, out.nbytes)
         self.runs += 1
-        self.engine.runs_by_profile[self.profile or 0] = self.engine.runs_by_profile.get(self.profile or 0, 0) + 1
+        self.engine.runs_by_profile[self.profile] = self.engine.runs_by_profile.get(self.profile, 0) + 1
         return True
 
 
@@ -150,10 +153,11 @@ class CudaEngine:
         options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.contexts: list[Context] = []
-        self.bound: dict[int, Context] = {}  # profile index -> the context using it
+        self.strategies: list[Any] = []  # the allocation strategy each context was made with
         self.runs_by_profile: dict[int, int] = {}
 
-    def create_execution_context(self) -> Context:
+    def create_execution_context(self, strategy: Any = "STATIC") -> Context:
+        self.strategies.append(strategy)
         context = Context(self)
         self.contexts.append(context)
         return context
@@ -166,6 +170,7 @@ class TensorRT:
     Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
     MemoryPoolType = SimpleNamespace(WORKSPACE=0)
     BuilderFlag = SimpleNamespace(FP16="fp16", INT8="int8")
+    ExecutionContextAllocationStrategy = SimpleNamespace(STATIC="STATIC", ON_PROFILE_CHANGE="ON_PROFILE_CHANGE")
 
     def __init__(self, window: int, scale: int = 1) -> None:
         self.window, self.scale = window, scale
@@ -216,8 +221,9 @@ class TensorRT:
                 self.profiles.append(profile)
                 return len(self.profiles) - 1
 
-            def set_calibration_profile(self, profile: Profile) -> None:
+            def set_calibration_profile(self, profile: Profile) -> bool:
                 self.calibration_profile = profile
+                return True
 
             def create_timing_cache(self, data: bytes) -> bytes:
                 return bytes(data)

@@ -61,7 +61,8 @@ def install_tensorrt_whose_build_fails(monkeypatch: pytest.MonkeyPatch) -> dict[
     tensorrt.BuilderFlag = types.SimpleNamespace(FP16=1)  # type: ignore[attr-defined]
     runtime = types.ModuleType("cuda.bindings.runtime")
     runtime.cudaGetDeviceCount = lambda: (0, 1)  # type: ignore[attr-defined]
-    runtime.cudaStreamCreate = lambda: (0, "stream")  # type: ignore[attr-defined]
+    runtime.cudaStreamNonBlocking = 1  # type: ignore[attr-defined]
+    runtime.cudaStreamCreateWithFlags = lambda flags: (0, "stream")  # type: ignore[attr-defined]
     runtime.cudaStreamDestroy = lambda stream: (0,)  # type: ignore[attr-defined]
     runtime.cudaGetDeviceProperties = lambda device: (  # type: ignore[attr-defined]
         0, types.SimpleNamespace(name=b"Test GPU", major=8, minor=7))

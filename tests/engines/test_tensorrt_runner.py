@@ -47,9 +47,13 @@ def test_built_once_cached_and_restoring_what_the_cpu_engine_restores(tmp_path: 
     trt, cudart = TensorRT(window=5), Cudart()
     engine = StandInEngine(trt, cudart, cache_dir=tmp_path)
     with engine:
-        assert len(trt.builds) == 1 and trt.builds[0]["flags"] == ["fp16"] and trt.builds[0]["profiles"] == 3 * SLOTS
+        assert len(trt.builds) == 1 and trt.builds[0]["flags"] == ["fp16"] and trt.builds[0]["profiles"] == 3
         window = window_of(100, 60, seed=1)
         assert close_to(engine.infer(window), reference.infer(window))
+        streams = cudart.streams
+        with pytest.raises(EngineError, match="refused optimisation profile 7: profile index 7 out of range"):
+            engine._new_slot(7)  # TensorRT's binding raises: an EngineError, and the stream made for it freed
+        assert cudart.streams == streams and len(engine._slots) == SLOTS
     assert cudart.buffers == {} and cudart.streams == 0  # every pinned/device buffer and stream freed
     assert len(list(tmp_path.glob("*.engine"))) == 1 and len(list(tmp_path.glob("timing-*.cache"))) == 1
     again = StandInEngine(trt, Cudart(), cache_dir=tmp_path)
@@ -79,7 +83,7 @@ def test_batches_take_the_smallest_profile_and_two_calls_run_at_once(tmp_path: P
         large = window_of(1280, 728, seed=9)  # above the first profile's 720 rows: the second profile
         assert close_to(engine.infer(large), reference.infer(large))
         cuda_engine = engine._engine
-        assert {profile // SLOTS for profile in cuda_engine.runs_by_profile} == {0, 1}  # size classes used
+        assert set(cuda_engine.runs_by_profile) == {0, 1}  # the profile index is the size class
         with pytest.raises(EngineError, match=r"must be 1\.\.4"):
             engine.infer_batch([window_of(64, 48, seed) for seed in range(5)])  # more than max_batch
         with pytest.raises(EngineError, match="fits none"):
@@ -105,8 +109,9 @@ def test_batches_take_the_smallest_profile_and_two_calls_run_at_once(tmp_path: P
             thread.join(60)
         assert not errors, errors
         assert len(engine._slots) <= SLOTS * len(engine.profiles)
-        profiles = [slot.profile for slot in engine._slots]
-        assert len(set(profiles)) == len(profiles)  # no two contexts on one profile (TensorRT's rule)
+        assert all(slot.context.profile == slot.size_class for slot in engine._slots)  # two contexts share class 0
+        assert sum(slot.size_class == 0 for slot in engine._slots) == SLOTS
+        assert set(cuda_engine.strategies) == {"ON_PROFILE_CHANGE"}  # activation memory for its own profile only
     assert cudart.buffers == {} and cudart.streams == 0
 
 
@@ -117,7 +122,7 @@ def test_a_batch_larger_than_its_size_class_takes_goes_in_chunks(tmp_path: Path,
         windows = [window_of(128, 96, seed) for seed in range(4)]
         results = engine.infer_batch(windows)  # 4 windows of the large class: two calls of 2
         assert all(close_to(got, reference.infer(window)) for got, window in zip(results, windows, strict=True))
-        assert engine._engine.runs_by_profile.get(2, 0) + engine._engine.runs_by_profile.get(3, 0) == 2
+        assert engine._engine.runs_by_profile == {1: 2}
 
 
 def test_int8_calibrates_on_real_degraded_frames_once_then_builds_from_the_cache(tmp_path: Path) -> None:
@@ -134,3 +139,11 @@ def test_int8_calibrates_on_real_degraded_frames_once_then_builds_from_the_cache
     assert cache.read_bytes() == b"calibrated on 4 batches"
     with StandInEngine(trt, Cudart(), cache_dir=tmp_path, precision="int8"):  # a camera: the cache, no clips
         assert len(trt.builds) == 1
+
+
+def test_a_calibration_batch_of_the_wrong_shape_fails_the_build_naming_both_shapes(tmp_path: Path) -> None:
+    wrong = [np.zeros((5, 352, 640, 3), np.uint8)]  # 360 rows padded to 352, not to the model's multiple
+    engine = StandInEngine(TensorRT(window=5), Cudart(), cache_dir=tmp_path, precision="int8", calibration=wrong)
+    with pytest.raises(EngineError, match=r"calibration batch is \(5, 352, 640, 3\), the calibration profile \(5, 360"):
+        engine.activate()
+    assert not list(tmp_path.glob("calibration-*.cache")) and not list(tmp_path.glob("*.engine"))
