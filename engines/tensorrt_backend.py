@@ -271,13 +271,13 @@ class TensorRTEngine(Engine):
         slot.out_shape = tuple(context.get_tensor_shape(U8_OUTPUT))
         in_bytes, out_bytes = int(np.prod(shape)), int(np.prod(slot.out_shape))
         cudart = self._cudart
-        if in_bytes > slot.host_in[1]:
+        if in_bytes > min(slot.host_in[1], slot.device_in[1]):  # both, after a failed allocation
             self._free_buffer(slot, "host", slot.host_in)
             self._free_buffer(slot, "device", slot.device_in)
             slot.host_in = slot.device_in = (0, 0)  # freed: never freed twice if an allocation below fails
             slot.host_in = (int(_check(cudart.cudaMallocHost(in_bytes))), in_bytes)
             slot.device_in = (int(_check(cudart.cudaMalloc(in_bytes))), in_bytes)
-        if out_bytes > slot.host_out[1]:
+        if out_bytes > min(slot.host_out[1], slot.device_out[1]):  # both, after a failed allocation
             self._free_buffer(slot, "host", slot.host_out)
             self._free_buffer(slot, "device", slot.device_out)
             slot.host_out = slot.device_out = (0, 0)

@@ -147,3 +147,16 @@ def test_a_calibration_batch_of_the_wrong_shape_fails_the_build_naming_both_shap
     with pytest.raises(EngineError, match=r"calibration batch is \(5, 352, 640, 3\), the calibration profile \(5, 360"):
         engine.activate()
     assert not list(tmp_path.glob("calibration-*.cache")) and not list(tmp_path.glob("*.engine"))
+
+
+def test_a_failed_device_allocation_is_retried_on_the_next_call(tmp_path: Path, reference: Any) -> None:
+    cudart = Cudart()
+    with StandInEngine(TensorRT(window=5), cudart, cache_dir=tmp_path) as engine:
+        allocate = cudart.cudaMalloc
+        cudart.cudaMalloc = lambda size: (2, 0)  # type: ignore[method-assign]  # cudaErrorMemoryAllocation
+        window = window_of(80, 48, seed=4)
+        with pytest.raises(EngineError):
+            engine.infer(window)
+        cudart.cudaMalloc = allocate  # type: ignore[method-assign]
+        assert close_to(engine.infer(window), reference.infer(window))  # the same slot, its buffers made now
+    assert cudart.buffers == {}
