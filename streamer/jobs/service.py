@@ -160,7 +160,7 @@ class JobService:
 
     # ------------------------------------------------------------------------------------------ jobs
     async def _receive(self, request: web.Request) -> JobRecord:
-        job_id = secrets.token_urlsafe(18)
+        job_id = secrets.token_hex(16)  # hex: an id never starts with "-", which a command line would take for an option
         folder = await self._job_folder(job_id)
         try:
             if request.content_type == "multipart/form-data":

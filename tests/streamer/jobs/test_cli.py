@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ async def test_submit_wait_fetch_status_list_cancel(small_clip: dict[str, Any], 
         code, out, err = await streamer("submit", str(small_clip["path"]), "--wait", "--output", str(output))
         assert code == 0, err
         job_id = out.strip()
+        assert re.fullmatch(r"[0-9a-f]{32}", job_id), out  # never "-...", which argparse takes for an option
         assert f"{job_id} done, 24/24 frames" in err and TOKEN not in out + err
         assert len(read_video(output)) == 24
         code, out, _ = await streamer("status", job_id)
