@@ -6,7 +6,8 @@ camera ``a`` of a ``streamer run`` process, watched by an ffmpeg viewer for the 
 ``POST /api/v1/streams`` camera ``b`` (the same camera URL, the same engine), an ffmpeg viewer on it
 (time from the POST to its first decoded frame), ``--hold`` seconds, ``DELETE`` (time until that viewer's
 process has exited: its connection was closed), then the streamer's threads, open fds and RSS from /proc.
-The first cycle is a warm-up (what stays loaded after it is not a leak); growth is last cycle vs warm-up.
+The first cycle is a warm-up (what stays loaded after it is not a leak); growth is last cycle vs warm-up, and
+the mean RSS of each third of the cycles shows a trend apart from the allocator's cycle-to-cycle churn.
 
     python tools/bench_streams.py --cycles 20 --engine cpu
 """
@@ -131,6 +132,8 @@ def summary(args: argparse.Namespace, rows: list[dict[str, Any]], a_share: float
     ended = [row["viewer_ended_s"] for row in measured]
     return {
         "engine": args.engine, "size": f"{args.width}x{args.height}@{args.fps}", "cycles": len(measured),
+        "post_answered_s": {"median": statistics.median(row["post_s"] for row in measured),
+                            "max": max(row["post_s"] for row in measured)},
         "first_frame_s": {"median": statistics.median(firsts) if firsts else None, "max": max(firsts, default=None),
                           "missing": len(measured) - len(firsts)},
         "viewer_ended_after_delete_s": {"max": max((value for value in ended if value is not None), default=None),
@@ -139,7 +142,14 @@ def summary(args: argparse.Namespace, rows: list[dict[str, Any]], a_share: float
         "growth_after_warmup": {key: round(measured[-1][key] - warm[key], 1) for key in ("threads", "fds", "rss_mb")},
         "warmup": {key: warm[key] for key in ("threads", "fds", "rss_mb")},
         "rss_mb_by_cycle": [row["rss_mb"] for row in measured],
+        # a leak shows as a trend between thirds; the allocator's churn as noise around a level
+        "rss_mb_mean_by_third": [round(statistics.mean(part), 1) for part in thirds([row["rss_mb"] for row in measured])],
     }
+
+
+def thirds(values: list[float]) -> list[list[float]]:
+    size = max(1, len(values) // 3)
+    return [part for part in (values[:size], values[size:2 * size], values[2 * size:]) if part]
 
 
 if __name__ == "__main__":
