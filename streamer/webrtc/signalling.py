@@ -4,7 +4,7 @@ What aiortc (1.x, with aioice) supports and what it does not:
 - one STUN and one TURN server per connection (``RTCIceServer``); none by default here, so no public STUN
   server is contacted unless configured;
 - host candidates come from every non-loopback interface address; ``restrict_host_addresses`` narrows (or,
-  for 127.0.0.1, widens) that list per connection;
+  for 127.0.0.1, widens) that list per connection, and offers 127.0.0.1 where there is no other address;
 - aioice binds each host candidate on an ephemeral UDP port; ``restrict_host_addresses`` can bind them in a
   port range instead (each session takes one free port per address), for a firewall or a Docker port
   mapping. Then no server-reflexive (STUN) candidate is gathered: advertise the address viewers reach in
@@ -80,13 +80,12 @@ def link_headers(servers: Iterable[IceServerConfig], credentials: bool = True) -
 
 def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str],
                             ports: tuple[int, int] | None = None) -> None:
-    """Offer host candidates on ``addresses`` only (all interfaces but loopback when empty), bound in the
-    UDP port range ``ports`` when given (call after the transceivers exist, before gathering).
+    """Offer host candidates on ``addresses`` only (all interfaces but loopback when empty; loopback when the
+    machine has no other address, so a viewer on the same offline machine or container still connects),
+    bound in the UDP port range ``ports`` when given (call after the transceivers exist, before gathering).
 
     aioice has no setting for either; each connection's gatherer is told its own here (no global state is
     changed)."""
-    if not addresses and ports is None:
-        return
     for transceiver in pc.getTransceivers():
         connection = transceiver.sender.transport.transport.iceGatherer._connection
         original = connection.get_component_candidates
@@ -99,6 +98,9 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str],
 async def _gather(connection: Any, original: Any, chosen: list[str], ports: tuple[int, int] | None,
                   **kwargs: Any) -> list[Candidate]:
     addresses = chosen or kwargs["addresses"]
+    if not addresses:  # aioice leaves loopback out: with nothing else, no candidate at all (a 503)
+        log.debug("WebRTC: this machine has no address but loopback: offering 127.0.0.1")
+        addresses = ["127.0.0.1"]
     if ports is None:
         kwargs["addresses"] = addresses
         return list(await original(**kwargs))
@@ -210,7 +212,8 @@ async def answer(pc: RTCPeerConnection, video: RTCRtpTransceiver, offer: str, ho
     if video.currentDirection not in directions:
         raise SignallingError(refusal)
     if "a=candidate:" not in pc.localDescription.sdp:
-        raise Unavailable("no ICE candidate could be gathered (see server.webrtc.ice_udp_ports and the log)")
+        raise Unavailable("no ICE candidate could be gathered (see server.webrtc.ice_host_addresses, "
+                          "ice_udp_ports and the log)")
 
 
 async def close_peer(pc: RTCPeerConnection) -> None:
