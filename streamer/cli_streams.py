@@ -133,8 +133,12 @@ def print_streams(streams: list[dict[str, Any]]) -> None:
 
 def report_error(status: int, body: Any) -> int:
     if isinstance(body, dict):
-        print(f"streamer: HTTP {status}: {body.get('error', body)}", file=sys.stderr)
-        for field in body.get("fields", []):
+        fields = body.get("fields") or []
+        message = str(body.get("error", body))
+        if fields:  # the message repeats the fields: a line each below is enough
+            message = message.split(":", 1)[0]
+        print(f"streamer: HTTP {status}: {message}", file=sys.stderr)
+        for field in fields:
             print(f"  {field['field']}: {field['reason']}", file=sys.stderr)
     else:
         print(f"streamer: HTTP {status}: {body}", file=sys.stderr)

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from engines import EngineError
 from streamer.config import AppConfig, CameraConfig
+from streamer.config.loading import field_path, plain_message
 from streamer.inference import InferenceService
 from streamer.pipeline import CameraPipeline
 from streamer.registry import StreamRegistry
@@ -82,7 +83,7 @@ class StreamManager:
         try:
             config = AppConfig.model_validate({"cameras": [*others, entry], "server": self.config.server})
         except ValidationError as error:
-            raise StreamInvalid([(_field(item["loc"], len(others)), item["msg"]) for item in error.errors()]) from None
+            raise StreamInvalid([(_field(item["loc"], len(others)), plain_message(item)) for item in error.errors()]) from None
         return config.cameras[-1]
 
     async def add(self, entry: dict[str, Any]) -> CameraPipeline:
@@ -206,4 +207,5 @@ def _field(location: tuple[Any, ...], camera_index: int) -> str:
         parts = parts[2:]
     elif parts[:1] == ["cameras"]:
         parts = parts[1:]
-    return ".".join(str(part) for part in parts if not str(part).startswith("function-")) or "(body)"
+    path = field_path(tuple(part for part in parts if not str(part).startswith("function-")))
+    return "(body)" if path == "(top level)" else path

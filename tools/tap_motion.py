@@ -1,8 +1,8 @@
 """Example tap consumer: a motion detector that prints events with their capture timestamps.
 
 Subscribes to a frame tap (see README "Frame taps (ZeroMQ)"), compares each frame with the previous one
-at a small grey scale and prints a line when the share of changed pixels crosses --min-area (motion
-starts) and when it falls back (motion ends):
+at a small grey scale and prints a line when the share of changed pixels reaches --min-area (motion
+starts) and when it has stayed below half of that for --hold seconds (motion ends):
 
     streamer run demo --taps &
     python tools/tap_motion.py                                  # tcp://127.0.0.1:5555, every stream's restored tap
@@ -27,13 +27,19 @@ from streamer.taps.client import TapClient, TapFrame  # noqa: E402
 
 
 class MotionDetector:
-    """Per stream: the previous small grey frame and whether motion is on."""
+    """Per stream: the previous small grey frame, whether motion is on and when it was last seen.
 
-    def __init__(self, threshold: int, min_area: float) -> None:
+    Motion starts on the first frame whose changed share reaches ``min_area``; it ends once no frame has
+    reached half of that for ``hold_s`` seconds of the stream's time (hysteresis and a hold, so an object
+    moving slowly or noise near the threshold does not print a start and an end every other frame)."""
+
+    def __init__(self, threshold: int, min_area: float, hold_s: float = 1.0) -> None:
         self.threshold = threshold
         self.min_area = min_area
+        self.hold_s = hold_s
         self._previous: dict[str, np.ndarray] = {}
         self._moving: dict[str, bool] = {}
+        self._last_motion: dict[str, float] = {}
 
     @staticmethod
     def small_grey(luma: np.ndarray) -> np.ndarray:
@@ -49,8 +55,14 @@ class MotionDetector:
         if previous is None or previous.shape != grey.shape:
             return None
         area = float((np.abs(grey - previous) > self.threshold).mean())
-        moving = area >= self.min_area
-        if moving == self._moving.get(topic, False):
+        now = frame.header.seconds
+        was_moving = self._moving.get(topic, False)
+        if area >= (self.min_area / 2 if was_moving else self.min_area):
+            self._last_motion[topic] = now
+            moving = True
+        else:
+            moving = was_moving and now - self._last_motion.get(topic, now) < self.hold_s
+        if moving == was_moving:
             return None
         self._moving[topic] = moving
         when = datetime.datetime.fromtimestamp(frame.header.wallclock).isoformat(timespec="milliseconds")
@@ -65,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern", choices=["sub", "pull"], default="sub", help="sub for PUB taps, pull for PUSH")
     parser.add_argument("--threshold", type=int, default=25, help="grey-level change that counts (0-255)")
     parser.add_argument("--min-area", type=float, default=0.01, help="share of changed pixels that is motion")
+    parser.add_argument("--hold", type=float, default=1.0, help="seconds without motion before it ends")
     parser.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = never)")
     args = parser.parse_args(argv)
-    detector = MotionDetector(args.threshold, args.min_area)
+    detector = MotionDetector(args.threshold, args.min_area, args.hold)
     seen = 0
     with TapClient(args.endpoint, topics=args.topic or [""], pattern=args.pattern) as client:
         try:

@@ -64,7 +64,7 @@ TAGGED_UNIONS = {  # the field holding a union keyed on `type` -> the kinds it t
 }
 
 
-def _field_path(location: tuple[Any, ...]) -> str:
+def field_path(location: tuple[Any, ...]) -> str:
     """Dotted path of a field, without the union tag pydantic inserts (``source.rtsp.url`` -> ``source.url``)."""
     parts: list[str] = []
     for index, part in enumerate(location):
@@ -77,7 +77,7 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _plain_message(item: Any) -> str:
+def plain_message(item: Any) -> str:
     """pydantic's message for one error, in words a user understands (no regexes, no discriminator jargon)."""
     kind, context = item["type"], item.get("ctx") or {}
     if kind == "union_tag_not_found":
@@ -100,7 +100,7 @@ def _plain_message(item: Any) -> str:
 def format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        lines.append(f"  {_field_path(tuple(item['loc']))}: {_plain_message(item)}")
+        lines.append(f"  {field_path(tuple(item['loc']))}: {plain_message(item)}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 

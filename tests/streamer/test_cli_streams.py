@@ -37,6 +37,9 @@ def test_streams_commands_against_a_running_server(tmp_path: Path, capsys: pytes
         assert json.loads(capsys.readouterr().out)["name"] == "yard"
         assert main(["streams", "add", "yard", "demo", *auth]) == 1  # the name is taken
         assert "name: already in use" in capsys.readouterr().err
+        assert main(["streams", "add", "bad name", "demo", *auth]) == 1
+        err = capsys.readouterr().err  # the field once, in the config file's words
+        assert "HTTP 422: invalid camera entry\n" in err and err.count("name: must be 1 to 64 characters") == 1, err
         assert main(["streams", "list", *server]) == 1  # no token
         assert "401" in capsys.readouterr().err
         monkeypatch.setenv("STREAMER_TOKEN", "cli-test-token-0123456789")
