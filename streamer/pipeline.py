@@ -18,7 +18,7 @@ from streamer.config import CameraConfig
 from streamer.encoder import EncodeStage, H264Encoder
 from streamer.graph.channel import Channel, DropPolicy
 from streamer.graph.frames import Frame
-from streamer.hub import KeyframeGate, StreamHub
+from streamer.hub import KeyframeGate, StreamHub, Subscription
 from streamer.inference import InferenceService
 from streamer.ladder import LadderController, Level, ModelLevel, ReducedResolutionLevel, TemporalLevel
 from streamer.restorer import RestoreStage
@@ -240,6 +240,10 @@ class CameraPipeline:
             return
         self._stopped = True
         self.source.stop()
+
+    def readers(self) -> list[Subscription]:
+        """Everyone watching this camera: the restored stream's readers and the raw / compare views'."""
+        return [*self.hub.subscriptions, *(sub for hub in self.views.hubs().values() for sub in hub.subscriptions)]
 
     # -- health ----------------------------------------------------------------------------------------
     def stage_health(self) -> dict[str, StageHealth]:

@@ -62,7 +62,7 @@ def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
         "frames_degraded": dict(restore.degraded) if restore else {},
         "size": pipeline.hub.size,
         "fps": round(pipeline.hub.fps_estimate, 2),
-        "readers": [{"name": sub.name, "dropped": sub.dropped} for sub in pipeline.hub.subscriptions],
+        "readers": [{"name": sub.name, "dropped": sub.dropped} for sub in pipeline.readers()],
     }
 
 

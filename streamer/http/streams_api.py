@@ -43,7 +43,7 @@ class StreamStatus(BaseModel):
     engine: str | None = Field(description="Backend, model and precision restoring it (None before it is built)")
     level: str | None = Field(description="The degradation ladder's level now: full, fast, half, temporal "
                               "(None before the engine is built)")
-    viewers: dict[str, int] = Field(description="Readers by protocol: rtsp, webrtc, rtsp_publish, file")
+    viewers: dict[str, int] = Field(description="Readers by protocol: rtsp, webrtc (the raw and compare views' included), rtsp_publish, file")
     frames_in: int = Field(description="Frames decoded from the source")
     frames_out: int = Field(description="Frames handed to the encoder")
     frames_restored: int = Field(description="Frames that went through the model")
@@ -134,7 +134,7 @@ class StreamsApi:
         source = pipeline.source.stats
         restore = pipeline.restorer.stats if pipeline.restorer else None
         viewers: dict[str, int] = {}
-        for subscription in pipeline.hub.subscriptions:
+        for subscription in pipeline.readers():
             viewers[subscription.protocol] = viewers.get(subscription.protocol, 0) + 1
         last_error = pipeline.failure or source.last_error or next(
             (health.last_error for health in pipeline.stage_health().values() if health.last_error), None)

@@ -203,6 +203,10 @@ async def test_removing_a_camera_closes_its_webrtc_viewers_and_views() -> None:
             for player in players:
                 await player.start()
                 assert await player.first_frame(15), player.url
+            # a view's viewer counts as one of the camera's viewers (the page showed 0 while it played)
+            assert (await call(app, "GET", "/api/v1/streams/b"))[1]["viewers"] == {"webrtc": 2}
+            page = {stream["name"]: stream for stream in (await call(app, "GET", "/api/streams"))[1]["streams"]}
+            assert len(page["b"]["readers"]) == 2 and len(page["a"]["readers"]) == 1
             assert (await call(app, "DELETE", "/api/v1/streams/b"))[0] == 204
             deadline = time.monotonic() + 10
             while {session.stream for session in app.http.whep.sessions.values()} != {"a"}:
