@@ -181,16 +181,18 @@ class WebRtcCollector(Collector):
         self.whip = whip
 
     def collect(self) -> Iterator[Metric]:
-        viewers = GaugeMetricFamily("streamer_webrtc_viewers", "WebRTC (WHEP) sessions open", labels=["camera"])
+        viewers = GaugeMetricFamily("streamer_webrtc_viewers", "WebRTC (WHEP) sessions open, by view (restored, "
+                                    "raw, compare)", labels=["camera", "view"])
         drops = CounterMetricFamily(
             "streamer_webrtc_viewer_dropped_units", "Access units dropped for slow WebRTC viewers (ended and open sessions)",
-            labels=["camera"],
+            labels=["camera", "view"],
         )
         ended = self.whep.registry.ended_dropped
-        for stream in self.whep.hubs:
+        for stream in self.whep.hubs:  # a camera's path, and its views' "<camera>/raw", "<camera>/compare"
+            camera, _, view = stream.partition("/")
             sessions = [session for session in self.whep.sessions.values() if session.stream == stream]
-            viewers.add_metric([stream], len(sessions))
-            drops.add_metric([stream], ended.get(stream, 0) + sum(session.dropped for session in sessions))
+            viewers.add_metric([camera, view or "restored"], len(sessions))
+            drops.add_metric([camera, view or "restored"], ended.get(stream, 0) + sum(session.dropped for session in sessions))
         yield from (viewers, drops)
         stats = self.whep.stats
         yield from _counters((

@@ -143,6 +143,14 @@ def restart_camera(camera: peers.ReplayCamera, slots: list[ViewerSlot], down_s: 
     return None
 
 
+def by_minute(samples: list[tuple[float, float]]) -> list[float]:
+    """The mean of the samples in each minute since the first."""
+    minutes: dict[int, list[float]] = {}
+    for moment, value in samples:
+        minutes.setdefault(int((moment - samples[0][0]) // 60), []).append(value)
+    return [round(sum(values) / len(values), 1) for _, values in sorted(minutes.items())]
+
+
 def summary(args: argparse.Namespace, samples: dict[str, list[tuple[float, float]]], slots: list[list[ViewerSlot]],
             metrics: tuple[dict[str, float], dict[str, float]], watch: LogWatch, recoveries: list[float | None],
             alive: bool, elapsed: float) -> dict[str, Any]:
@@ -163,6 +171,7 @@ def summary(args: argparse.Namespace, samples: dict[str, list[tuple[float, float
         "compared_window_minutes": round(window / 60, 2),
         "streamer_alive": alive,
         **{name: growth(series, window) for name, series in samples.items()},
+        "rss_mb_by_minute": by_minute(samples["rss_mb"]),  # a leak climbs minute after minute; churn does not
         "errors_logged": watch.errors,
         "tracebacks_logged": watch.tracebacks,
         "first_error_lines": watch.first,

@@ -207,6 +207,9 @@ async def test_removing_a_camera_closes_its_webrtc_viewers_and_views() -> None:
             assert (await call(app, "GET", "/api/v1/streams/b"))[1]["viewers"] == {"webrtc": 2}
             page = {stream["name"]: stream for stream in (await call(app, "GET", "/api/streams"))[1]["streams"]}
             assert len(page["b"]["readers"]) == 2 and len(page["a"]["readers"]) == 1
+            text = (await call(app, "GET", "/metrics"))[1]  # views are a label, not cameras named "b/compare"
+            assert 'streamer_webrtc_viewers{camera="b",view="compare"} 1.0' in text, text
+            assert 'streamer_webrtc_viewers{camera="b",view="restored"} 1.0' in text
             assert (await call(app, "DELETE", "/api/v1/streams/b"))[0] == 204
             deadline = time.monotonic() + 10
             while {session.stream for session in app.http.whep.sessions.values()} != {"a"}:

@@ -65,7 +65,7 @@ async def test_a_chunked_offer_over_the_sdp_limit_is_413() -> None:
 
 
 def dropped_units(text: str) -> float:
-    found = re.search(r'^streamer_webrtc_viewer_dropped_units_total\{camera="live"\} (\S+)$', text, re.M)
+    found = re.search(r'^streamer_webrtc_viewer_dropped_units_total\{camera="live",view="restored"\} (\S+)$', text, re.M)
     assert found, text
     return float(found.group(1))
 

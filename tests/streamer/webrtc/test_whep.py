@@ -65,7 +65,7 @@ async def test_a_whep_viewer_decodes_the_stream_at_the_camera_rate() -> None:
             assert published >= 0.5 * FPS * 5, f"the test's encoder made only {published} pictures in 5 s"
             assert {(width, height) for _, width, height in player.frames} == {(WIDTH, HEIGHT)}
             text = await metrics(server)
-            assert 'streamer_webrtc_viewers{camera="live"} 1.0' in text
+            assert 'streamer_webrtc_viewers{camera="live",view="restored"} 1.0' in text
             assert "streamer_webrtc_sessions_started_total 1.0" in text
             assert len([sub for sub in server.hub.subscriptions if sub.name.startswith("whep-")]) == 1
             async with aiohttp.ClientSession() as http:
@@ -75,7 +75,7 @@ async def test_a_whep_viewer_decodes_the_stream_at_the_camera_rate() -> None:
                     assert response.status == 404  # DELETE twice
         finally:
             await player.stop(delete=False)
-        assert 'streamer_webrtc_viewers{camera="live"} 0.0' in await metrics(server)
+        assert 'streamer_webrtc_viewers{camera="live",view="restored"} 0.0' in await metrics(server)
         await wait_for(lambda: not server.hub.subscriptions, 5, "the viewer's subscription ends")
 
 
