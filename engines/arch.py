@@ -17,7 +17,7 @@ centred windows or the last frame (N - 1) for causal windows.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -37,6 +37,8 @@ class ArchConfig:
     # Half-resolution detail path (0 = none): channels and hidden 3x3 layers; see WindowRestorer.
     detail_width: int = 0
     detail_depth: int = 2
+    # 1 = recurrent: a running estimate of the reference frame (``state``) goes from each frame to the next
+    recurrent: int = 0
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -54,21 +56,14 @@ PRESETS: dict[str, ArchConfig] = {
 }
 
 
-def preset(name: str, causal: bool = False, window: int = 5) -> ArchConfig:
-    """Return a named configuration; ``causal`` restores the newest frame instead of the centre one."""
-    base = PRESETS[name]
+def preset(name: str, causal: bool = False, window: int = 5, recurrent: bool = False) -> ArchConfig:
+    """Return a named configuration; ``causal`` restores the newest frame instead of the centre one;
+    ``recurrent`` adds the previous output frame as an input."""
     reference = window - 1 if causal else window // 2
-    return ArchConfig(
-        name=base.name,
-        window=window,
-        reference_index=reference,
-        unshuffle=base.unshuffle,
-        width=base.width,
-        depth=base.depth,
-        first_kernel=base.first_kernel,
-        detail_width=base.detail_width,
-        detail_depth=base.detail_depth,
-    )
+    return replace(PRESETS[name], window=window, reference_index=reference, recurrent=int(recurrent))
+
+
+GATE_START = -4.0  # a recurrent gate's bias at initialisation: sigmoid(-4) = 0.018 of the state
 
 
 class WindowRestorer(nn.Module):
@@ -102,6 +97,21 @@ class WindowRestorer(nn.Module):
         # reference to keep; without it the 48-channel x4 bottleneck must carry the reference noise through
         # the ReLU stack, and training stalls (measured: +0.1 dB vs +4.5 dB after 300 steps at sigma 25).
         self.reference_skip = nn.Conv2d(unshuffled, unshuffled, 1, bias=False)
+        # Recurrent models carry a running estimate of the reference frame from frame to frame (``state``): a
+        # small gate at 1/u resolution compares the new reference frame with it and blends them,
+        # estimate = reference + g * (state - reference), a recursive average that keeps every pixel's detail and
+        # integrates still parts of the scene over many frames while letting go where things move (EMVD's
+        # fusion, without alignment). The trunk then restores from that estimate (its skip path and its residual)
+        # and sees it beside the window (``state_fusion``); the estimate is the next frame's state. The gate
+        # starts nearly closed (sigmoid(GATE_START)) and the state's fusion weights at zero, so a trained window
+        # model grown into a recurrent one starts where it was.
+        self.state_fusion: nn.Conv2d | None = None
+        self.gate: RecurrentGate | None = None
+        if config.recurrent:
+            if config.first_kernel != 1:
+                raise ValueError("a recurrent model needs first_kernel 1")
+            self.state_fusion = nn.Conv2d(unshuffled, hidden[0], 1, bias=False)
+            self.gate = RecurrentGate(config.unshuffle)
         self.detail: DetailPath | None = None
         if config.detail_width > 0:
             if hidden[-1] % 4:
@@ -122,12 +132,24 @@ class WindowRestorer(nn.Module):
             self.reference_skip.weight.copy_(-eye[:, :, None, None])
         if self.detail is not None:
             self.detail.reset_parameters()
+        if self.state_fusion is not None and self.gate is not None:
+            nn.init.zeros_(self.state_fusion.weight)
+            self.gate.reset_parameters()
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """The restored reference frame; ``state`` is a recurrent model's running estimate (``step``)."""
+        return self.step(frames, state)[0]
+
+    def step(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(restored frame, next state). A recurrent model's ``state`` is the previous call's next state [B, 3, H,
+        W]; None (a stream's first frame, or after a gap) means the reference frame. A window model ignores it and
+        returns its reference frame as the next state."""
         batch, _channels, height, width = frames.shape
         factor = self.config.unshuffle
         start = 3 * self.config.reference_index
         reference = frames[:, start : start + 3]
+        if self.gate is not None:
+            reference = self.gate(reference, reference if state is None else state)
         # A 1x1 conv after a per-frame PixelUnshuffle(u) equals a u x u conv with stride u on the raw frames (the
         # weights are only reshaped), which avoids a full-resolution 6-D transpose at inference time.
         skip_weight = self.reference_skip.weight.reshape(self.reference_skip.out_channels, 3, factor, factor)
@@ -142,11 +164,40 @@ class WindowRestorer(nn.Module):
             stacked = frames.reshape(batch * self.config.window, 3, height, width)
             unshuffled = self.unshuffle(stacked)
             fused = first(unshuffled.reshape(batch, -1, unshuffled.shape[-2], unshuffled.shape[-1]))
+        if self.state_fusion is not None:
+            fusion_weight = self.state_fusion.weight.reshape(self.state_fusion.out_channels, 3, factor, factor)
+            fused = fused + nn.functional.conv2d(reference, fusion_weight, stride=factor)
         features = self.body[1:-1](fused)  # the last hidden layer's (ReLU) output
         base = reference + self.shuffle(self.body[-1](features) + skip)
         if self.detail is not None:
             base = base + self.detail(reference, base, features)
-        return torch.clamp(base, 0.0, 1.0)
+        return torch.clamp(base, 0.0, 1.0), reference
+
+
+class RecurrentGate(nn.Module):
+    """Blends a new reference frame into the running estimate: reference + g * (state - reference), g in (0, 1)
+    per pixel from a 4x4 stride-u conv of both (and of their difference, which is what shows motion) and a 3x3
+    conv at 1/u resolution, lifted back by PixelShuffle(u)."""
+
+    def __init__(self, factor: int, width: int = 16) -> None:
+        super().__init__()
+        self.inlet = nn.Conv2d(9, width, factor, stride=factor)
+        self.relu = nn.ReLU()
+        self.out = nn.Conv2d(width, factor * factor, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(factor)
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.inlet.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.out.weight)
+        with torch.no_grad():  # both convs have biases (the default)
+            self.inlet.bias.zero_()  # type: ignore[union-attr]
+            self.out.bias.fill_(GATE_START)  # type: ignore[union-attr]
+
+    def forward(self, reference: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        difference = state - reference
+        hidden = self.relu(self.inlet(torch.cat([reference, state, difference], dim=1)))
+        gate = torch.sigmoid(self.shuffle(self.out(hidden)))  # [B, 1, H, W]
+        return reference + gate * difference
 
 
 class DetailPath(nn.Module):
@@ -205,6 +256,12 @@ def count_macs(model: WindowRestorer, height: int, width: int) -> int:
             total += module.in_channels * module.out_channels * kernel_h * kernel_w * positions
     skip = model.reference_skip
     total += skip.in_channels * skip.out_channels * positions
+    if model.state_fusion is not None and model.gate is not None:
+        total += model.state_fusion.in_channels * model.state_fusion.out_channels * positions
+        inlet, out = model.gate.inlet, model.gate.out
+        total += (
+            inlet.in_channels * inlet.out_channels * inlet.kernel_size[0] ** 2 + out.in_channels * out.out_channels * 9
+        ) * positions
     if model.detail is not None:
         half = (height // 2) * (width // 2)
         for module in [model.detail.inlet, *model.detail.body]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 INPUT_NAME = "frames"
+STATE_NAME = "state"  # a recurrent model's second input: the running estimate the previous call returned
+NEXT_STATE_NAME = "next_state"  # ... and its second output: the estimate the next call takes
 OUTPUT_NAME = "restored"
 
 
@@ -31,6 +33,7 @@ class ModelInfo:
     colorspace: str = "rgb"
     value_range: str = "0-1"
     precision: str = "float"
+    recurrent: bool = False  # carries a state from call to call (streamer.recurrent=1)
 
     @property
     def lookahead(self) -> int:
@@ -58,6 +61,7 @@ class ModelInfo:
             colorspace=metadata.get("streamer.colorspace", "rgb"),
             value_range=metadata.get("streamer.range", "0-1"),
             precision=metadata.get("streamer.precision", "float"),
+            recurrent=bool(integer("recurrent", 0, 0, 1)),
         )
         if info.colorspace != "rgb" or info.value_range != "0-1":
             raise EngineError(

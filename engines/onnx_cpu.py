@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import INPUT_NAME, OUTPUT_NAME, Engine, EngineError, ModelInfo
+from engines.base import INPUT_NAME, NEXT_STATE_NAME, OUTPUT_NAME, STATE_NAME, Engine, EngineError, ModelInfo
 from engines.processing import WindowPacker, unpack_output
 
 MAX_STREAM_PACKERS = 256
@@ -61,8 +61,9 @@ class OnnxCpuEngine(Engine):
         except Exception as error:
             raise EngineError(f"ONNX Runtime cannot load {self.model_path}: {error}") from None
         names = [item.name for item in self._session.get_inputs()]
-        if names != [INPUT_NAME]:
-            raise EngineError(f"model inputs are {names}, expected [{INPUT_NAME!r}]")
+        expected = [INPUT_NAME, STATE_NAME] if self.info.recurrent else [INPUT_NAME]
+        if names != expected:
+            raise EngineError(f"model inputs are {names}, expected {expected}")
 
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
         return self._infer_batch([window], [""])[0]
@@ -73,12 +74,26 @@ class OnnxCpuEngine(Engine):
         height, width = windows[0][0].shape[:2]
         if any(window[0].shape[:2] != (height, width) for window in windows):
             raise EngineError("every window of a batch must have the same frame size")
-        tensor = self._packer_for(streams[0]).pack(windows[0])  # the packer's own buffer: copied below if batched
+        packers = [self._packer_for(stream) for stream in streams]
+        tensor = packers[0].pack(windows[0])  # the packer's own buffer: copied below if batched
         if len(windows) > 1:
             tensor = np.concatenate([tensor, *(np.empty_like(tensor) for _ in windows[1:])])
             for index in range(1, len(windows)):
-                tensor[index] = self._packer_for(streams[index]).pack(windows[index])[0]
-        (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: tensor})
+                tensor[index] = packers[index].pack(windows[index])[0]
+        feeds = {INPUT_NAME: tensor}
+        reference = self.info.reference_index
+        if self.info.recurrent:
+            states = [
+                packer.recurrent.feed(window, reference, tensor[index : index + 1])
+                for index, (packer, window) in enumerate(zip(packers, windows, strict=True))
+            ]
+            feeds[STATE_NAME] = states[0] if len(states) == 1 else np.concatenate(states)
+        if self.info.recurrent:
+            output, next_states = self._session.run([OUTPUT_NAME, NEXT_STATE_NAME], feeds)
+            for index, (packer, window) in enumerate(zip(packers, windows, strict=True)):
+                packer.recurrent.keep(window, reference, next_states[index : index + 1])
+        else:
+            (output,) = self._session.run([OUTPUT_NAME], feeds)
         scale = self.info.scale
         return [unpack_output(output[index : index + 1], height * scale, width * scale) for index in range(len(windows))]
 

@@ -48,6 +48,7 @@ class WindowPacker:
         self.multiple = multiple
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._out: np.ndarray | None = None
+        self.recurrent = RecurrentState()  # used by engines that run a recurrent model
 
     def pack(self, frames: list[np.ndarray]) -> np.ndarray:
         height, width = frames[0].shape[:2]
@@ -68,3 +69,32 @@ class WindowPacker:
             self._out[0, 3 * index : 3 * index + 3] = entry[1]
         self._cache = cache
         return self._out
+
+
+class RecurrentState:
+    """A recurrent model's state for one stream (the ``next_state`` of its last call), fed back only to the
+    window that follows it.
+
+    The state is kept with the frame it was computed for; the next call uses it when that frame sits just before
+    its reference frame (the window slid by one frame), and otherwise (a stream's first frame, a frame restored
+    by another ladder level, a dropped frame, a size change) feeds the reference frame itself, as in training.
+    """
+
+    def __init__(self) -> None:
+        self._frame: np.ndarray | None = None
+        self._output: np.ndarray | None = None
+
+    def feed(self, frames: list[np.ndarray], reference_index: int, packed: np.ndarray) -> np.ndarray:
+        """The ``state`` input [1, 3, Hp, Wp] for the window ``frames`` packed as ``packed`` [1, N*3, Hp, Wp]."""
+        previous = frames[reference_index - 1] if reference_index > 0 else None
+        output = self._output
+        if previous is not None and previous is self._frame and output is not None:
+            if output.shape[-2:] == packed.shape[-2:]:
+                return output
+        start = 3 * reference_index
+        return packed[:, start : start + 3]
+
+    def keep(self, frames: list[np.ndarray], reference_index: int, state: np.ndarray) -> None:
+        """Remember ``state`` [1, 3, Hp, Wp] (a copy) for the window after ``frames``."""
+        self._frame = frames[reference_index]
+        self._output = np.array(state, dtype=np.float32, copy=True)

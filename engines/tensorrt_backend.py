@@ -122,6 +122,10 @@ class TensorRTEngine(Engine):
             raise EngineError(f"precision {self.precision!r}: one of {', '.join(PRECISIONS)}")
         self.cache_dir = cache_dir or Path("~/.cache/streamer/engines").expanduser()
         self.info = read_model_info(model_path)
+        if self.info.recurrent:
+            raise EngineError(
+                f"{self.info.name} is a recurrent model: the tensorrt backend does not feed its state yet; use the cpu backend"
+            )
         self.profiles = plan_profiles(self.info.window, self.info.pad_multiple, max_batch, classes)
         self.max_batch = max(profile.max[0] for profile in self.profiles) // self.info.window
         self.calibration = calibration

@@ -84,6 +84,10 @@ class TorchEngine(Engine):
         self.cuda_graphs = cuda_graphs and self.cuda
         self.max_shapes = max(1, max_shapes)
         self.info = read_model_info(model_path)
+        if self.info.recurrent:
+            raise EngineError(
+                f"{self.info.name} is a recurrent model: the torch backend does not feed its state yet; use the cpu backend"
+            )
         self._torch: Any = None
         self._device: Any = None
         self._dtype: Any = None

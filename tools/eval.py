@@ -174,6 +174,8 @@ class OnnxRestorer:
         self.window = int(meta["streamer.window"])
         self.reference = int(meta["streamer.reference_index"])
         self.multiple = int(meta["streamer.pad_multiple"])
+        # a recurrent model gets the state its previous call returned (at the clip's first frame: the reference)
+        self.recurrent = "state" in [item.name for item in self.session.get_inputs()]
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
         count, height, width, _ = frames.shape
@@ -181,11 +183,15 @@ class OnnxRestorer:
         planar = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         planar = np.pad(planar, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
         outputs, seconds = [], 0.0
+        state = planar[:1]
         for index in range(count):
             picks = np.clip(np.arange(self.window) - self.reference + index, 0, count - 1)
             window = planar[picks].reshape(1, -1, height + pad_h, width + pad_w)
             started = time.perf_counter()
-            restored = self.session.run(["restored"], {"frames": window})[0]
+            if self.recurrent:
+                restored, state = self.session.run(["restored", "next_state"], {"frames": window, "state": state})
+            else:
+                restored = self.session.run(["restored"], {"frames": window})[0]
             seconds += time.perf_counter() - started
             outputs.append(restored[0, :, :height, :width])
         return degrade.to_uint8(np.stack(outputs).transpose(0, 2, 3, 1)), seconds

@@ -1,7 +1,8 @@
 """Export a trained (or freshly initialised) restorer to ONNX with the streamer metadata contract.
 
-Input "frames" float32 [B, N*3, H, W] (N RGB frames, oldest first, [0, 1]); output "restored" float32
-[B, 3, H*scale, W*scale] in [0, 1]. Dynamic batch/H/W, opset 17 (TensorRT 10 compatible). The ONNX Runtime output
+Input "frames" float32 [B, N*3, H, W] (N RGB frames, oldest first, [0, 1]); recurrent models (metadata ``streamer.recurrent=1``)
+also take "state" float32 [B, 3, H, W] and give "next_state" (the same shape: what the next frame's call takes);
+output "restored" float32 [B, 3, H*scale, W*scale] in [0, 1]. Dynamic batch/H/W, opset 17 (TensorRT 10 compatible). The ONNX Runtime output
 is checked against PyTorch before the file is written. Example:
 
     python -m tools.export_onnx --checkpoint /scratch/run1/best.pt --out engines/models/lite.onnx
@@ -36,7 +37,9 @@ def metadata_for(model: WindowRestorer, name: str | None = None) -> dict[str, st
     config = model.config
     causal = config.reference_index == config.window - 1 and config.window > 1
     default_name = f"{config.name}-causal" if causal else config.name
+    recurrent = {"streamer.recurrent": "1"} if config.recurrent else {}
     return {
+        **recurrent,
         "streamer.window": str(config.window),
         "streamer.reference_index": str(config.reference_index),
         "streamer.scale": "1",
@@ -57,24 +60,60 @@ def textured_frames(window: int, height: int, width: int, seed: int = 0) -> np.n
     return np.clip(frames, 0, 1).astype(np.float32)
 
 
+def model_inputs(model: WindowRestorer, frames: np.ndarray, seed: int = 1) -> dict[str, np.ndarray]:
+    """The ONNX inputs for ``frames``: a recurrent model also gets a ``state`` (a textured frame)."""
+    inputs = {"frames": frames}
+    if model.config.recurrent:
+        batch, _channels, height, width = frames.shape
+        inputs["state"] = np.concatenate([textured_frames(1, height, width, seed + i) for i in range(batch)])
+    return inputs
+
+
+class RecurrentStep(torch.nn.Module):
+    """A recurrent model's ``step`` as the graph: (frames, state) -> (restored, next_state)."""
+
+    def __init__(self, model: WindowRestorer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.step(frames, state)
+
+
+def unwrap_names(proto: onnx.ModelProto, prefix: str) -> None:
+    """Drop the wrapper's ``prefix`` from weight names, so a recurrent model's weights are named as a window
+    model's (``body.N.weight``: what tools/quantize.py looks for)."""
+    renamed = {init.name: init.name[len(prefix) :] for init in proto.graph.initializer if init.name.startswith(prefix)}
+    for initializer in proto.graph.initializer:
+        initializer.name = renamed.get(initializer.name, initializer.name)
+    for node in proto.graph.node:
+        for index, name in enumerate(node.input):
+            if name in renamed:
+                node.input[index] = renamed[name]
+
+
 def to_onnx_bytes(model: WindowRestorer, opset: int = 17, name: str | None = None) -> bytes:
     window = model.config.window
-    example = torch.from_numpy(textured_frames(window, 64, 96))
+    inputs = model_inputs(model, textured_frames(window, 64, 96))
+    outputs = ["restored", "next_state"] if model.config.recurrent else ["restored"]
+    graph: torch.nn.Module = RecurrentStep(model) if model.config.recurrent else model
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         torch.onnx.export(
-            model,
-            (example,),
+            graph,
+            tuple(torch.from_numpy(value) for value in inputs.values()),
             str(path),
-            input_names=["frames"],
-            output_names=["restored"],
+            input_names=list(inputs),
+            output_names=outputs,
             opset_version=opset,
-            dynamic_axes={"frames": dynamic, "restored": dynamic},
+            dynamic_axes={key: dynamic for key in [*inputs, *outputs]},
             do_constant_folding=True,
             dynamo=False,
         )
         proto = onnx.load(str(path))
+    if model.config.recurrent:
+        unwrap_names(proto, "model.")
     onnx.checker.check_model(proto)
     for key, value in metadata_for(model, name).items():
         entry = proto.metadata_props.add()
@@ -90,11 +129,12 @@ def max_difference(
     frames = np.concatenate(
         [textured_frames(model.config.window, height, width, seed) for seed in range(batch)]
     )
+    inputs = model_inputs(model, frames)
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    runtime = session.run(["restored"], {"frames": frames})[0]
+    runtime = session.run(None, inputs)  # restored (and a recurrent model's next_state)
     with torch.no_grad():
-        reference = model(torch.from_numpy(frames)).numpy()
-    return float(np.max(np.abs(runtime - reference)))
+        expected = model.step(*(torch.from_numpy(value) for value in inputs.values()))
+    return max(float(np.max(np.abs(got - want.numpy()))) for got, want in zip(runtime, expected, strict=False))
 
 
 def benchmark_ms(
@@ -106,13 +146,15 @@ def benchmark_ms(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
-    frames = textured_frames(window, height, width)
+    inputs = {"frames": textured_frames(window, height, width)}
+    if "state" in [item.name for item in session.get_inputs()]:
+        inputs["state"] = textured_frames(1, height, width, 1)
     for _ in range(3):
-        session.run(None, {"frames": frames})
+        session.run(None, inputs)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        session.run(None, {"frames": frames})
+        session.run(None, inputs)
         times.append(time.perf_counter() - started)
     return float(np.median(times) * 1e3)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from engines.base import INPUT_NAME, OUTPUT_NAME, STATE_NAME, ModelInfo
 from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window
 from tools import degrade, export_onnx
@@ -27,7 +27,8 @@ from tools.eval import psnr
 from tools.qat import residual_range_argument
 from tools.train import list_clips
 
-FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice", "Concat")
+# the residual tail, and a recurrent model's gated blend with its state (Sigmoid, Sub, Mul)
+FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice", "Concat", "Sigmoid", "Sub", "Mul")
 
 
 def calibration_windows(
@@ -59,6 +60,15 @@ def calibration_windows(
     return windows
 
 
+def feeds(window: np.ndarray, info: ModelInfo) -> dict[str, np.ndarray]:
+    """A packed window as the model's inputs: a recurrent model's state is its reference frame, which is what
+    the engine feeds at a stream's first frame (the steady state is a restored frame, in the same range)."""
+    if not info.recurrent:
+        return {INPUT_NAME: window}
+    start = 3 * info.reference_index
+    return {INPUT_NAME: window, STATE_NAME: np.ascontiguousarray(window[:, start : start + 3])}
+
+
 def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
     """Nodes kept in float: the residual tail (additions, depth-to-space, clamp) and the reference path (the
     convolution reading the reference frame straight from the input), whose error would reach the output
@@ -81,6 +91,8 @@ def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
             and node.input[0] in producers
             and producers[node.input[0]].op_type == "Slice"
         ):
+            keep.append(node.name)
+        elif node.op_type == "Conv" and node.input[0] == STATE_NAME:
             keep.append(node.name)
         elif output_conv and node.op_type == "Conv" and "Add" in consumers.get(node.output[0], []):
             keep.append(node.name)
@@ -160,6 +172,7 @@ def quantize(
     float_output_conv: bool = False,
     ranges: list[dict[str, float]] | None = None,
     residual_range: float | None = None,
+    info: ModelInfo | None = None,
 ) -> None:
     """Write the int8 model; ``ranges`` (from a QAT checkpoint) fix the activation ranges instead of the
     calibration, so the int8 model rounds exactly as the model was trained to expect; ``residual_range`` R fixes
@@ -174,13 +187,15 @@ def quantize(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    model_info = info if info is not None else read_model_info(model)
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._items: Iterator[np.ndarray] = iter(windows)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             item = next(self._items, None)
-            return None if item is None else {INPUT_NAME: item}
+            return None if item is None else feeds(item, model_info)
 
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -200,10 +215,15 @@ def quantize(
             per_channel=True,
             calibrate_method=methods[method],
             nodes_to_exclude=float_tail_nodes(prepared, output_conv=float_output_conv),
-            # The input is 8-bit video scaled to [0, 1]: uint8 with scale 1/255 represents it exactly.
             extra_options={
+                # a recurrent model's next state must leave in float (rounded to 8 bits every frame, a running
+                # average stalls): each quantised convolution gets its own copy of the pair, the output keeps the
+                # float tensor
+                "DedicatedQDQPair": model_info.recurrent,
+                # The input is 8-bit video scaled to [0, 1]: uint8 with scale 1/255 represents it exactly.
                 "TensorQuantOverrides": {
                     INPUT_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}],
+                    **({STATE_NAME: [{"rmin": np.float32(0), "rmax": np.float32(1)}]} if model_info.recurrent else {}),
                     **(range_overrides(prepared, ranges) if ranges else {}),
                     **(residual_override(prepared, residual_range) if residual_range is not None else {}),
                 }
@@ -228,12 +248,12 @@ def session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def compare(model: Path, quantized: Path, windows: list[np.ndarray], threads: int) -> None:
+def compare(model: Path, quantized: Path, windows: list[np.ndarray], info: ModelInfo, threads: int) -> None:
     """Print the int8 model's deviation from the float model (PSNR between outputs) and both speeds."""
     reference, candidate = session(model, threads), session(quantized, threads)
     for window in windows:
-        expected = reference.run([OUTPUT_NAME], {INPUT_NAME: window})[0]
-        actual = candidate.run([OUTPUT_NAME], {INPUT_NAME: window})[0]
+        expected = reference.run([OUTPUT_NAME], feeds(window, info))[0]
+        actual = candidate.run([OUTPUT_NAME], feeds(window, info))[0]
         fidelity = psnr(degrade.to_uint8(actual), degrade.to_uint8(expected))
         print(f"int8 vs float output: {fidelity:.2f} dB PSNR")
     _, channels, height, width = windows[0].shape
@@ -289,11 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         raise SystemExit("no clips found")
     width, height = (int(v) for v in args.size.lower().split("x"))
-    windows = calibration_windows(clips, args.windows + 4, read_model_info(args.model), (width, height))
+    info = read_model_info(args.model)
+    windows = calibration_windows(clips, args.windows + 4, info, (width, height))
     out.parent.mkdir(parents=True, exist_ok=True)
-    quantize(args.model, out, windows[:-4], args.method, args.float_output_conv, ranges, args.residual_range)
+    quantize(args.model, out, windows[:-4], args.method, args.float_output_conv, ranges, args.residual_range, info)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-    compare(args.model, out, windows[-4:], args.threads)
+    compare(args.model, out, windows[-4:], info, args.threads)
     return 0
 
 

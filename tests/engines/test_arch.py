@@ -117,3 +117,37 @@ def test_a_detail_path_added_to_a_trained_trunk_starts_where_the_trunk_was() -> 
     extra = count_macs(detailed, 32, 48) - count_macs(trunk, 32, 48)
     assert extra == (6 * 8 * 16 + (8 + 2) * 8 * 9 + 8 * 8 * 9 + 8 * 12 * 9) * 16 * 24
     assert len(detailed.detail.convs()) == 4
+
+
+def test_a_recurrent_model_grown_from_a_window_model_starts_where_it_was_and_learns_to_use_its_state() -> None:
+    """tools/train_recurrent.py --init: the state's fusion weights start at zero and its gate nearly closed, so the
+    grown model computes what the window model did (exactly, with the gate shut); the gate and the fusion get a
+    gradient. The gate blends the reference frame into the running estimate: shut, the next state is the
+    reference frame; open, it is the state. Without a state the model starts from its reference frame."""
+    window_model = trained_looking_model(preset("tiny"))
+    recurrent = build_model(preset("tiny", recurrent=True)).eval()
+    missing = recurrent.load_state_dict(window_model.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["gate.inlet.bias", "gate.inlet.weight", "gate.out.bias", "gate.out.weight",
+                               "state_fusion.weight"]  # fmt: skip
+    frames, state = torch.rand(2, 15, 32, 48), torch.rand(2, 3, 32, 48)
+    reference = frames[:, 6:9]
+    assert recurrent.gate is not None and recurrent.state_fusion is not None
+    with torch.no_grad():
+        assert abs(float(torch.sigmoid(recurrent.gate.out.bias[0])) - 0.018) < 0.001
+        next_state = recurrent.step(frames, state)[1]
+        assert float((next_state - reference).abs().max()) < 0.02
+    recurrent.step(frames, state)[0].mean().backward()
+    assert float(recurrent.gate.out.weight.grad.abs().max()) > 0
+    assert float(recurrent.state_fusion.weight.grad.abs().max()) > 0
+    with torch.no_grad():
+        recurrent.gate.out.bias.fill_(-30.0)  # shut
+        restored, next_state = recurrent.step(frames, state)
+        assert torch.equal(restored, window_model(frames)) and torch.equal(next_state, reference)
+        recurrent.gate.out.bias.fill_(30.0)  # open
+        assert torch.equal(recurrent.step(frames, state)[1], state)
+        recurrent.gate.out.bias.fill_(0.0)
+        recurrent.state_fusion.weight.normal_(0, 0.05)
+        assert not torch.equal(recurrent(frames, state), recurrent(frames, torch.rand(2, 3, 32, 48)))
+        assert torch.equal(recurrent(frames), recurrent(frames, reference))
+    extra = count_macs(recurrent, 32, 48) - count_macs(window_model, 32, 48)
+    assert extra == (48 * 8 + 9 * 16 * 16 + 16 * 16 * 9) * 8 * 12

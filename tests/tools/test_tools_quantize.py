@@ -47,3 +47,32 @@ def test_quantize_writes_int8_twin_that_the_cpu_engine_picks(tmp_path: Path) -> 
     int8_convs = [node for node in graph.node if node.op_type == "Conv"
                   and producers.get(node.input[1]) is not None and producers[node.input[1]].op_type == "DequantizeLinear"]
     assert int8_convs
+
+
+def test_a_recurrent_models_int8_twin_keeps_its_state_input_and_state_paths_in_float(tmp_path: Path) -> None:
+    from tests.engines.test_recurrent import export_recurrent_model
+
+    float_model = export_recurrent_model(tmp_path, name="rec", weight_std=0.05)
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(30, 64, 96, seed=3))
+
+    quantize.main(["--model", str(float_model), "--clips", str(clip), "--windows", "4", "--size", "96x64",
+                   "--threads", "1"])
+
+    proto = onnx.load(str(tmp_path / "rec.int8.onnx"))
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    assert meta["streamer.recurrent"] == "1" and meta["streamer.precision"] == "int8"
+    assert [item.name for item in proto.graph.input] == ["frames", "state"]
+    assert [item.name for item in proto.graph.output] == ["restored", "next_state"]
+    # the gate's blend of the reference frame into the state stays in float: the state is never rounded to 8 bits
+    blend = [node for node in proto.graph.node if node.op_type in ("Sigmoid", "Sub", "Mul")]
+    assert len(blend) == 3 and not any(node.input[0].endswith("DequantizeLinear_Output") for node in blend)
+    producers = {output: node for node in proto.graph.node for output in node.output}
+    assert producers["next_state"].op_type == "Add" and all(
+        producers[name].op_type != "DequantizeLinear" for name in producers["next_state"].input if name in producers
+    )
+    engine = create_engine("cpu", float_model, threads=1)
+    assert engine.info.recurrent and engine.info.precision == "int8"
+    with engine:
+        frames = [np.full((64, 96, 3), 100 + 10 * index, np.uint8) for index in range(6)]
+        first, second = engine.infer_batch([frames[:5]], ["a"])[0], engine.infer_batch([frames[1:]], ["a"])[0]
+    assert first.shape == second.shape == (64, 96, 3)

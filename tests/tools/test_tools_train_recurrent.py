@@ -1,0 +1,73 @@
+"""A tiny recurrent training run: chains of outputs through the state, checkpoints, resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from synthetic_media import moving_frames, write_clip
+
+from engines.arch import build_model, preset
+from tools import train_recurrent
+
+
+def test_tiny_recurrent_train_grows_a_window_model_and_resumes(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(20, 48, 64, seed=1))
+    window_model = build_model(preset("tiny"))
+    torch.save({"config": window_model.config.to_dict(), "model": window_model.state_dict()}, tmp_path / "w.pt")
+    common = [
+        "--clips", str(clip), "--cache", str(tmp_path / "cache.npz"), "--out", str(tmp_path / "run"),
+        "--preset", "tiny", "--cache-sequences", "8", "--sequence-length", "7", "--sequence-size", "32",
+        "--crop", "32", "--batch", "2", "--val-sequences", "2", "--val-every", "2", "--clip-size", "64x48",
+        "--unroll", "3", "--init", str(tmp_path / "w.pt"), "--still-fraction", "0.5",
+    ]  # fmt: skip
+    train_recurrent.main([*common, "--steps", "2"])
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert first["step"] == 2 and first["config"]["recurrent"] == 1
+    assert set(first["val"]) == {f"{name}{part}" for name in ("sigma25", "mixed", "still25") for part in ("", "_first")}
+    assert float(first["model"]["state_fusion.weight"].abs().max()) > 0  # the state paths learned from zero
+    train_recurrent.main([*common, "--steps", "4"])
+    second = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert second["step"] == 4
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [0, 2, 4]
+    # --freeze-window-model: only the recurrent parts learn, the window model's weights stay exactly as given
+    frozen = [arg if arg != str(tmp_path / "run") else str(tmp_path / "frozen") for arg in common]
+    train_recurrent.main([*frozen, "--steps", "2", "--freeze-window-model", "--lr", "1e-2"])
+    trained = torch.load(tmp_path / "frozen" / "last.pt", weights_only=False)["model"]
+    for key, value in window_model.state_dict().items():
+        assert torch.equal(trained[key], value), key
+    assert float(trained["gate.out.weight"].abs().max()) > 0
+
+
+def test_unrolled_chain_feeds_each_output_to_the_next_step() -> None:
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", recurrent=True)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.1)
+    noisy = torch.rand(1, 7, 3, 16, 16)
+    with torch.no_grad():
+        chain = train_recurrent.unroll(model, noisy, 3)
+        first, state = model.step(noisy[:, 0:5].reshape(1, 15, 16, 16))
+        second, _ = model.step(noisy[:, 1:6].reshape(1, 15, 16, 16), state)
+        fresh = model(noisy[:, 1:6].reshape(1, 15, 16, 16))
+    assert torch.equal(chain[0], first) and torch.equal(chain[1], second)
+    assert len(chain) == 3
+    assert not np.array_equal(chain[1].numpy(), fresh.numpy())
+
+def test_still_scene_holds_the_first_frame_outside_one_moving_rectangle() -> None:
+    rng = np.random.default_rng(0)
+    moving = rng.integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)
+    for _ in range(20):
+        still = train_recurrent.still_scene(moving, rng)
+        changing = (still != still[:1]).any(axis=(0, 3))
+        assert still.shape == moving.shape
+        assert np.array_equal(still[0], moving[0])
+        if changing.any():
+            rows, cols = np.nonzero(changing)
+            box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+            assert np.array_equal(still[:, box[0], box[1]], moving[:, box[0], box[1]])
+            assert changing.mean() < 0.5
