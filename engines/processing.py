@@ -71,6 +71,13 @@ class WindowPacker:
         return self._out
 
 
+def reference_planes(packed: np.ndarray, reference_index: int) -> np.ndarray:
+    """The reference frame's planes [B, 3, Hp, Wp] of packed windows [B, N*3, Hp, Wp]: a recurrent model's state
+    at a stream's first frame."""
+    start = 3 * reference_index
+    return packed[:, start : start + 3]
+
+
 class RecurrentState:
     """A recurrent model's state for one stream (the ``next_state`` of its last call), fed back only to the
     window that follows it.
@@ -91,8 +98,7 @@ class RecurrentState:
         if previous is not None and previous is self._frame and output is not None:
             if output.shape[-2:] == packed.shape[-2:]:
                 return output
-        start = 3 * reference_index
-        return packed[:, start : start + 3]
+        return reference_planes(packed, reference_index)
 
     def keep(self, frames: list[np.ndarray], reference_index: int, state: np.ndarray) -> None:
         """Remember ``state`` [1, 3, Hp, Wp] (a copy) for the window after ``frames``."""

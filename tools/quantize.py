@@ -21,7 +21,7 @@ import numpy as np
 
 from engines.base import INPUT_NAME, OUTPUT_NAME, STATE_NAME, ModelInfo
 from engines.onnx_cpu import read_model_info
-from engines.processing import pack_window
+from engines.processing import pack_window, reference_planes
 from tools import degrade, export_onnx
 from tools.eval import psnr
 from tools.qat import residual_range_argument
@@ -65,8 +65,7 @@ def feeds(window: np.ndarray, info: ModelInfo) -> dict[str, np.ndarray]:
     the engine feeds at a stream's first frame (the steady state is a restored frame, in the same range)."""
     if not info.recurrent:
         return {INPUT_NAME: window}
-    start = 3 * info.reference_index
-    return {INPUT_NAME: window, STATE_NAME: np.ascontiguousarray(window[:, start : start + 3])}
+    return {INPUT_NAME: window, STATE_NAME: np.ascontiguousarray(reference_planes(window, info.reference_index))}
 
 
 def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:

@@ -187,6 +187,19 @@ def to_tensor(windows: np.ndarray) -> torch.Tensor:
     return tensor.reshape(batch, count * 3, height, width).float().div_(255.0)
 
 
+def flip_and_transpose(
+    clean: np.ndarray, noisy: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same random horizontal flip, vertical flip and transpose of two aligned runs [N, H, W, 3]."""
+    if rng.random() < 0.5:
+        clean, noisy = clean[:, :, ::-1], noisy[:, :, ::-1]
+    if rng.random() < 0.5:
+        clean, noisy = clean[:, ::-1], noisy[:, ::-1]
+    if rng.random() < 0.5:
+        clean, noisy = clean.transpose(0, 2, 1, 3), noisy.transpose(0, 2, 1, 3)
+    return clean, noisy
+
+
 def sample_batch(
     targets: np.ndarray,
     degraded: np.ndarray,
@@ -213,12 +226,7 @@ def sample_batch(
         noisy = degraded[span]
         if rng.random() < onfly_fraction:
             clean, noisy = synthesise_noise(clean, rng)
-        if rng.random() < 0.5:
-            clean, noisy = clean[:, :, ::-1], noisy[:, :, ::-1]
-        if rng.random() < 0.5:
-            clean, noisy = clean[:, ::-1], noisy[:, ::-1]
-        if rng.random() < 0.5:
-            clean, noisy = clean.transpose(0, 2, 1, 3), noisy.transpose(0, 2, 1, 3)
+        clean, noisy = flip_and_transpose(clean, noisy, rng)
         if config.reference_index == window // 2 and window % 2 == 1 and rng.random() < 0.5:
             clean, noisy = clean[::-1], noisy[::-1]
         inputs[item] = noisy

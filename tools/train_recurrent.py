@@ -25,7 +25,14 @@ from tqdm import tqdm
 
 from engines.arch import ArchConfig, WindowRestorer, build_model, preset
 from tools import degrade
-from tools.train import cosine_factor, load_caches, parse_args, synthesise_noise, to_tensor
+from tools.train import (
+    cosine_factor,
+    flip_and_transpose,
+    load_caches,
+    parse_args,
+    synthesise_noise,
+    to_tensor,
+)
 
 
 def still_scene(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -69,12 +76,7 @@ def sample_chains(
             clean, noisy = synthesise_noise(still_scene(clean, rng), rng)
         elif rng.random() < onfly_fraction:
             clean, noisy = synthesise_noise(clean, rng)
-        if rng.random() < 0.5:
-            clean, noisy = clean[:, :, ::-1], noisy[:, :, ::-1]
-        if rng.random() < 0.5:
-            clean, noisy = clean[:, ::-1], noisy[:, ::-1]
-        if rng.random() < 0.5:
-            clean, noisy = clean.transpose(0, 2, 1, 3), noisy.transpose(0, 2, 1, 3)
+        clean, noisy = flip_and_transpose(clean, noisy, rng)
         if rng.random() < 0.5:
             clean, noisy = clean[::-1], noisy[::-1]
         clean_out[item], noisy_out[item] = clean, noisy
@@ -134,7 +136,10 @@ def validate_chains(
                 target = clean_t[:, index + config.reference_index]
                 mse = torch.mean((frame - target) ** 2, dim=(1, 2, 3)).clamp_min(1e-10)
                 value = (10 * torch.log10(1.0 / mse)).tolist()
-                (first if index == 0 else late if index >= outputs // 2 else []).extend(value)
+                if index == 0:
+                    first.extend(value)
+                elif index >= outputs // 2:
+                    late.extend(value)
         scores[name] = float(np.mean(late))
         scores[f"{name}_first"] = float(np.mean(first))
     model.train()
