@@ -174,6 +174,12 @@ class Engine(abc.ABC):
         """Drop what the engine keeps for ``stream`` (it stopped using the engine)."""
         return None
 
+    def recurrent_counts(self, stream: str | None = None) -> tuple[int, int] | None:
+        """A recurrent model's (windows fed the previous state, windows restarted from their reference frame)
+        for ``stream`` (None: every stream this engine serves); None for a window model or a backend that keeps
+        no state."""
+        return None
+
     @abc.abstractmethod
     def _activate(self) -> None: ...
 

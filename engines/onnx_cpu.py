@@ -106,6 +106,13 @@ class OnnxCpuEngine(Engine):
                 packer = self._packers[stream] = WindowPacker(self.info.pad_multiple)
             return packer
 
+    def recurrent_counts(self, stream: str | None = None) -> tuple[int, int] | None:
+        if not self.info.recurrent:
+            return None
+        with self._packers_lock:
+            states = [packer.recurrent for name, packer in self._packers.items() if stream is None or name == stream]
+        return sum(state.continued for state in states), sum(state.restarted for state in states)
+
     def forget(self, stream: str) -> None:
         with self._packers_lock:
             self._packers.pop(stream, None)

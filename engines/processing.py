@@ -90,6 +90,8 @@ class RecurrentState:
     def __init__(self) -> None:
         self._frame: np.ndarray | None = None
         self._output: np.ndarray | None = None
+        self.continued = 0  # windows fed the previous window's state
+        self.restarted = 0  # windows fed their reference frame (a stream's start or a gap)
 
     def feed(self, frames: list[np.ndarray], reference_index: int, packed: np.ndarray) -> np.ndarray:
         """The ``state`` input [1, 3, Hp, Wp] for the window ``frames`` packed as ``packed`` [1, N*3, Hp, Wp]."""
@@ -97,7 +99,9 @@ class RecurrentState:
         output = self._output
         if previous is not None and previous is self._frame and output is not None:
             if output.shape[-2:] == packed.shape[-2:]:
+                self.continued += 1
                 return output
+        self.restarted += 1
         return reference_planes(packed, reference_index)
 
     def keep(self, frames: list[np.ndarray], reference_index: int, state: np.ndarray) -> None:

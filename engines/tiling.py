@@ -158,6 +158,9 @@ class TiledEngine(Engine):
         self.inner.deactivate()
         self._layouts.clear()
 
+    def recurrent_counts(self, stream: str | None = None) -> tuple[int, int] | None:
+        return self.inner.recurrent_counts(stream)
+
     def describe(self) -> str:
         above = f"frames over {self.above_pixels} pixels " if self.above_pixels else ""
         return f"{self.inner.describe()} ({above}in tiles of {self.tile}, overlap {self.overlap})"

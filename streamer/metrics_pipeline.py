@@ -67,10 +67,19 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
         "streamer_restore_level_failures", "Restorations a ladder level failed on (a GPU out of memory, a device "
         "lost); the frame was restored by a level below it", labels=["camera", "level"],
     )
+    recurrent = CounterMetricFamily(
+        "streamer_recurrent_state_windows", "Windows of a recurrent model (lite-recurrent) by how its state went in: "
+        "continued (the previous frame's) or restarted (the reference frame: a stream's start, a frame sent "
+        "unrestored or at another ladder level, a size change)", labels=["camera", "outcome"],
+    )
     for pipeline in pipelines:
         restorer = pipeline.restorer
         if restorer is None:
             continue
+        counts = restorer.engine.recurrent_counts()
+        if counts is not None:
+            recurrent.add_metric([pipeline.name, "continued"], counts[0])
+            recurrent.add_metric([pipeline.name, "restarted"], counts[1])
         for name in restorer.controller.levels:
             failures.add_metric([pipeline.name, name], restorer.stats.level_failures.get(name, 0))
         frames_in.add_metric([pipeline.name], restorer.stats.frames_in)
@@ -83,7 +92,7 @@ def _restore_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
             level.add_metric([pipeline.name, candidate], float(candidate == restorer.controller.level))
         for direction, count in restorer.controller.changes.items():
             changes.add_metric([pipeline.name, direction], count)
-    yield from (frames_in, engine, fill, resets, info, level, changes, failures)
+    yield from (frames_in, engine, fill, resets, info, level, changes, failures, recurrent)
 
 
 def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from engines import create_engine, resolve_model, shipped_models
 from engines.base import Engine, EngineError
+from engines.onnx_cpu import read_model_info
 from engines.torch_backend import TorchEngine
 from tools.gpu_environment import environment
 from tools.gpu_report import Report, Section
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = args.quick
     defaults: dict[str, Any] = {
         "deadline_s": 240.0 if quick else 400.0,
-        "models": shipped_models(),
+        "models": gpu_models(),
         "sizes": [(160, 96)] if quick else [(640, 360), (1280, 720), (1920, 1080), (3840, 2160)],
         "batches": [1, 2] if quick else [1, 2, 4, 8, 16],
         "cell_s": 0.4 if quick else 1.5,
@@ -83,6 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.live_warmup_s = 1.5 if quick else 3.0
     args.clip_seconds = 2.0 if quick else 6.0
     return args
+
+
+def gpu_models() -> list[str]:
+    """The shipped models the GPU backends run (they refuse recurrent ones, which stay on the CPU engine)."""
+    return [name for name in shipped_models() if not read_model_info(resolve_model(name)).recurrent]
 
 
 # -- backends ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import INPUT_NAME, OUTPUT_NAME, STATE_NAME, ModelInfo
+from engines.base import INPUT_NAME, NEXT_STATE_NAME, OUTPUT_NAME, STATE_NAME, ModelInfo
 from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window, reference_planes
 from tools import degrade, export_onnx
@@ -29,6 +29,7 @@ from tools.train import list_clips
 
 # the residual tail, and a recurrent model's gated blend with its state (Sigmoid, Sub, Mul)
 FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice", "Concat", "Sigmoid", "Sub", "Mul")
+GATE_WEIGHT_PREFIX = "gate."  # a recurrent model's gate convolutions (tools/export_onnx keeps their names)
 
 
 def calibration_windows(
@@ -91,7 +92,10 @@ def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
             and producers[node.input[0]].op_type == "Slice"
         ):
             keep.append(node.name)
-        elif node.op_type == "Conv" and node.input[0] == STATE_NAME:
+        elif node.op_type == "Conv" and node.input[0] in (STATE_NAME, NEXT_STATE_NAME):
+            # a recurrent model's reference path reads the gated estimate (the next state), not a Slice
+            keep.append(node.name)
+        elif node.op_type == "Conv" and node.input[1].startswith(GATE_WEIGHT_PREFIX):
             keep.append(node.name)
         elif output_conv and node.op_type == "Conv" and "Add" in consumers.get(node.output[0], []):
             keep.append(node.name)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from engines.arch import ArchConfig, WindowRestorer, build_model, preset
 from tools import degrade
+from tools.qat import QuantSimulation, load_plain_state_dict, plain_state_dict
 from tools.train import (
     cosine_factor,
     flip_and_transpose,
@@ -211,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
             param.requires_grad_(False)
     else:
         groups.append({"params": known, "scale": 1.0})
+    # --qat rounds the trunk as tools/quantize.py does; the gate, the state's fusion and the reference path read
+    # the estimate and stay in float there, so they do here (QuantSimulation rounds only the body)
+    simulation = QuantSimulation(model, args.qat_residual_range) if args.qat else None
     optimizer = torch.optim.Adam(groups, lr=args.lr)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -218,10 +222,35 @@ def main(argv: list[str] | None = None) -> None:
     step, elapsed = 0, 0.0
     if checkpoint_path.exists():
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["model"])
+        load_plain_state_dict(model, saved["model"])
+        if simulation is not None:
+            if not saved.get("qat_ranges"):
+                raise SystemExit(f"{checkpoint_path} was not trained with --qat: use a new --out")
+            simulation.load_ranges(saved["qat_ranges"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.bit_generator.state = saved["rng"]
         step, elapsed = saved["step"], saved["elapsed"]
+
+    def next_chains() -> tuple[np.ndarray, np.ndarray]:
+        return sample_chains(
+            train_targets,
+            train_degraded,
+            length,
+            args.batch,
+            args.crop,
+            args.onfly_fraction,
+            rng,
+            weights,
+            own.still_fraction,
+        )
+
+    if simulation is not None and step == 0:
+        # ranges observed on each chain's first window (the state is then its reference frame, as in the
+        # quantiser's calibration)
+        first_windows = (
+            planar(next_chains()[1])[:, : config.window].flatten(1, 2) for _ in range(args.qat_calibration_batches)
+        )
+        simulation.calibrate(model, first_windows)
     log = (args.out / "log.jsonl").open("a")
     if step == 0:
         log.write(json.dumps({"step": 0, "val": validate_chains(model, val_sets, own.unroll)}) + "\n")
@@ -233,17 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = args.lr * group["scale"] * cosine_factor(step, args.steps)
-        clean, noisy = sample_chains(
-            train_targets,
-            train_degraded,
-            length,
-            args.batch,
-            args.crop,
-            args.onfly_fraction,
-            rng,
-            weights,
-            own.still_fraction,
-        )
+        clean, noisy = next_chains()
         loss = chain_loss(model, clean, noisy, own.unroll)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -254,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.val_every == 0 or step == stop:
             scores = validate_chains(model, val_sets, own.unroll)
             saved = {
-                "model": model.state_dict(),
+                "model": plain_state_dict(model),
+                "qat_ranges": simulation.ranges() if simulation is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "rng": rng.bit_generator.state,
                 "step": step,

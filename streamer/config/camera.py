@@ -130,7 +130,8 @@ class EngineConfig(StrictModel):
     model: str | None = Field(
         None,
         description="A shipped model's name ('lite', 'lite-causal' = lowest latency, 'lite-fast', 'lite-detail' = best "
-        "quality at 2.5x lite's compute, 'lite-detail-causal') or an ONNX file; "
+        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-recurrent' = noisy fixed cameras, CPU engine only) "
+        "or an ONNX file; "
         "default: 'lite'",
     )
     threads: int = Field(0, ge=0, le=256, description="CPU inference threads (0 = all cores)")

@@ -17,7 +17,7 @@ from streamer.http.guard import SHUTDOWN_TIMEOUT_S, ErrorReporter, HttpStats, li
 from streamer.http.inference_api import add_inference_routes
 from streamer.http.middleware import build_middlewares
 from streamer.http.openapi import add_openapi_routes
-from streamer.http.streams_api import StreamsApi
+from streamer.http.streams_api import StreamsApi, recurrent_state
 from streamer.jobs.service import JobService
 from streamer.metrics import HttpCollector, WebRtcCollector
 from streamer.registry import StreamRegistry
@@ -50,6 +50,7 @@ def stream_status(pipeline: CameraPipeline) -> dict[str, Any]:
             for stage, health in pipeline.stage_health().items()
         },
         "engine": pipeline.engine.describe() if pipeline.engine else None,
+        "recurrent_state": recurrent_state(pipeline),
         "source": {
             "connected": source.connected,
             "frames": source.frames,

@@ -50,6 +50,15 @@ class StreamStatus(BaseModel):
     reconnects: int = Field(description="Source reconnect attempts")
     last_error: str | None = Field(description="The newest error of the source or a stage")
     uptime_s: float = Field(description="Seconds since the camera was started")
+    recurrent_state: dict[str, int] | None = Field(
+        None, description="A recurrent model's windows by how its state went in: 'continued' from the previous "
+        "frame, 'restarted' from the window's own frame (a stream's start, a gap); None for other models")
+
+
+def recurrent_state(pipeline: CameraPipeline) -> dict[str, int] | None:
+    """A recurrent model's windows by how its state went in (None for a window model)."""
+    counts = pipeline.restorer.engine.recurrent_counts() if pipeline.restorer else None
+    return None if counts is None else {"continued": counts[0], "restarted": counts[1]}
 
 
 class StreamList(BaseModel):
@@ -146,6 +155,7 @@ class StreamsApi:
             frames_in=source.frames, frames_out=restore.frames_out if restore else 0,
             frames_restored=restore.restored if restore else 0, reconnects=source.reconnects,
             last_error=last_error or None, uptime_s=round(time.time() - pipeline.started_at, 1),
+            recurrent_state=recurrent_state(pipeline),
         )
 
     def _fps_in(self, pipeline: CameraPipeline) -> float:

@@ -192,6 +192,9 @@ class EngineClient(Engine):
         except concurrent.futures.CancelledError:
             raise EngineError("the inference was cancelled") from None
 
+    def recurrent_counts(self, stream: str | None = None) -> tuple[int, int] | None:
+        return self.shared.engine.recurrent_counts(self.client_id)
+
     def describe(self) -> str:
         return self.shared.engine.describe()
 

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engines import EngineError, create_engine, resolve_model
 from engines.torch_backend import MAX_BATCH, TorchEngine
-from tests.engines.test_engines import SHIPPED_MODELS, centre_frame_model
+from tests.engines.test_engines import GPU_MODELS, centre_frame_model
 from tests.media import add_noise, clean_frames
 from tools.gpu_scene import psnr
 
@@ -28,7 +28,7 @@ def torch_cpu(model: str | Path = "lite", **options: object) -> TorchEngine:
     return TorchEngine(resolve_model(str(model)), device="cpu", **options)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", SHIPPED_MODELS)
+@pytest.mark.parametrize("name", GPU_MODELS)
 def test_cpu_float_matches_onnx_runtime_on_camera_like_frames(name: str, scene: dict[str, list[np.ndarray]]) -> None:
     noisy, clean = scene["noisy"], scene["clean"]
     with create_engine("cpu", name, threads=1, int8=False) as reference, torch_cpu(name) as engine:
@@ -180,7 +180,7 @@ def test_cuda_kind_is_registered_and_refuses_clearly_without_a_gpu() -> None:
 
 # -- on a GPU ----------------------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", SHIPPED_MODELS)
+@pytest.mark.parametrize("name", GPU_MODELS)
 def test_cuda_fp16_matches_onnx_runtime_within_45_db(name: str) -> None:
     from tools.gpu_scene import SceneFrames
 

@@ -71,3 +71,29 @@ def test_still_scene_holds_the_first_frame_outside_one_moving_rectangle() -> Non
             box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
             assert np.array_equal(still[:, box[0], box[1]], moving[:, box[0], box[1]])
             assert changing.mean() < 0.5
+
+
+def test_qat_recurrent_run_saves_plain_weights_and_ranges_the_quantiser_uses(tmp_path: Path) -> None:
+    from tools import export_onnx, quantize
+
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(20, 48, 64, seed=2))
+    common = [
+        "--clips", str(clip), "--cache", str(tmp_path / "cache.npz"), "--out", str(tmp_path / "run"),
+        "--preset", "tiny", "--cache-sequences", "8", "--sequence-length", "7", "--sequence-size", "32",
+        "--crop", "32", "--batch", "2", "--val-sequences", "2", "--val-every", "2", "--clip-size", "64x48",
+        "--unroll", "3", "--qat", "--qat-residual-range", "0.4", "--qat-calibration-batches", "2",
+    ]  # fmt: skip
+    train_recurrent.main([*common, "--steps", "2"])
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    body_convs = sum(1 for key in first["model"] if key.startswith("body.") and key.endswith(".weight"))
+    # every body conv's input after the first, and the residual fixed at [-0.4, 0.4]
+    assert len(first["qat_ranges"]) == body_convs and first["qat_ranges"][-1] == {"low": -0.4, "high": 0.4}
+    assert not any("parametrizations" in key for key in first["model"])
+    assert all(entry["high"] > entry["low"] for entry in first["qat_ranges"])
+    train_recurrent.main([*common, "--steps", "4"])  # resumes with the saved ranges
+    second = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert second["step"] == 4 and second["qat_ranges"] == first["qat_ranges"]
+    export_onnx.main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "rec.onnx")])
+    quantize.main(["--model", str(tmp_path / "rec.onnx"), "--clips", str(clip), "--windows", "2", "--size", "64x48",
+                   "--threads", "1", "--ranges-from", str(tmp_path / "run" / "last.pt"), "--residual-range", "0.4"])
+    assert (tmp_path / "rec.int8.onnx").exists()
