@@ -52,7 +52,8 @@ def tiled(config: CameraConfig, engine: Engine) -> Engine:
     return maybe_tiled(engine, settings.tile_size, settings.tile_overlap, above_pixels=settings.tile_above_pixels)
 
 
-FAST_MODELS = {"lite-detail": "lite", "lite-detail-causal": "lite-causal"}  # the ladder's default 'fast' level
+# the ladder's default 'fast' level: the cheaper model with the same window
+FAST_MODELS = {"lite-detail": "lite", "lite-detail-causal": "lite-causal", "lite-recurrent": "lite"}
 
 
 def make_levels(config: CameraConfig, full: Engine,

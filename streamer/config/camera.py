@@ -94,8 +94,8 @@ class LadderConfig(StrictModel):
     enabled: bool = Field(True, description="Degrade restoration (cheaper levels) rather than skip frames when "
                           "compute falls short; off = one level, frames skipped when the engine is busy")
     fast_model: str | None = Field(
-        None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail', 'lite-causal' under "
-        "'lite-detail-causal', none (no fast level) otherwise",
+        None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail' and 'lite-recurrent', "
+        "'lite-causal' under 'lite-detail-causal', none (no fast level) otherwise",
     )
     half: bool = Field(True, description="The 'half' level: the cheapest model at half resolution, upsampled")
     quarter: bool = Field(

@@ -45,3 +45,16 @@ def test_the_cpu_level_is_left_out_on_the_cpu_and_when_switched_off() -> None:
             engine.deactivate()
     finally:
         full.deactivate()
+
+
+def test_lite_recurrent_steps_down_to_lite_before_the_half_resolution_level() -> None:
+    entry = {"name": "yard", "source": {"type": "demo"}, "engine": {"type": "cpu", "model": "lite-recurrent"}}
+    config = build_config({"cameras": [entry]}, environ={}).cameras[0]
+    full = activate_engine("cpu", "lite-recurrent")
+    levels, extra = make_levels(config, full)
+    try:
+        assert [level.name for level in levels] == ["full", "fast", "half", "temporal"]
+        assert [engine.info.name for engine in extra] == ["lite"] and not extra[0].info.recurrent
+    finally:
+        for engine in (*extra, full):
+            engine.deactivate()
