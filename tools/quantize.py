@@ -71,8 +71,9 @@ def feeds(window: np.ndarray, info: ModelInfo) -> dict[str, np.ndarray]:
 
 def float_tail_nodes(model_path: Path, output_conv: bool = False) -> list[str]:
     """Nodes kept in float: the residual tail (additions, depth-to-space, clamp) and the reference path (the
-    convolution reading the reference frame straight from the input), whose error would reach the output
-    undamped; with ``output_conv`` also the body's last convolution (the one feeding the residual addition).
+    convolution reading the reference frame straight from the input, or a recurrent model's gated estimate),
+    whose error would reach the output undamped; a recurrent model's gate (its blend decides what the state
+    keeps); with ``output_conv`` also the body's last convolution (the one feeding the residual addition).
     The rest of the body, the bulk of the work, runs in int8."""
     import onnx
 
