@@ -58,7 +58,7 @@ PRESETS: dict[str, ArchConfig] = {
 
 def preset(name: str, causal: bool = False, window: int = 5, recurrent: bool = False) -> ArchConfig:
     """Return a named configuration; ``causal`` restores the newest frame instead of the centre one;
-    ``recurrent`` adds the previous output frame as an input."""
+    ``recurrent`` adds a running estimate of the reference frame carried from call to call (``state``)."""
     reference = window - 1 if causal else window // 2
     return replace(PRESETS[name], window=window, reference_index=reference, recurrent=int(recurrent))
 

@@ -80,20 +80,18 @@ class OnnxCpuEngine(Engine):
             tensor = np.concatenate([tensor, *(np.empty_like(tensor) for _ in windows[1:])])
             for index in range(1, len(windows)):
                 tensor[index] = packers[index].pack(windows[index])[0]
-        feeds = {INPUT_NAME: tensor}
-        reference = self.info.reference_index
         if self.info.recurrent:
+            reference = self.info.reference_index
             states = [
                 packer.recurrent.feed(window, reference, tensor[index : index + 1])
                 for index, (packer, window) in enumerate(zip(packers, windows, strict=True))
             ]
-            feeds[STATE_NAME] = states[0] if len(states) == 1 else np.concatenate(states)
-        if self.info.recurrent:
+            feeds = {INPUT_NAME: tensor, STATE_NAME: states[0] if len(states) == 1 else np.concatenate(states)}
             output, next_states = self._session.run([OUTPUT_NAME, NEXT_STATE_NAME], feeds)
             for index, (packer, window) in enumerate(zip(packers, windows, strict=True)):
                 packer.recurrent.keep(window, reference, next_states[index : index + 1])
         else:
-            (output,) = self._session.run([OUTPUT_NAME], feeds)
+            (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: tensor})
         scale = self.info.scale
         return [unpack_output(output[index : index + 1], height * scale, width * scale) for index in range(len(windows))]
 

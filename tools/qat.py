@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -198,3 +199,30 @@ def load_plain_state_dict(model: nn.Module, plain: dict[str, torch.Tensor]) -> N
             for key, value in plain.items()
         }
     )
+
+
+def checkpoint_weights(model: nn.Module, simulation: QuantSimulation | None) -> dict[str, Any]:
+    """A training checkpoint's weights: the plain float weights, and the activation ranges when QAT rounds."""
+    return {"model": plain_state_dict(model), "qat_ranges": simulation.ranges() if simulation is not None else None}
+
+
+def load_checkpoint_weights(
+    model: nn.Module, simulation: QuantSimulation | None, saved: dict[str, Any], path: Path
+) -> None:
+    """Resume ``checkpoint_weights`` read from ``path``: a QAT run needs a QAT checkpoint with matching ranges."""
+    load_plain_state_dict(model, saved["model"])
+    if simulation is None:
+        return
+    if not saved.get("qat_ranges"):
+        raise SystemExit(f"{path} was not trained with --qat: use a new --out")
+    try:
+        simulation.load_ranges(saved["qat_ranges"])
+    except ValueError as error:
+        raise SystemExit(f"{path}: --qat-residual-range: {error}") from None
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` through a temporary file, so a run killed mid-write keeps its last checkpoint."""
+    partial = path.with_name(path.name + ".tmp")
+    torch.save(state, partial)
+    partial.replace(path)

@@ -32,7 +32,13 @@ from engines.arch import (
     widen_state,
 )
 from tools import degrade
-from tools.qat import QuantSimulation, load_plain_state_dict, plain_state_dict, residual_range_argument
+from tools.qat import (
+    QuantSimulation,
+    checkpoint_weights,
+    load_checkpoint_weights,
+    residual_range_argument,
+    save_checkpoint,
+)
 
 CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
 
@@ -492,14 +498,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint_path = args.out / "last.pt"
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=args.device, weights_only=False)
-        load_plain_state_dict(model, state["model"])
-        if simulation is not None:
-            if not state.get("qat_ranges"):
-                raise SystemExit(f"{checkpoint_path} was not trained with --qat: use a new --out")
-            try:
-                simulation.load_ranges(state["qat_ranges"])
-            except ValueError as error:
-                raise SystemExit(f"{checkpoint_path}: --qat-residual-range: {error}") from None
+        load_checkpoint_weights(model, simulation, state, checkpoint_path)
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -533,8 +532,7 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.val_every == 0 or step == stop:
             scores = validate(model, val_sets, args.device)
             state = {
-                "model": plain_state_dict(model),
-                "qat_ranges": simulation.ranges() if simulation is not None else None,
+                **checkpoint_weights(model, simulation),
                 "optimizer": optimizer.state_dict(),
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
@@ -550,8 +548,7 @@ def main(argv: list[str] | None = None) -> None:
                 best = scores["sigma25"] + scores["mixed"]
                 state["best"] = best
                 torch.save(state, args.out / "best.pt")
-            torch.save(state, args.out / "last.pt.tmp")
-            (args.out / "last.pt.tmp").replace(checkpoint_path)
+            save_checkpoint(state, checkpoint_path)
             log.write(
                 json.dumps({"step": step, "loss": loss.item(), "elapsed": elapsed, "val": scores}) + "\n"
             )

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from engines.arch import ArchConfig, WindowRestorer, build_model, preset
 from tools import degrade
-from tools.qat import QuantSimulation, load_plain_state_dict, plain_state_dict
+from tools.qat import QuantSimulation, checkpoint_weights, load_checkpoint_weights, save_checkpoint
 from tools.train import (
     cosine_factor,
     flip_and_transpose,
@@ -223,11 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     step, elapsed = 0, 0.0
     if checkpoint_path.exists():
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        load_plain_state_dict(model, saved["model"])
-        if simulation is not None:
-            if not saved.get("qat_ranges"):
-                raise SystemExit(f"{checkpoint_path} was not trained with --qat: use a new --out")
-            simulation.load_ranges(saved["qat_ranges"])
+        load_checkpoint_weights(model, simulation, saved, checkpoint_path)
         optimizer.load_state_dict(saved["optimizer"])
         rng.bit_generator.state = saved["rng"]
         step, elapsed = saved["step"], saved["elapsed"]
@@ -274,8 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.val_every == 0 or step == stop:
             scores = validate_chains(model, val_sets, own.unroll)
             saved = {
-                "model": plain_state_dict(model),
-                "qat_ranges": simulation.ranges() if simulation is not None else None,
+                **checkpoint_weights(model, simulation),
                 "optimizer": optimizer.state_dict(),
                 "rng": rng.bit_generator.state,
                 "step": step,
@@ -284,8 +279,7 @@ def main(argv: list[str] | None = None) -> None:
                 "args": {**{k: str(v) for k, v in vars(args).items()}, **vars(own)},
                 "val": scores,
             }
-            torch.save(saved, args.out / "last.pt.tmp")
-            (args.out / "last.pt.tmp").replace(checkpoint_path)
+            save_checkpoint(saved, checkpoint_path)
             log.write(json.dumps({"step": step, "loss": loss.item(), "elapsed": elapsed, "val": scores}) + "\n")
             log.flush()
         progress.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.2f}" for k, v in scores.items()})
