@@ -30,7 +30,7 @@ import numpy as np
 
 from tools import degrade
 from tools.eval_report import MethodResult, markdown_table, write_results
-from tools.train import list_clips
+from tools.training_cache import list_clips
 from tools.yardsticks import FFDNET, SIGMA_GRID, OnnxYardstick, bm3d_restore, cpu_session
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared/media"

@@ -22,7 +22,7 @@ import numpy as np
 from engines import create_engine
 from tools import degrade
 from tools.eval import DEGRADATIONS, MEDIA, degradation_seed, degrade_clip, psnr
-from tools.train import list_clips
+from tools.training_cache import list_clips
 from tools.watch_demo import write_png
 
 

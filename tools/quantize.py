@@ -25,7 +25,7 @@ from engines.processing import pack_window, reference_planes
 from tools import degrade, export_onnx
 from tools.eval import psnr
 from tools.qat import residual_range_argument
-from tools.train import list_clips
+from tools.training_cache import list_clips
 
 # the residual tail, and a recurrent model's gated blend with its state (Sigmoid, Sub, Mul)
 FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice", "Concat", "Sigmoid", "Sub", "Mul")

@@ -30,11 +30,11 @@ from tools.qat import QuantSimulation, checkpoint_weights, load_checkpoint_weigh
 from tools.train import (
     cosine_factor,
     flip_and_transpose,
-    load_caches,
     parse_args,
     synthesise_noise,
     to_tensor,
 )
+from tools.training_cache import load_caches
 
 
 def still_scene(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:

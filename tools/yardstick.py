@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from tools import degrade
-from tools.train import list_clips
+from tools.training_cache import list_clips
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared/media"
 STILL_SETS = ("kodak24", "cbsd68", "mcmaster", "set14", "sun_hays80", "urban100_subset")

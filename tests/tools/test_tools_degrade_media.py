@@ -10,7 +10,7 @@ from synthetic_media import moving_frames, write_clip, write_sequence
 
 from tools import degrade
 from tools.eval import DEGRADATIONS, degradation_seed, degrade_clip, psnr
-from tools.train import list_clips
+from tools.training_cache import list_clips
 
 
 def test_an_image_sequence_folder_reads_as_one_clip(tmp_path: Path) -> None:

@@ -118,13 +118,6 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
         train.main([*common, "--qat", "--steps", "6"])
 
 
-def test_cache_weights_give_each_cache_its_share() -> None:
-    weights = train.sequence_weights([6, 2], [1.0, 3.0])
-    assert weights is not None and weights.shape == (8,)
-    assert np.isclose(weights[:6].sum(), 0.25) and np.isclose(weights[6:].sum(), 0.75)
-    assert train.sequence_weights([6, 2], None) is None
-
-
 def test_degradations_keep_shapes_and_change_content() -> None:
     rng = np.random.default_rng(0)
     clean = moving_frames(6, 32, 48, seed=3)
@@ -138,29 +131,3 @@ def test_degradations_keep_shapes_and_change_content() -> None:
     video = degrade.pseudo_video(textured_image(80, 80, seed=4), 5, 32, rng)
     assert video.shape == (5, 32, 32, 3)
     assert degrade.darken(clean, 0.5).mean() < clean.mean() * 0.6
-
-
-@pytest.mark.parametrize("name", sorted(train.CACHE_PROFILES))
-def test_cache_profiles_draw_crf_and_noise_within_their_ranges(
-    name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    profile = train.CACHE_PROFILES[name]
-    assert np.isclose(sum(profile.shares.values()), 1.0)
-    encoded: list[int] = []
-
-    def record_crf(
-        frames: np.ndarray, crf: int, preset: str = "medium", bframes: int | None = None
-    ) -> np.ndarray:
-        encoded.append(crf)
-        return frames
-
-    monkeypatch.setattr(degrade, "x264_roundtrip", record_crf)
-    rng = np.random.default_rng(1)
-    clean = moving_frames(2, 16, 16, seed=5)
-    for _ in range(1000):
-        train.degrade_for_cache(clean, rng, name)
-    low = min(profile.codec_crf[0], profile.noise_codec_crf[0])
-    high = max(profile.codec_crf[1], profile.noise_codec_crf[1])
-    assert encoded and low <= min(encoded) and max(encoded) <= high
-    # codec-only samples reach the top of the profile's range (the inclusive upper bound is drawn)
-    assert max(encoded) == high
