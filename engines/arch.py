@@ -301,7 +301,8 @@ def widen_state(
     Every hidden layer's new units copy a randomly chosen existing unit (same incoming weights and bias, so the
     same ReLU output); the next layer splits that unit's outgoing weight among its copies with random shares
     that sum to one. A tiny jitter on the copies' incoming weights lets Adam pull them apart (it would otherwise
-    move proportional copies in lockstep); the function changes by far less than one 8-bit level.
+    move proportional copies in lockstep); the function changes by far less than one 8-bit level. A recurrent
+    model's ``state_fusion`` feeds the first hidden layer too, so its rows are copied with that layer's units.
     """
     generator = torch.Generator().manual_seed(seed)
     grown = dict(state)
@@ -319,6 +320,9 @@ def widen_state(
         copies = copied + jitter * spread * torch.randn(copied.shape, generator=generator)
         grown[f"{key}.weight"] = torch.cat([weight, copies])
         grown[f"{key}.bias"] = torch.cat([bias, bias[extra]])
+        if layer == 0 and "state_fusion.weight" in grown:
+            fusion = grown["state_fusion.weight"]
+            grown["state_fusion.weight"] = torch.cat([fusion, fusion[extra]])
         mappings.append(mapping)
     for layer, mapping in enumerate(mappings):
         key = f"body.{2 * (layer + 1)}.weight"

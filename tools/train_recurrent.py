@@ -17,6 +17,7 @@ model (its state weights start at zero, so step 0 computes what it did); ``--qat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.arch import ArchConfig, WindowRestorer, build_model, preset
+from engines.arch import ArchConfig, WindowRestorer, build_model, deepen_state, preset, widen_state
 from tools import degrade
 from tools.qat import QuantSimulation, checkpoint_weights, load_checkpoint_weights, save_checkpoint
 from tools.train import (
@@ -161,11 +162,16 @@ def validation_sets(
     }
 
 
-def grow_checkpoint(model: WindowRestorer, path: str) -> None:
+def grow_checkpoint(model: WindowRestorer, path: str, seed: int = 0) -> None:
     """Load a window model's (or a recurrent model's) weights: the recurrent parts the checkpoint lacks keep their
     initialisation (which leaves the window model's output as it was); weights the model has no place for are
-    named and dropped."""
-    initial = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    named and dropped. A narrower or shallower checkpoint is grown to the model's width (Net2Wider) and depth
+    (Net2Deeper) first, so training starts from its output."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    initial = saved["model"]
+    old_depth = int(saved["config"]["depth"]) if "config" in saved else model.config.depth
+    initial = widen_state(initial, old_depth, model.config.width, seed=seed)
+    initial = deepen_state(initial, old_depth, model.config.depth)
     state = model.state_dict()
     missing = [key for key in state if key not in initial]
     if any(not key.startswith(("state_", "gate.")) for key in missing):
@@ -196,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config: ArchConfig = preset(args.preset, causal=args.causal, window=args.window, recurrent=True)
+    if args.depth is not None:
+        config = dataclasses.replace(config, depth=args.depth)
+    if args.width is not None:
+        config = dataclasses.replace(config, width=args.width)
     length = own.unroll + config.window - 1
     train_targets, train_degraded, val_targets, val_degraded, weights = load_caches(args)
     if train_targets.shape[1] < length:
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     val_sets = validation_sets(val_targets, val_degraded, length, args.seed)
     model = build_model(config)
     if args.init is not None:
-        grow_checkpoint(model, str(args.init))
+        grow_checkpoint(model, str(args.init), seed=args.seed)
     # the recurrent parts start from nothing beside a trained trunk: they learn at --state-lr-scale x the rate
     fresh = [param for name, param in model.named_parameters() if name.startswith(("state_", "gate."))]
     known = [param for name, param in model.named_parameters() if not name.startswith(("state_", "gate."))]

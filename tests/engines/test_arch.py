@@ -151,3 +151,17 @@ def test_a_recurrent_model_grown_from_a_window_model_starts_where_it_was_and_lea
         assert torch.equal(recurrent(frames), recurrent(frames, reference))
     extra = count_macs(recurrent, 32, 48) - count_macs(window_model, 32, 48)
     assert extra == (48 * 8 + 9 * 16 * 16 + 16 * 16 * 9) * 8 * 12
+
+
+def test_widen_state_keeps_a_recurrent_model_s_function_with_its_state() -> None:
+    config = preset("tiny", recurrent=True)
+    narrow = trained_looking_model(config)
+    wide_config = dataclasses.replace(config, width=config.width + 5)
+    wide = build_model(wide_config).eval()
+    wide.load_state_dict(widen_state(narrow.state_dict(), config.depth, wide_config.width, seed=2))
+    frames, state = torch.rand(2, 15, 32, 48), torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        (narrow_out, narrow_next), (wide_out, wide_next) = narrow.step(frames, state), wide.step(frames, state)
+    assert (narrow_out - wide_out).abs().max() < 0.5 / 255
+    assert torch.equal(narrow_next, wide_next)
+    assert wide.state_fusion is not None and wide.state_fusion.weight.shape[0] == wide_config.width

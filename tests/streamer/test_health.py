@@ -7,23 +7,19 @@ error at start (or, among several, marked failed while the others run).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
 from streamer.app import StreamerApp
-from streamer.config import EncoderConfig, build_config
+from streamer.config import EncoderConfig
 from streamer.encoder import H264Encoder
 from streamer.graph.frames import AccessUnit, Frame
-from tests.conftest import HEIGHT, WIDTH
-from tests.peers.processes import FrameCapture, GstCamera, free_port, start_viewer
+from tests.peers.processes import GstCamera, free_port
+from tests.streamer.app_harness import DEMO, app_config, get, http_port, rtsp_viewer, running_app, wait_until
 from tests.streamer.test_cli import streamer
 
 
@@ -41,52 +37,14 @@ class EncoderThatDies(H264Encoder):
         return super().encode(frame)
 
 
-def http_get(port: int, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            body = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as error:
-        body, status = error.read().decode(), error.code
-    return status, json.loads(body) if body.startswith("{") else body
-
-
-async def get(port: int, path: str) -> tuple[int, Any]:
-    return await asyncio.to_thread(http_get, port, path)
-
-
-async def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-def app_config(cameras: list[dict[str, Any]]) -> Any:
-    return build_config({
-        "cameras": cameras,
-        "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0}},
-    }, environ={})
-
-
-DEMO = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": 25}
-
-
 async def test_encoder_that_dies_is_restarted_and_viewers_keep_playing() -> None:
     config = app_config([{"name": "cam", "source": DEMO, "engine": {"type": "passthrough"}, "stall_timeout_s": 1.0}])
     app = StreamerApp(config)
     pipeline = app.pipelines[0]
     encoder = EncoderThatDies(config.cameras[0].encoder)
     pipeline.encoder = pipeline.encode_stage.encoder = encoder
-    task = asyncio.create_task(app.run())
-    viewer: FrameCapture | None = None
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
-        assert app.http is not None and app.rtsp is not None
-        port = app.http.port
-        viewer = start_viewer("ffmpeg", app.rtsp_url("cam"), WIDTH, HEIGHT, "tcp")
-        assert await asyncio.to_thread(viewer.first_frame.wait, 30), "the viewer decoded no frame"
+    async with running_app(app), rtsp_viewer(app, "cam") as viewer:
+        port = http_port(app)
 
         async def ready() -> bool:
             return (await get(port, "/readyz"))[0] == 200
@@ -128,11 +86,6 @@ async def test_encoder_that_dies_is_restarted_and_viewers_keep_playing() -> None
         before = len(viewer.arrivals)
         await wait_until(lambda: viewer_got(25), 10, "frames at the viewer after recovery")
         assert viewer.process.poll() is None
-    finally:
-        if viewer is not None:
-            viewer.stop()
-        app.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def _true(value: bool) -> bool:
@@ -148,14 +101,8 @@ async def test_failed_and_unreachable_cameras_are_reported_and_the_others_run(tm
                                     "open_timeout_s": 1}, "engine": {"type": "passthrough"}},
     ])
     app = StreamerApp(config)
-    task = asyncio.create_task(app.run())
-    viewer: FrameCapture | None = None
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
-        assert app.http is not None
-        port = app.http.port
-        viewer = start_viewer("ffmpeg", app.rtsp_url("good"), WIDTH, HEIGHT, "tcp")
-        assert await asyncio.to_thread(viewer.first_frame.wait, 30), "the working camera is not served"
+    async with running_app(app), rtsp_viewer(app, "good"):
+        port = http_port(app)
 
         async def down_has_tried() -> bool:
             body = (await get(port, "/readyz"))[1]
@@ -172,40 +119,31 @@ async def test_failed_and_unreachable_cameras_are_reported_and_the_others_run(tm
         streams = {stream["name"]: stream for stream in (await get(port, "/api/streams"))[1]["streams"]}
         assert streams["good"]["ready"] and not streams["missing"]["ready"] and not streams["down"]["ready"]
         assert (await get(port, "/healthz"))[0] == 200
-    finally:
-        if viewer is not None:
-            viewer.stop()
-        app.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def test_a_stalled_camera_makes_the_stream_not_ready_until_it_resumes(camera: GstCamera) -> None:
     config = app_config([{"name": "cam", "source": {"type": "rtsp", "url": camera.url}, "engine": {"type": "passthrough"},
                           "stall_timeout_s": 1.5}])
     app = StreamerApp(config)
-    task = asyncio.create_task(app.run())
     assert camera.process is not None
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
-        assert app.http is not None
-        port = app.http.port
+    async with running_app(app):
+        try:
+            port = http_port(app)
 
-        async def readyz_is(status: int) -> bool:
-            return (await get(port, "/readyz"))[0] == status
+            async def readyz_is(status: int) -> bool:
+                return (await get(port, "/readyz"))[0] == status
 
-        await wait_until(lambda: readyz_is(200), 20, "the camera's first frames")
-        os.kill(camera.process.pid, signal.SIGSTOP)  # the TCP connection stays open, no packet comes
-        stalled_at = time.monotonic()
-        await wait_until(lambda: readyz_is(503), 10, "/readyz 503 for the stalled camera")
-        assert time.monotonic() - stalled_at < 1.5 + 2.0
-        reason = (await get(port, "/readyz"))[1]["cameras"]["cam"]["reason"]
-        assert reason.startswith("stalled: no output frame for"), reason
-        os.kill(camera.process.pid, signal.SIGCONT)
-        await wait_until(lambda: readyz_is(200), 20, "/readyz 200 after the camera resumed")
-    finally:
-        os.kill(camera.process.pid, signal.SIGCONT)
-        app.stop()
-        await asyncio.wait_for(task, 15)
+            await wait_until(lambda: readyz_is(200), 20, "the camera's first frames")
+            os.kill(camera.process.pid, signal.SIGSTOP)  # the TCP connection stays open, no packet comes
+            stalled_at = time.monotonic()
+            await wait_until(lambda: readyz_is(503), 10, "/readyz 503 for the stalled camera")
+            assert time.monotonic() - stalled_at < 1.5 + 2.0
+            reason = (await get(port, "/readyz"))[1]["cameras"]["cam"]["reason"]
+            assert reason.startswith("stalled: no output frame for"), reason
+            os.kill(camera.process.pid, signal.SIGCONT)
+            await wait_until(lambda: readyz_is(200), 20, "/readyz 200 after the camera resumed")
+        finally:
+            os.kill(camera.process.pid, signal.SIGCONT)
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,10 @@ to window, so its state goes on from frame to frame; /api and /metrics say how o
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from streamer.app import StreamerApp
-from tests.streamer.test_health import DEMO, app_config, get, wait_until
+from tests.streamer.app_harness import DEMO, app_config, get, http_port, running_app, wait_until
 
 CAMERA = "cam"
 
@@ -17,12 +15,8 @@ CAMERA = "cam"
 async def test_lite_recurrent_carries_its_state_through_the_live_pipeline(shared: bool) -> None:
     config = app_config([{"name": CAMERA, "source": DEMO, "engine": {"type": "cpu", "model": "lite-recurrent"}}])
     config.server.inference.shared = shared
-    app = StreamerApp(config)
-    task = asyncio.create_task(app.run())
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
-        assert app.http is not None
-        port = app.http.port
+    async with running_app(StreamerApp(config)) as app:
+        port = http_port(app)
 
         async def restored_enough() -> bool:
             stream = (await get(port, "/api/streams"))[1]["streams"][0]
@@ -40,6 +34,3 @@ async def test_lite_recurrent_carries_its_state_through_the_live_pipeline(shared
         assert status == 200
         assert f'streamer_recurrent_state_windows_total{{camera="{CAMERA}",outcome="continued"}}' in exposition
         assert f'streamer_recurrent_state_windows_total{{camera="{CAMERA}",outcome="restarted"}}' in exposition
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 15)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from synthetic_media import moving_frames, write_clip
 
-from engines.arch import build_model, preset
+from engines.arch import ArchConfig, build_model, preset
 from tools import train_recurrent
 
 
@@ -97,3 +97,30 @@ def test_qat_recurrent_run_saves_plain_weights_and_ranges_the_quantiser_uses(tmp
     quantize.main(["--model", str(tmp_path / "rec.onnx"), "--clips", str(clip), "--windows", "2", "--size", "64x48",
                    "--threads", "1", "--ranges-from", str(tmp_path / "run" / "last.pt"), "--residual-range", "0.4"])
     assert (tmp_path / "rec.int8.onnx").exists()
+
+
+def test_recurrent_run_grows_a_recurrent_checkpoint_wider_and_deeper(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(20, 48, 64, seed=3))
+    torch.manual_seed(0)
+    narrow = build_model(preset("tiny", recurrent=True))
+    with torch.no_grad():
+        for parameter in narrow.parameters():
+            parameter.normal_(0, 0.05)
+    torch.save({"config": narrow.config.to_dict(), "model": narrow.state_dict()}, tmp_path / "narrow.pt")
+    train_recurrent.main([
+        "--clips", str(clip), "--cache", str(tmp_path / "cache.npz"), "--out", str(tmp_path / "run"),
+        "--preset", "tiny", "--cache-sequences", "8", "--sequence-length", "7", "--sequence-size", "32",
+        "--crop", "32", "--batch", "2", "--val-sequences", "2", "--val-every", "1", "--clip-size", "64x48",
+        "--unroll", "3", "--init", str(tmp_path / "narrow.pt"), "--width", "12", "--depth", "2", "--steps", "1",
+        "--lr", "1e-9",
+    ])  # fmt: skip
+    grown = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert (grown["config"]["width"], grown["config"]["depth"]) == (12, 2)
+    assert grown["model"]["state_fusion.weight"].shape[0] == 12
+    # the grown model (one step at a negligible rate) computes what the narrow one did, state included
+    wide = build_model(ArchConfig.from_dict(grown["config"])).eval()
+    wide.load_state_dict(grown["model"])
+    frames, state = torch.rand(1, 15, 32, 32), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        difference = (wide.step(frames, state)[0] - narrow.eval().step(frames, state)[0]).abs().max()
+    assert float(difference) < 0.5 / 255

@@ -20,6 +20,7 @@ from streamer.app import StreamerApp
 from streamer.config import build_config
 from tests.conftest import FPS, HEIGHT, WIDTH
 from tests.peers.processes import start_viewer
+from tests.streamer.app_harness import running_app
 from tools.whep_client import WhepPlayer
 
 DEMO = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": FPS}
@@ -34,15 +35,8 @@ def camera(name: str) -> dict[str, Any]:
 async def running(cameras: list[dict[str, Any]], writeback: Path | None = None, **http: Any) -> AsyncIterator[StreamerApp]:
     data = {"cameras": cameras, "server": {"rtsp": {"host": "127.0.0.1", "port": 0},
                                            "http": {"host": "127.0.0.1", "port": 0, **http}}}
-    app = StreamerApp(build_config(data, environ={}), cameras, writeback)
-    task = asyncio.create_task(app.run())
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
+    async with running_app(StreamerApp(build_config(data, environ={}), cameras, writeback), stop_must_finish=False) as app:
         yield app
-    finally:
-        app.stop()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(task, 15)
 
 
 async def call(app: StreamerApp, method: str, path: str, body: Any = None, token: str | None = None,

@@ -4,7 +4,6 @@ last camera; and a running app whose cameras share it (API and metrics)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -13,9 +12,9 @@ import pytest
 
 from engines import EngineError, create_engine
 from streamer.app import ListenError, StreamerApp
-from streamer.config import EngineConfig, InferenceConfig, build_config
+from streamer.config import EngineConfig, InferenceConfig
 from streamer.inference import EngineClient, InferenceService
-from tests.streamer.test_health import get, wait_until
+from tests.streamer.app_harness import app_config, get, http_port, running_app, wait_until
 
 SETTINGS = EngineConfig(type="cpu", model="lite")
 
@@ -113,12 +112,9 @@ def test_without_sharing_each_camera_has_an_engine_of_its_own() -> None:
         service.close()
 
 
-def app_config(cameras: list[dict[str, Any]], **inference: Any) -> Any:
-    return build_config({
-        "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0},
-                   "webrtc": {"enabled": False}, "inference": {"threads": 1, **inference}},
-        "cameras": cameras,
-    }, environ={})
+def service_app_config(cameras: list[dict[str, Any]], **inference: Any) -> Any:
+    """One inference thread, no WebRTC: the app-level tests here need only RTSP, HTTP and the shared engine."""
+    return app_config(cameras, webrtc={"enabled": False}, inference={"threads": 1, **inference})
 
 
 DEMO = {"type": "demo", "width": 128, "height": 96, "fps": 10}
@@ -127,12 +123,9 @@ DEMO = {"type": "demo", "width": 128, "height": 96, "fps": 10}
 @pytest.mark.slow
 async def test_an_apps_cameras_share_one_engine_visible_in_the_api_and_metrics() -> None:
     cameras = [{"name": name, "source": DEMO, "engine": {"type": "cpu", "model": "lite"}} for name in ("one", "two")]
-    app = StreamerApp(app_config(cameras))
-    task = asyncio.create_task(app.run())
-    try:
-        await asyncio.wait_for(app.ready.wait(), 60)
-        assert app.http is not None
-        port = app.http.port
+    app = StreamerApp(service_app_config(cameras))
+    async with running_app(app, ready_timeout=60):
+        port = http_port(app)
 
         async def both_restored() -> bool:
             body = (await get(port, "/api/v1/inference"))[1]
@@ -149,26 +142,20 @@ async def test_an_apps_cameras_share_one_engine_visible_in_the_api_and_metrics()
         await app.manager.remove("two")
         body = (await get(port, "/api/v1/inference"))[1]
         assert [engine["cameras"] for engine in body["engines"]] == [["one"]]
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 15)
     assert app.inference.engines() == []
 
 
 async def test_an_app_that_cannot_start_closes_its_inference_service() -> None:
     good = {"name": "good", "source": DEMO, "engine": {"type": "cpu", "model": "lite"}}
-    app = StreamerApp(app_config([good], threads=1))
-    blocker = StreamerApp(app_config([{**good, "name": "other"}], threads=1))
-    task = asyncio.create_task(blocker.run())
-    try:
-        await asyncio.wait_for(blocker.ready.wait(), 60)
+    app = StreamerApp(service_app_config([good], threads=1))
+    blocker = StreamerApp(service_app_config([{**good, "name": "other"}], threads=1))
+    async with running_app(blocker, ready_timeout=60):
         assert blocker.rtsp is not None
         app.config.server.rtsp.port = blocker.rtsp.port  # taken: the app fails after its engine was built
+        # the app's own error, not a time-out waiting for it to be ready
         with pytest.raises(ListenError, match="cannot listen"):
-            await app.run()
+            async with running_app(app):
+                pass
         assert app.inference.engines() == [] and app.inference.schedulers() == []
         with pytest.raises(EngineError, match="closed"):
             app.inference.acquire(SETTINGS, "late")
-    finally:
-        blocker.stop()
-        await asyncio.wait_for(task, 15)

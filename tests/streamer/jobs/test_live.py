@@ -9,6 +9,7 @@ from pathlib import Path
 from streamer.app import StreamerApp
 from streamer.config import build_config
 from streamer.restorer import RestoreStats
+from tests.streamer.app_harness import http_port, running_app
 from tests.streamer.jobs.conftest import client, until
 
 CAMERA = {"name": "cam", "source": {"type": "demo", "width": 320, "height": 176, "fps": 25},
@@ -24,10 +25,7 @@ async def test_a_job_leaves_the_live_camera_at_95_percent_restored(long_clip: Pa
     config = build_config({"cameras": [CAMERA], "server": {
         "rtsp": {"enabled": False}, "http": {"host": "127.0.0.1", "port": 0}, "jobs": {"engine": "cpu"}}}, environ={})
     app = StreamerApp(config)
-    task = asyncio.create_task(app.run())
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
-        assert app.http is not None
+    async with running_app(app, stop_timeout=30):
         restorer = app.pipelines[0].restorer
         assert restorer is not None
         stats = restorer.stats
@@ -38,7 +36,7 @@ async def test_a_job_leaves_the_live_camera_at_95_percent_restored(long_clip: Pa
         mark, started = (stats.frames_out, stats.restored), time.monotonic()
         await asyncio.sleep(3)
         alone, alone_frames = share(mark, stats)
-        async with client(app.http.port) as api:
+        async with client(http_port(app)) as api:
             status, job = await api.upload(long_clip)
             assert status == 201
             await api.wait(job["id"], ("running",))
@@ -56,6 +54,3 @@ async def test_a_job_leaves_the_live_camera_at_95_percent_restored(long_clip: Pa
         assert done["state"] == "done" and done["progress"]["frames_done"] == 150
         assert frames >= 20 * seconds, "the camera's output slowed down"
         assert during >= 0.95, f"the job left the camera at {during:.1%} restored (alone: {alone:.1%})"
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 30)

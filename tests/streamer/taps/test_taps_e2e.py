@@ -4,7 +4,6 @@ with their metadata, and the tap counters are in /metrics. Also ``streamer run -
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from streamer.config import DEFAULT_TAP_ENDPOINT
 from streamer.taps.client import TapClient, TapFrame
 from tests.media import psnr
 from tests.peers.processes import FrameCapture, start_viewer
-from tests.streamer.test_health import DEMO, app_config, get
+from tests.streamer.app_harness import DEMO, app_config, get, running_app
 
 
 async def test_restored_and_raw_taps_of_the_demo_camera(tmp_path: Path) -> None:
@@ -28,44 +27,40 @@ async def test_restored_and_raw_taps_of_the_demo_camera(tmp_path: Path) -> None:
     config = app_config([{"name": "cam", "source": DEMO, "engine": {"type": "passthrough"}, "taps": taps}])
     app = StreamerApp(config)
     client = TapClient(endpoint, receive_hwm=64)
-    task = asyncio.create_task(app.run())
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
-        frames: list[TapFrame] = []
+    async with running_app(app, stop_must_finish=False):
+        try:
+            frames: list[TapFrame] = []
 
-        async def collect(until: Any) -> None:
-            async for frame in client.aiter():
-                frames.append(frame)
-                if until():
-                    return
+            async def collect(until: Any) -> None:
+                async for frame in client.aiter():
+                    frames.append(frame)
+                    if until():
+                        return
 
-        await asyncio.wait_for(collect(lambda: len(frames) >= 4), 20)  # the pipeline is up and joined
-        started, first = time.monotonic(), len(frames)
-        await asyncio.wait_for(collect(lambda: time.monotonic() - started >= 3.0), 20)
-        window = frames[first:]
-        restored = [f for f in window if f.header.tap == "restored"]
-        raw = [f for f in window if f.header.tap == "raw"]
-        fps = 25.0
-        assert len(restored) == pytest.approx(3.0 * fps, rel=0.2), len(restored)
-        assert len(raw) == pytest.approx(3.0 * fps, rel=0.2), len(raw)
-        assert client.gaps == 0
-        header = restored[-1].header
-        assert (header.stream, header.pix_fmt, header.width) == ("cam", "rgb24", DEMO["width"])
-        assert restored[-1].image.shape == (DEMO["height"], DEMO["width"], 3)
-        assert raw[-1].header.pix_fmt == "jpeg" and raw[-1].image.shape[1] == 160
-        seconds = [f.header.seconds for f in restored]
-        assert all(later > earlier for earlier, later in itertools.pairwise(seconds))
-        assert abs(time.time() - header.wallclock) < 5
-        assert app.http is not None
-        metrics = (await get(app.http.port, "/metrics"))[1]
-        for tap in ("raw", "restored"):
-            assert f'streamer_tap_messages_total{{camera="cam",tap="{tap}"}}' in metrics
-            assert f'streamer_tap_dropped_total{{camera="cam",tap="{tap}"}}' in metrics
-    finally:
-        app.stop()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(task, 15)
-        client.close()
+            await asyncio.wait_for(collect(lambda: len(frames) >= 4), 20)  # the pipeline is up and joined
+            started, first = time.monotonic(), len(frames)
+            await asyncio.wait_for(collect(lambda: time.monotonic() - started >= 3.0), 20)
+            window = frames[first:]
+            restored = [f for f in window if f.header.tap == "restored"]
+            raw = [f for f in window if f.header.tap == "raw"]
+            fps = 25.0
+            assert len(restored) == pytest.approx(3.0 * fps, rel=0.2), len(restored)
+            assert len(raw) == pytest.approx(3.0 * fps, rel=0.2), len(raw)
+            assert client.gaps == 0
+            header = restored[-1].header
+            assert (header.stream, header.pix_fmt, header.width) == ("cam", "rgb24", DEMO["width"])
+            assert restored[-1].image.shape == (DEMO["height"], DEMO["width"], 3)
+            assert raw[-1].header.pix_fmt == "jpeg" and raw[-1].image.shape[1] == 160
+            seconds = [f.header.seconds for f in restored]
+            assert all(later > earlier for earlier, later in itertools.pairwise(seconds))
+            assert abs(time.time() - header.wallclock) < 5
+            assert app.http is not None
+            metrics = (await get(app.http.port, "/metrics"))[1]
+            for tap in ("raw", "restored"):
+                assert f'streamer_tap_messages_total{{camera="cam",tap="{tap}"}}' in metrics
+                assert f'streamer_tap_dropped_total{{camera="cam",tap="{tap}"}}' in metrics
+        finally:
+            client.close()
 
 
 def test_run_taps_flag_enables_the_default_taps_on_every_camera() -> None:
@@ -95,30 +90,26 @@ async def test_restored_tap_is_what_rtsp_viewers_decode(tmp_path: Path) -> None:
     camera = {"name": "cam", "source": DEMO, "engine": {"type": "cpu"}, "encoder": {"bitrate_kbps": 4000}, "taps": taps}
     app = StreamerApp(app_config([camera]))
     client = TapClient(endpoint, receive_hwm=256)
-    task = asyncio.create_task(app.run())
     viewer: FrameCapture | None = None
-    try:
-        await asyncio.wait_for(app.ready.wait(), 30)
-        viewer = start_viewer("ffmpeg", app.rtsp_url("cam"), DEMO["width"], DEMO["height"], "tcp")
-        assert await asyncio.to_thread(viewer.first_frame.wait, 15), "the RTSP viewer decoded no frame"
-        frames = await asyncio.to_thread(collect_taps, client, 4.0)
-        viewed = list(viewer.frames[-40:-10])  # decoded while the taps were being collected
-        restored = [f for f in frames if f.header.tap == "restored"]
-        raw = [f for f in frames if f.header.tap == "raw"]
-        assert client.gaps == 0 and len(restored) >= 50 and len(raw) >= 50
-        assert raw[-1].header.pix_fmt == "i420" and raw[-1].data.shape == (DEMO["height"] * 3 // 2, DEMO["width"])
-        matches = []
-        for picture in viewed:
-            scores = [psnr(picture, tap.image) for tap in restored]
-            best = max(range(len(scores)), key=scores.__getitem__)
-            raw_best = max(psnr(picture, tap.image) for tap in raw)
-            assert scores[best] >= 33.0 and scores[best] > raw_best + 3.0, (scores[best], raw_best)
-            matches.append(restored[best].header.seq)
-        assert matches == sorted(matches) and len(set(matches)) == len(matches), matches  # in order, one each
-    finally:
-        if viewer is not None:
-            viewer.stop()
-        app.stop()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(task, 15)
-        client.close()
+    async with running_app(app, stop_must_finish=False):
+        try:
+            viewer = start_viewer("ffmpeg", app.rtsp_url("cam"), DEMO["width"], DEMO["height"], "tcp")
+            assert await asyncio.to_thread(viewer.first_frame.wait, 15), "the RTSP viewer decoded no frame"
+            frames = await asyncio.to_thread(collect_taps, client, 4.0)
+            viewed = list(viewer.frames[-40:-10])  # decoded while the taps were being collected
+            restored = [f for f in frames if f.header.tap == "restored"]
+            raw = [f for f in frames if f.header.tap == "raw"]
+            assert client.gaps == 0 and len(restored) >= 50 and len(raw) >= 50
+            assert raw[-1].header.pix_fmt == "i420" and raw[-1].data.shape == (DEMO["height"] * 3 // 2, DEMO["width"])
+            matches = []
+            for picture in viewed:
+                scores = [psnr(picture, tap.image) for tap in restored]
+                best = max(range(len(scores)), key=scores.__getitem__)
+                raw_best = max(psnr(picture, tap.image) for tap in raw)
+                assert scores[best] >= 33.0 and scores[best] > raw_best + 3.0, (scores[best], raw_best)
+                matches.append(restored[best].header.seq)
+            assert matches == sorted(matches) and len(set(matches)) == len(matches), matches  # in order, one each
+        finally:
+            if viewer is not None:
+                viewer.stop()
+            client.close()

@@ -17,6 +17,7 @@ from streamer.app import StreamerApp
 from streamer.config import build_config
 from streamer.webrtc.signalling import prefer_codecs, restrict_host_addresses, rtc_configuration
 from tests.media import clean_frames
+from tests.streamer.app_harness import running_app
 from tests.streamer.http.conftest import TOKEN
 from tests.streamer.webrtc.test_whep import wait_for
 
@@ -79,14 +80,8 @@ async def whip_app(http: dict[str, Any] | None = None, **source: Any) -> AsyncIt
         "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0, **(http or {})},
                    "webrtc": {"ice_host_addresses": ["127.0.0.1"]}},
     }, environ={})
-    app = StreamerApp(config)
-    task = asyncio.create_task(app.run())
-    await asyncio.wait_for(app.ready.wait(), 30)
-    try:
+    async with running_app(StreamerApp(config)) as app:
         yield app
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def rtsp_frames(url: str, count: int) -> tuple[int, str]:
