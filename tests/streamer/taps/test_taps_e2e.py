@@ -16,8 +16,7 @@ from streamer.cli import build_parser, config_from_args
 from streamer.config import DEFAULT_TAP_ENDPOINT
 from streamer.taps.client import TapClient, TapFrame
 from tests.media import psnr
-from tests.peers.processes import FrameCapture, start_viewer
-from tests.streamer.app_harness import DEMO, app_config, get, running_app
+from tests.streamer.app_harness import DEMO, app_config, get, rtsp_viewer, running_app
 
 
 async def test_restored_and_raw_taps_of_the_demo_camera(tmp_path: Path) -> None:
@@ -26,9 +25,8 @@ async def test_restored_and_raw_taps_of_the_demo_camera(tmp_path: Path) -> None:
             "points": [{"point": "raw", "format": "jpeg", "width": 160}, {"point": "restored"}]}
     config = app_config([{"name": "cam", "source": DEMO, "engine": {"type": "passthrough"}, "taps": taps}])
     app = StreamerApp(config)
-    client = TapClient(endpoint, receive_hwm=64)
-    async with running_app(app, stop_must_finish=False):
-        try:
+    with TapClient(endpoint, receive_hwm=64) as client:
+        async with running_app(app, stop_must_finish=False):
             frames: list[TapFrame] = []
 
             async def collect(until: Any) -> None:
@@ -59,8 +57,6 @@ async def test_restored_and_raw_taps_of_the_demo_camera(tmp_path: Path) -> None:
             for tap in ("raw", "restored"):
                 assert f'streamer_tap_messages_total{{camera="cam",tap="{tap}"}}' in metrics
                 assert f'streamer_tap_dropped_total{{camera="cam",tap="{tap}"}}' in metrics
-        finally:
-            client.close()
 
 
 def test_run_taps_flag_enables_the_default_taps_on_every_camera() -> None:
@@ -89,12 +85,8 @@ async def test_restored_tap_is_what_rtsp_viewers_decode(tmp_path: Path) -> None:
             "points": [{"point": "raw", "format": "i420", "queue": 64}, {"point": "restored", "queue": 64}]}
     camera = {"name": "cam", "source": DEMO, "engine": {"type": "cpu"}, "encoder": {"bitrate_kbps": 4000}, "taps": taps}
     app = StreamerApp(app_config([camera]))
-    client = TapClient(endpoint, receive_hwm=256)
-    viewer: FrameCapture | None = None
-    async with running_app(app, stop_must_finish=False):
-        try:
-            viewer = start_viewer("ffmpeg", app.rtsp_url("cam"), DEMO["width"], DEMO["height"], "tcp")
-            assert await asyncio.to_thread(viewer.first_frame.wait, 15), "the RTSP viewer decoded no frame"
+    with TapClient(endpoint, receive_hwm=256) as client:
+        async with running_app(app, stop_must_finish=False), rtsp_viewer(app, "cam", first_frame_s=15) as viewer:
             frames = await asyncio.to_thread(collect_taps, client, 4.0)
             viewed = list(viewer.frames[-40:-10])  # decoded while the taps were being collected
             restored = [f for f in frames if f.header.tap == "restored"]
@@ -109,7 +101,3 @@ async def test_restored_tap_is_what_rtsp_viewers_decode(tmp_path: Path) -> None:
                 assert scores[best] >= 33.0 and scores[best] > raw_best + 3.0, (scores[best], raw_best)
                 matches.append(restored[best].header.seq)
             assert matches == sorted(matches) and len(set(matches)) == len(matches), matches  # in order, one each
-        finally:
-            if viewer is not None:
-                viewer.stop()
-            client.close()
