@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TEMPORAL_CLIP = 20  # grey levels: most sensor noise passes the clip, a moving edge does not
 MAX_PROBE_AFTER_S = 120.0
+COLD_SAMPLES = 2  # a level's first frames after a switch, not averaged into its cost (LevelCost)
 
 
 class Level:
@@ -148,14 +149,21 @@ def scale(image: np.ndarray, size: tuple[int, int], interpolation: str) -> np.nd
 
 @dataclass
 class LevelCost:
-    """Smoothed seconds a level takes per frame (None until measured), and when it was last measured."""
+    """Smoothed seconds a level takes per frame (None until measured), how many frames measured it, and when it
+    was last measured. The first ``COLD_SAMPLES`` frames after a (re)start are counted but not averaged: right
+    after a switch a level runs cold (the other model's weights in the caches, a new size's buffers; measured:
+    54-58 ms for a 15 ms model), and one such frame seeding the average failed every probe."""
 
     seconds: float | None = None
     observed_at: float = 0.0
+    samples: int = 0
 
     def observe(self, value: float, now: float, weight: float = 0.2) -> None:
-        self.seconds = value if self.seconds is None else (1 - weight) * self.seconds + weight * value
+        self.samples += 1
         self.observed_at = now
+        if self.samples <= COLD_SAMPLES:
+            return
+        self.seconds = value if self.seconds is None else (1 - weight) * self.seconds + weight * value
 
 
 @dataclass
@@ -166,6 +174,7 @@ class LadderController:
     max_misses: int = 2  # more misses than this in the window: step down
     headroom: float = 1.0  # a level whose smoothed cost is over this share of the frame interval is too slow
     grace_frames: int = 50  # frames after the start not judged: an engine's first runs are slow (allocations)
+    cost_samples: int = 5  # a level's cost is judged once this many frames measured it (cold ones included)
     index: int = 0
     changes: dict[str, int] = field(default_factory=lambda: {"down": 0, "up": 0})
     costs: dict[str, LevelCost] = field(default_factory=dict)
@@ -196,7 +205,8 @@ class LadderController:
         self._outcomes.append(missed)
         while len(self._outcomes) > self.miss_window:
             self._outcomes.popleft()
-        cost = self.costs[self.level].seconds
+        measured = self.costs[self.level]
+        cost = measured.seconds if measured.samples >= self.cost_samples else None
         too_slow = cost is not None and cost > self.headroom * interval_s
         if (sum(self._outcomes) > self.max_misses or too_slow) and self.index < len(self.levels) - 1:
             if self._probing_from is not None:  # the level tried did not hold: wait twice as long next time

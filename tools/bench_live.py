@@ -118,6 +118,10 @@ def measure(args: argparse.Namespace, camera: peers.ReplayCamera, streamer: peer
         "camera_direct_viewer_fps": round((direct.frames - direct0) / elapsed, 2),
         "pipeline_out_fps": round(out / elapsed, 2),
         "restored_share": round(delta("streamer_frames_restored_total") / out, 3) if out else 0.0,
+        # the share of output frames restored at each ladder level (full = the configured model itself)
+        "restored_share_by_level": {
+            level: round(count / out, 3) for level, count in peers.restored_by_level(metrics0, metrics).items()
+        } if out else {},
         "engine_busy_frames": delta("streamer_frames_degraded_total", 'reason="engine_busy"'),
         "degraded_frames": delta("streamer_frames_degraded_total"),
         "latency_ms_p50": absolute["p50"],

@@ -57,6 +57,25 @@ def test_a_level_measured_too_slow_for_the_frame_interval_is_left() -> None:
     assert controller.level == "half"
 
 
+def test_a_probe_is_not_judged_on_the_cold_first_frames_of_its_level() -> None:
+    controller = LadderController(["full", "half"], probe_after_s=5.0, grace_frames=0)
+    controller.start(0.0)
+    now = run(controller, 0.2, missed=True, start=0.0)
+    assert controller.level == "half"
+    while controller.level == "half":  # until the probe, after the quiet wait
+        now = run(controller, INTERVAL, missed=False, start=now, cost=0.010)
+    for cold in (0.058, 0.054):  # the level's first runs after the switch (measured live: a 15 ms model)
+        controller.observe("full", cold, now)
+        controller.frame(False, INTERVAL, now)
+        now += INTERVAL
+    now = run(controller, 2.0, missed=False, start=now, cost=0.020)
+    assert controller.level == "full" and controller.changes["down"] == 1
+    assert controller.costs["full"].seconds == 0.020  # the cold frames are not in its cost
+    # a level that stays slow after its cold frames is still left, within a few frames
+    run(controller, 0.4, missed=False, start=now, cost=0.056)
+    assert controller.level == "half"
+
+
 def test_levels_restore_real_noise() -> None:
     clean = clean_frames(320, 176, 5)
     noisy = add_noise(clean, 15.0)

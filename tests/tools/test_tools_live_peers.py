@@ -11,7 +11,15 @@ import pytest
 
 from streamer.encoder import split_annexb
 from streamer.timecode import read_timecode
-from tools.live_peers import ReplayCamera, Viewer, added_ms, demo_clip, latencies_ms, place_in_stream
+from tools.live_peers import (
+    ReplayCamera,
+    Viewer,
+    added_ms,
+    demo_clip,
+    latencies_ms,
+    place_in_stream,
+    restored_by_level,
+)
 
 WIDTH, HEIGHT, FPS = 320, 176, 25
 VCL = {1, 5}  # slices: what an encoder makes (SPS/PPS/SEI/AUD may be added or dropped by payloaders)
@@ -76,3 +84,15 @@ def test_replay_camera_sends_the_clip_as_it_is_looped(real_peers: None, clip: Pa
     finally:
         viewer.stop()
         camera.process.stop()
+
+
+def test_restored_frames_are_counted_per_ladder_level_between_two_scrapes() -> None:
+    before = {'streamer_frames_restored_total{camera="cam",level="full",model="m"}': 100.0,
+              'streamer_frames_restored_total{camera="cam",level="half",model="lite"}': 7.0,
+              'streamer_frames_out_total{camera="cam"}': 110.0}
+    after = {'streamer_frames_restored_total{camera="cam",level="full",model="m"}': 340.0,
+             'streamer_frames_restored_total{camera="cam",level="half",model="lite"}': 7.0,
+             'streamer_frames_restored_total{camera="cam",level="fast",model="lite"}': 12.0,
+             'streamer_frames_out_total{camera="cam"}': 362.0}
+    # a level that appeared between the scrapes counts from zero; one that restored nothing is left out
+    assert restored_by_level(before, after) == {"fast": 12.0, "full": 240.0}
