@@ -42,7 +42,7 @@ def odd_window(text: str) -> int:
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, help="restoration backend (default: auto)")
-    parser.add_argument("--model", help="shipped model name (lite, lite-causal, lite-fast, lite-detail, lite-detail-causal, lite-recurrent; see `streamer models`) or ONNX file (default: lite)")
+    parser.add_argument("--model", help="shipped model name (lite, lite-causal, lite-fast, lite-detail, lite-detail-causal, lite-recurrent, lite-recurrent-wide; see `streamer models`) or ONNX file (default: lite)")
     parser.add_argument("--threads", type=int, help="CPU inference threads (default: all cores)")
     parser.add_argument("--float", dest="int8", action="store_false", default=None,
                         help="CPU: run the float model even where an int8 twin (NAME.int8.onnx) exists")
@@ -210,13 +210,16 @@ def cmd_models(_args: argparse.Namespace) -> int:
     from engines import MODELS_DIR, int8_twin, shipped_models
     from engines.onnx_cpu import read_model_info
 
-    print(f"{'name':<14} {'window':>6} {'lookahead':>9} {'latency':>14}  {'int8 twin':<9}  file")
-    for name in shipped_models():
+    names = shipped_models()
+    width = max([len("name"), *map(len, names)])
+    print(f"{'name':<{width}} {'window':>6} {'lookahead':>9} {'latency':>14}  {'int8 twin':<9}  {'state':<9}  file")
+    for name in names:
         path = MODELS_DIR / f"{name}.onnx"  # the package's file, never a same-named file in the working directory
         info = read_model_info(path)
         latency = f"+{info.lookahead} frame(s)" if info.lookahead else "none (causal)"
         twin = "yes" if int8_twin(path) != path else "no"
-        print(f"{name:<14} {info.window:>6} {info.lookahead:>9} {latency:>14}  {twin:<9}  {path}")
+        state = "recurrent" if info.recurrent else "-"
+        print(f"{name:<{width}} {info.window:>6} {info.lookahead:>9} {latency:>14}  {twin:<9}  {state:<9}  {path}")
     return 0
 
 

@@ -53,7 +53,12 @@ def tiled(config: CameraConfig, engine: Engine) -> Engine:
 
 
 # the ladder's default 'fast' level: the cheaper model with the same window
-FAST_MODELS = {"lite-detail": "lite", "lite-detail-causal": "lite-causal", "lite-recurrent": "lite"}
+FAST_MODELS = {
+    "lite-detail": "lite",
+    "lite-detail-causal": "lite-causal",
+    "lite-recurrent": "lite",
+    "lite-recurrent-wide": "lite",
+}
 
 
 def make_levels(config: CameraConfig, full: Engine,

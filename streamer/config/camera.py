@@ -94,7 +94,8 @@ class LadderConfig(StrictModel):
     enabled: bool = Field(True, description="Degrade restoration (cheaper levels) rather than skip frames when "
                           "compute falls short; off = one level, frames skipped when the engine is busy")
     fast_model: str | None = Field(
-        None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail' and 'lite-recurrent', "
+        None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail', 'lite-recurrent' and "
+        "'lite-recurrent-wide', "
         "'lite-causal' under 'lite-detail-causal', none (no fast level) otherwise",
     )
     half: bool = Field(True, description="The 'half' level: the cheapest model at half resolution, upsampled")
@@ -130,8 +131,8 @@ class EngineConfig(StrictModel):
     model: str | None = Field(
         None,
         description="A shipped model's name ('lite', 'lite-causal' = lowest latency, 'lite-fast', 'lite-detail' = best "
-        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-recurrent' = noisy fixed cameras, CPU engine only) "
-        "or an ONNX file; "
+        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-recurrent' = noisy fixed cameras, CPU engine only, "
+        "'lite-recurrent-wide' = the same at 1.4x its compute, better on noise) or an ONNX file; "
         "default: 'lite'",
     )
     threads: int = Field(0, ge=0, le=256, description="CPU inference threads (0 = all cores)")

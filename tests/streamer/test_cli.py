@@ -37,6 +37,9 @@ def test_models_lists_the_shipped_models_with_their_latency() -> None:
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
     assert rows["lite"][1:3] == ["5", "2"]  # centred 5-frame window: waits for 2 future frames
     assert "yes" in rows["lite"]  # int8 twin shipped
+    assert rows["lite-recurrent-wide"][-2] == "recurrent" and rows["lite"][-2] == "-"
+    header = result.stdout.splitlines()[0]
+    assert all(line.index("/") == header.index("file") for line in result.stdout.splitlines()[1:])  # aligned
     unknown = streamer("run", "demo", "--model", "lite-turbo")
     assert unknown.returncode == 2
     assert "engine.model" in unknown.stderr and "no shipped model named 'lite-turbo'" in unknown.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from engines import activate_engine
 from streamer.config import build_config
 from streamer.ladder import ReducedResolutionLevel
@@ -47,10 +49,11 @@ def test_the_cpu_level_is_left_out_on_the_cpu_and_when_switched_off() -> None:
         full.deactivate()
 
 
-def test_lite_recurrent_steps_down_to_lite_before_the_half_resolution_level() -> None:
-    entry = {"name": "yard", "source": {"type": "demo"}, "engine": {"type": "cpu", "model": "lite-recurrent"}}
+@pytest.mark.parametrize("model", ["lite-recurrent", "lite-recurrent-wide"])
+def test_a_recurrent_model_steps_down_to_lite_before_the_half_resolution_level(model: str) -> None:
+    entry = {"name": "yard", "source": {"type": "demo"}, "engine": {"type": "cpu", "model": model}}
     config = build_config({"cameras": [entry]}, environ={}).cameras[0]
-    full = activate_engine("cpu", "lite-recurrent")
+    full = activate_engine("cpu", model)
     levels, extra = make_levels(config, full)
     try:
         assert [level.name for level in levels] == ["full", "fast", "half", "temporal"]
