@@ -43,6 +43,16 @@ REAP_INTERVAL_S = 0.5
 Handler = Callable[[Request, Connection], Awaitable[bytes]]
 
 
+def reply(writer: asyncio.StreamWriter, data: bytes) -> bool:
+    """Send a response unless the connection has closed meanwhile (False then): a request read in the same pass
+    as the client's reset, or before a failed RTP write closed the transport, has nobody to answer (uvloop
+    raises on such a write; it is not a server error)."""
+    if writer.is_closing():
+        return False
+    writer.write(data)
+    return True
+
+
 class RtspServer:
     def __init__(self, config: RtspServerConfig, hubs: Mapping[str, StreamHub]) -> None:
         self.config = config
@@ -204,7 +214,7 @@ class RtspServer:
                 if error.status != 408:
                     self.counters.bad_requests += 1
                 log.debug("rtsp: closing connection from %s: %s", conn.host, error)  # counted, not logged
-                writer.write(format_response(error.status, "", {"Connection": "close"}))
+                reply(writer, format_response(error.status, "", {"Connection": "close"}))
                 return
             if message is None:
                 return
@@ -222,9 +232,10 @@ class RtspServer:
                 self.counters.bad_requests += 1
                 response = format_response(error.status, message.cseq)
                 if error.fatal:
-                    writer.write(response)
+                    reply(writer, response)
                     return
-            writer.write(response)
+            if not reply(writer, response):
+                return  # the client has gone (a viewer's TEARDOWN, then its reset, read together)
             # a client that never reads its responses is dropped
             await asyncio.wait_for(writer.drain(), self.config.request_timeout_s)
 
