@@ -151,20 +151,25 @@ def total(metrics: dict[str, float], name: str, *labels: str) -> float:
                if key.split("{", 1)[0] == name and all(label in key for label in labels))
 
 
+def level_label(key: str) -> str:
+    """The ``level`` label of a series key such as 'name{camera="x",level="full"}'."""
+    return key.split('level="')[1].split('"')[0]
+
+
 def restored_by_level(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Frames restored between two scrapes at each ladder level (``streamer_frames_restored_total{level}``),
     levels that restored none left out."""
     counts: dict[str, float] = {}
     for key, value in after.items():
         if key.startswith("streamer_frames_restored_total{") and 'level="' in key:
-            level = key.split('level="')[1].split('"')[0]
+            level = level_label(key)
             counts[level] = counts.get(level, 0.0) + value - before.get(key, 0.0)
     return {level: count for level, count in sorted(counts.items()) if count > 0}
 
 
 def restore_level(metrics: dict[str, float], *labels: str) -> str | None:
     """The degradation ladder's level now (``streamer_restore_level`` = 1) of the series with ``labels``."""
-    return next((key.split('level="')[1].split('"')[0] for key, value in metrics.items()
+    return next((level_label(key) for key, value in metrics.items()
                  if key.startswith("streamer_restore_level{") and value == 1.0
                  and all(label in key for label in labels)), None)
 

@@ -21,10 +21,12 @@ DEMO = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": 25}
 
 
 def app_config(cameras: list[dict[str, Any]], **server: Any) -> Any:
-    """A config for ``cameras`` with RTSP and HTTP on free loopback ports; ``server`` adds or replaces sections
-    of ``server`` (``inference={"threads": 1}``)."""
+    """A config for ``cameras`` with RTSP and HTTP on free loopback ports; ``server`` adds sections of ``server``
+    or fields to these two (``inference={"threads": 1}``, ``http={"auth": ...}``, ``rtsp={"enabled": False}``)."""
     sections: dict[str, Any] = {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0}}
-    return build_config({"cameras": cameras, "server": {**sections, **server}}, environ={})
+    for name, fields in server.items():
+        sections[name] = {**sections.get(name, {}), **fields}
+    return build_config({"cameras": cameras, "server": sections}, environ={})
 
 
 @contextlib.asynccontextmanager

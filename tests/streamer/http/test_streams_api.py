@@ -17,10 +17,9 @@ import pytest
 import yaml
 
 from streamer.app import StreamerApp
-from streamer.config import build_config
 from tests.conftest import FPS, HEIGHT, WIDTH
 from tests.peers.processes import start_viewer
-from tests.streamer.app_harness import running_app
+from tests.streamer.app_harness import app_config, running_app
 from tools.whep_client import WhepPlayer
 
 DEMO = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": FPS}
@@ -33,9 +32,7 @@ def camera(name: str) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def running(cameras: list[dict[str, Any]], writeback: Path | None = None, **http: Any) -> AsyncIterator[StreamerApp]:
-    data = {"cameras": cameras, "server": {"rtsp": {"host": "127.0.0.1", "port": 0},
-                                           "http": {"host": "127.0.0.1", "port": 0, **http}}}
-    async with running_app(StreamerApp(build_config(data, environ={}), cameras, writeback), stop_must_finish=False) as app:
+    async with running_app(StreamerApp(app_config(cameras, http=http), cameras, writeback), stop_must_finish=False) as app:
         yield app
 
 

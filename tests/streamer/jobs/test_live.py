@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 from streamer.app import StreamerApp
-from streamer.config import build_config
 from streamer.restorer import RestoreStats
-from tests.streamer.app_harness import http_port, running_app
+from tests.streamer.app_harness import app_config, http_port, running_app
 from tests.streamer.jobs.conftest import client, until
 
 CAMERA = {"name": "cam", "source": {"type": "demo", "width": 320, "height": 176, "fps": 25},
@@ -22,9 +21,7 @@ def share(before: tuple[int, int], stats: RestoreStats) -> tuple[float, int]:
 
 
 async def test_a_job_leaves_the_live_camera_at_95_percent_restored(long_clip: Path) -> None:
-    config = build_config({"cameras": [CAMERA], "server": {
-        "rtsp": {"enabled": False}, "http": {"host": "127.0.0.1", "port": 0}, "jobs": {"engine": "cpu"}}}, environ={})
-    app = StreamerApp(config)
+    app = StreamerApp(app_config([CAMERA], rtsp={"enabled": False}, jobs={"engine": "cpu"}))
     async with running_app(app, stop_timeout=30):
         restorer = app.pipelines[0].restorer
         assert restorer is not None

@@ -14,10 +14,9 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
 from streamer.app import StreamerApp
-from streamer.config import build_config
 from streamer.webrtc.signalling import prefer_codecs, restrict_host_addresses, rtc_configuration
 from tests.media import clean_frames
-from tests.streamer.app_harness import running_app
+from tests.streamer.app_harness import app_config, running_app
 from tests.streamer.http.conftest import TOKEN
 from tests.streamer.webrtc.test_whep import wait_for
 
@@ -75,11 +74,8 @@ class Publisher:
 
 @asynccontextmanager
 async def whip_app(http: dict[str, Any] | None = None, **source: Any) -> AsyncIterator[StreamerApp]:
-    config = build_config({
-        "cameras": [{"name": "phone", "source": {"type": "whip", **source}, "engine": {"type": "passthrough"}}],
-        "server": {"rtsp": {"host": "127.0.0.1", "port": 0}, "http": {"host": "127.0.0.1", "port": 0, **(http or {})},
-                   "webrtc": {"ice_host_addresses": ["127.0.0.1"]}},
-    }, environ={})
+    camera = {"name": "phone", "source": {"type": "whip", **source}, "engine": {"type": "passthrough"}}
+    config = app_config([camera], http=http or {}, webrtc={"ice_host_addresses": ["127.0.0.1"]})
     async with running_app(StreamerApp(config)) as app:
         yield app
 
