@@ -17,6 +17,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -258,6 +259,18 @@ def cosine_factor(step: int, total: int, warmup: int = 200) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def grown_state(saved: dict[str, Any], config: ArchConfig, seed: int) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights grown to ``config``: wider (Net2Wider), retargeted to its window and reference
+    frame, deeper (Net2Deeper), so a model started from them computes what the checkpoint did. A checkpoint
+    without a config is taken to have ``config``'s shape."""
+    old = saved.get("config", config.to_dict())
+    depth, window, reference = (int(old[key]) for key in ("depth", "window", "reference_index"))
+    state = widen_state(saved["model"], depth, config.width, seed=seed)
+    if (window, reference) != (config.window, config.reference_index):
+        state = retarget_state(state, window, config.window, reference, config.reference_index)
+    return deepen_state(state, depth, config.depth)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -274,16 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(config).to(args.device)
     if args.init is not None:
         # grown on the CPU (the surgery makes new tensors there); load_state_dict copies to the model's device
-        initial = torch.load(args.init, map_location="cpu", weights_only=False)
-        old_depth = int(initial["config"]["depth"])
-        initial_state = widen_state(initial["model"], old_depth, config.width, seed=args.seed)
-        old_window = int(initial["config"]["window"])
-        old_reference = int(initial["config"]["reference_index"])
-        if (old_window, old_reference) != (config.window, config.reference_index):
-            initial_state = retarget_state(
-                initial_state, old_window, config.window, old_reference, config.reference_index
-            )
-        grown = deepen_state(initial_state, old_depth, config.depth)
+        grown = grown_state(torch.load(args.init, map_location="cpu", weights_only=False), config, args.seed)
         # A detail path the checkpoint lacks keeps its fresh (near-zero output) weights: step 0 computes
         # what the checkpoint did.
         fresh = {key: value for key, value in model.state_dict().items() if key.startswith("detail.")}

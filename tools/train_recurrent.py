@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.arch import ArchConfig, WindowRestorer, build_model, deepen_state, preset, widen_state
+from engines.arch import ArchConfig, WindowRestorer, build_model, preset
 from tools import degrade
 from tools.qat import QuantSimulation, checkpoint_weights, load_checkpoint_weights, save_checkpoint
 from tools.train import (
     cosine_factor,
     flip_and_transpose,
+    grown_state,
     parse_args,
     synthesise_noise,
     to_tensor,
@@ -165,13 +166,9 @@ def validation_sets(
 def grow_checkpoint(model: WindowRestorer, path: str, seed: int = 0) -> None:
     """Load a window model's (or a recurrent model's) weights: the recurrent parts the checkpoint lacks keep their
     initialisation (which leaves the window model's output as it was); weights the model has no place for are
-    named and dropped. A narrower or shallower checkpoint is grown to the model's width (Net2Wider) and depth
-    (Net2Deeper) first, so training starts from its output."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    initial = saved["model"]
-    old_depth = int(saved["config"]["depth"]) if "config" in saved else model.config.depth
-    initial = widen_state(initial, old_depth, model.config.width, seed=seed)
-    initial = deepen_state(initial, old_depth, model.config.depth)
+    named and dropped. A narrower, shallower or otherwise windowed checkpoint is grown to the model first
+    (``tools.train.grown_state``), so training starts from its output."""
+    initial = grown_state(torch.load(path, map_location="cpu", weights_only=False), model.config, seed)
     state = model.state_dict()
     missing = [key for key in state if key not in initial]
     if any(not key.startswith(("state_", "gate.")) for key in missing):
