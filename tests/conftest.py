@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,15 @@ def _have_torch_cuda() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], object]]:
+    """Every asyncio test runs on uvloop, as ``streamer run`` does: its transports differ from the standard loop's
+    (a write after a reset raises there, they are not ``asyncio.Transport`` subclasses), and a test on the other
+    loop would not see what a user's process meets."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
