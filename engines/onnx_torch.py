@@ -35,6 +35,7 @@ SUPPORTED_OPS = (
     "Mul",
     "Relu",
     "Reshape",
+    "Sigmoid",
     "Slice",
     "SpaceToDepth",
     "Sub",
@@ -62,8 +63,9 @@ DATA_ONLY_FIRST = ("Clip", "Reshape", "Slice")  # ops whose other inputs are con
 
 
 def build_module(model: Any) -> GraphModule:
-    """A module computing ``model``'s graph (one input, one output); float32 on the CPU until moved with
-    ``.to()``. Raises ``EngineError`` naming any op or non-constant argument it cannot handle."""
+    """A module computing ``model``'s graph (its inputs in graph order, one tensor each; one output, or a tuple
+    for several, such as a recurrent model's ``restored`` and ``next_state``); float32 on the CPU until moved
+    with ``.to()``. Raises ``EngineError`` naming any op or non-constant argument it cannot handle."""
     graph = model.graph
     bad = unsupported_ops(model)
     if bad:
@@ -81,9 +83,9 @@ def build_module(model: Any) -> GraphModule:
                 raise EngineError(f"Constant node {node.name or node.output[0]}: only 'value' constants are supported")
             constants[node.output[0]] = numpy_helper.to_array(attrs["value"])
     inputs = [item.name for item in graph.input if item.name not in constants]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise EngineError(f"the PyTorch backend needs one input and one output, got {inputs} -> {len(graph.output)}")
-    return GraphModule(graph, constants, inputs[0], graph.output[0].name)
+    if not inputs or not graph.output:
+        raise EngineError(f"the PyTorch backend needs inputs and outputs, got {inputs} -> {len(graph.output)}")
+    return GraphModule(graph, constants, inputs, [item.name for item in graph.output])
 
 
 def _static(constants: dict[str, np.ndarray], node: Any, index: int, what: str) -> np.ndarray | None:
@@ -129,6 +131,9 @@ class _Builder:
 
     def _relu(self, node: Any, attrs: dict[str, Any]) -> Step:
         return lambda args: torch.relu(args[0])
+
+    def _sigmoid(self, node: Any, attrs: dict[str, Any]) -> Step:
+        return lambda args: torch.sigmoid(args[0])
 
     def _leakyrelu(self, node: Any, attrs: dict[str, Any]) -> Step:
         slope = float(attrs.get("alpha", 0.01))
@@ -236,7 +241,7 @@ class _Builder:
 class GraphModule(nn.Module):
     """The interpreted graph: constants as buffers (so ``.to(device, dtype)`` moves them), nodes as closures."""
 
-    def __init__(self, graph: Any, constants: dict[str, np.ndarray], input_name: str, output_name: str) -> None:
+    def __init__(self, graph: Any, constants: dict[str, np.ndarray], input_names: list[str], output_names: list[str]) -> None:
         super().__init__()
         builder = _Builder(constants)
         self._tensors: dict[str, str] = {}  # ONNX name -> buffer attribute
@@ -244,7 +249,7 @@ class GraphModule(nn.Module):
             if value.dtype.kind == "f":
                 self.register_buffer(f"c{index}", torch.from_numpy(np.array(value, dtype=np.float32)))
                 self._tensors[name] = f"c{index}"
-        known = {input_name} | set(constants)
+        known = set(input_names) | set(constants)
         self._steps: list[tuple[Step, list[str], str]] = []
         for node in graph.node:
             if node.op_type == "Constant":
@@ -258,17 +263,21 @@ class GraphModule(nn.Module):
                     raise EngineError(f"{where}: non-float constant {name!r} used as data is not supported")
             self._steps.append((builder.step(node), list(node.input), node.output[0]))
             known.add(node.output[0])
-        if output_name not in known:
-            raise EngineError(f"the graph never computes its output {output_name!r}")
-        self.input_name = input_name
-        self.output_name = output_name
+        for name in output_names:
+            if name not in known:
+                raise EngineError(f"the graph never computes its output {name!r}")
+        self.input_names = input_names
+        self.output_names = output_names
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values: dict[str, Any] = {self.input_name: x}
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        """The graph's output for one tensor per input; a tuple where the graph has several outputs."""
+        if len(inputs) != len(self.input_names):
+            raise EngineError(f"the model takes {len(self.input_names)} input(s) {self.input_names}, got {len(inputs)}")
+        values: dict[str, Any] = dict(zip(self.input_names, inputs, strict=True))
         for step, names, output in self._steps:
             values[output] = step([self._value(values, name) for name in names])
-        result: torch.Tensor = values[self.output_name]
-        return result
+        results = tuple(values[name] for name in self.output_names)
+        return results[0] if len(results) == 1 else results
 
     def _value(self, values: dict[str, Any], name: str) -> Any:
         if name == "":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -89,22 +91,29 @@ class RecurrentState:
 
     def __init__(self) -> None:
         self._frame: np.ndarray | None = None
-        self._output: np.ndarray | None = None
+        self._output: Any = None  # numpy on the CPU engine, a device tensor on the PyTorch backend
         self.continued = 0  # windows fed the previous window's state
         self.restarted = 0  # windows fed their reference frame (a stream's start or a gap)
 
-    def feed(self, frames: list[np.ndarray], reference_index: int, packed: np.ndarray) -> np.ndarray:
-        """The ``state`` input [1, 3, Hp, Wp] for the window ``frames`` packed as ``packed`` [1, N*3, Hp, Wp]."""
+    def carried(self, frames: list[np.ndarray], reference_index: int, size: tuple[int, int]) -> Any:
+        """The state kept for the window ``frames`` (padded to ``size``), or None where it restarts from its
+        reference frame; counted either way."""
         previous = frames[reference_index - 1] if reference_index > 0 else None
         output = self._output
         if previous is not None and previous is self._frame and output is not None:
-            if output.shape[-2:] == packed.shape[-2:]:
+            if tuple(output.shape[-2:]) == tuple(size):
                 self.continued += 1
                 return output
         self.restarted += 1
-        return reference_planes(packed, reference_index)
+        return None
 
-    def keep(self, frames: list[np.ndarray], reference_index: int, state: np.ndarray) -> None:
-        """Remember ``state`` [1, 3, Hp, Wp] (a copy) for the window after ``frames``."""
+    def feed(self, frames: list[np.ndarray], reference_index: int, packed: np.ndarray) -> np.ndarray:
+        """The ``state`` input [1, 3, Hp, Wp] for the window ``frames`` packed as ``packed`` [1, N*3, Hp, Wp]."""
+        output = self.carried(frames, reference_index, packed.shape[-2:])
+        return reference_planes(packed, reference_index) if output is None else np.asarray(output)
+
+    def keep(self, frames: list[np.ndarray], reference_index: int, state: Any, copy: bool = True) -> None:
+        """Remember ``state`` [1, 3, Hp, Wp] for the window after ``frames``: a float32 copy, or (``copy=False``)
+        the caller's own array or tensor as it is."""
         self._frame = frames[reference_index]
-        self._output = np.array(state, dtype=np.float32, copy=True)
+        self._output = np.array(state, dtype=np.float32, copy=True) if copy else state

@@ -14,12 +14,18 @@ once: the device copy is kept while the frame is in the last call's windows (by 
 ``processing.WindowPacker``). ``infer_batch`` runs B windows of one size in a single call (for a scheduler
 that batches across cameras). On the CPU the same code runs in float32 without streams or graphs, which is
 how the tests exercise it where there is no GPU.
+
+A recurrent model (``streamer.recurrent=1``) gets each stream's state back as the CPU engine feeds it
+(``processing.RecurrentState``: only to the window right after, otherwise the reference frame), but the state
+never leaves the device: each stream's ``next_state`` is kept there, copied into the plan's state input, and
+the choice between it and the reference frame is made inside the captured graph.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from engines.base import Engine, EngineError
-from engines.onnx_cpu import read_model_info
+from engines.onnx_cpu import MAX_STREAM_PACKERS, read_model_info
+from engines.processing import RecurrentState, padded_size
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,9 @@ class _Plan:
     out_view: np.ndarray
     device_out: Any = None  # the graph's output (None until captured)
     graph: Any = None
+    device_state: Any = None  # recurrent models: [B, 3, Hp, Wp] each window's previous state, in the model's dtype
+    device_carry: Any = None  # [B, 1, 1, 1] bool: the window takes device_state (else its reference frame)
+    device_next_state: Any = None  # the graph's second output
 
 
 class TorchEngine(Engine):
@@ -84,10 +94,8 @@ class TorchEngine(Engine):
         self.cuda_graphs = cuda_graphs and self.cuda
         self.max_shapes = max(1, max_shapes)
         self.info = read_model_info(model_path)
-        if self.info.recurrent:
-            raise EngineError(
-                f"{self.info.name} is a recurrent model: the torch backend does not feed its state yet; use the cpu backend"
-            )
+        self._states: OrderedDict[str, RecurrentState] = OrderedDict()  # by stream, recurrent models only
+        self._states_lock = threading.Lock()
         self._torch: Any = None
         self._device: Any = None
         self._dtype: Any = None
@@ -135,6 +143,8 @@ class TorchEngine(Engine):
     def _deactivate(self) -> None:
         self._plans.clear()
         self._frames = {}
+        with self._states_lock:
+            self._states.clear()
         self._module = None
         self._stream = None
         if self.cuda and self._torch is not None:
@@ -151,7 +161,7 @@ class TorchEngine(Engine):
 
     def _infer_batch(self, windows: list[list[np.ndarray]], streams: list[str]) -> list[np.ndarray]:
         """B windows of the same frame size in one call (the frames go up once, the model runs once)."""
-        return self._run(windows)
+        return self._run(windows, streams)
 
     def warm(self, batch: int, height: int, width: int) -> None:
         """Prepare buffers (and capture the CUDA graph) for this shape now rather than at its first call."""
@@ -170,7 +180,7 @@ class TorchEngine(Engine):
             if not self.cuda:
                 started = time.perf_counter()
                 for _ in range(repeats):
-                    self._forward(plan.device_in)
+                    self._forward(plan)
                 return (time.perf_counter() - started) * 1000 / repeats
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record(self._stream)
@@ -178,7 +188,7 @@ class TorchEngine(Engine):
                 if plan.graph is not None:
                     plan.graph.replay()
                 else:
-                    self._forward(plan.device_in)
+                    self._forward(plan)
             end.record(self._stream)
             end.synchronize()
             return float(start.elapsed_time(end)) / repeats
@@ -189,22 +199,63 @@ class TorchEngine(Engine):
         if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
             raise EngineError(f"frame size {width}x{height}: each side must be 1..{MAX_SIDE}")
 
-    def _run(self, windows: list[list[np.ndarray]]) -> list[np.ndarray]:
+    def _run(self, windows: list[list[np.ndarray]], streams: Sequence[str] = ()) -> list[np.ndarray]:
         if not windows:
             raise EngineError("infer_batch needs at least one window")
         height, width = self._validate(windows)
         with self._context():
             plan = self._plan(len(windows), height, width)
             self._upload(plan, windows)
+            states = self._feed_states(plan, windows, list(streams) or [""] * len(windows))
             if plan.graph is not None:
                 plan.graph.replay()
-                output = plan.device_out
+                output, next_state = plan.device_out, plan.device_next_state
             else:
-                output = self._forward(plan.device_in)
+                output, next_state = self._forward(plan)
             plan.host_out.copy_(output, non_blocking=True)
+            for slot, (state, window) in enumerate(zip(states, windows, strict=False)):  # recurrent models only
+                # a copy on the engine's stream: the next call's graph overwrites its output buffer
+                state.keep(window, self.info.reference_index, next_state[slot : slot + 1].clone(), copy=False)
             if self._stream is not None:
                 self._stream.synchronize()
             return [plan.out_view[index].copy() for index in range(len(windows))]
+
+    def _feed_states(self, plan: _Plan, windows: list[list[np.ndarray]], streams: list[str]) -> list[RecurrentState]:
+        """A recurrent model's state input for each window of the batch: its stream's kept state, copied into
+        the plan (device to device), where the window follows it; the carry flags say which windows use it."""
+        if not self.info.recurrent:
+            return []
+        states = [self._state_for(stream) for stream in streams]
+        height, width = windows[0][0].shape[:2]
+        size = padded_size(height, width, self.info.pad_multiple)
+        carry = []
+        for slot, (state, window) in enumerate(zip(states, windows, strict=True)):
+            kept = state.carried(window, self.info.reference_index, size)
+            if kept is not None:
+                plan.device_state[slot : slot + 1].copy_(kept)
+            carry.append(kept is not None)
+        plan.device_carry.copy_(self._torch.tensor(carry).view(-1, 1, 1, 1))
+        return states
+
+    def _state_for(self, stream: str) -> RecurrentState:
+        with self._states_lock:
+            state = self._states.get(stream)
+            if state is None:
+                if len(self._states) >= MAX_STREAM_PACKERS:  # streams that never said forget(): the oldest goes
+                    self._states.popitem(last=False)
+                state = self._states[stream] = RecurrentState()
+            return state
+
+    def forget(self, stream: str) -> None:
+        with self._states_lock:
+            self._states.pop(stream, None)
+
+    def recurrent_counts(self, stream: str | None = None) -> tuple[int, int] | None:
+        if not self.info.recurrent:
+            return None
+        with self._states_lock:
+            states = [state for name, state in self._states.items() if stream is None or name == stream]
+        return sum(state.continued for state in states), sum(state.restarted for state in states)
 
     def _validate(self, windows: list[list[np.ndarray]]) -> tuple[int, int]:
         first = windows[0][0] if windows[0] else None
@@ -250,9 +301,11 @@ class TorchEngine(Engine):
                 plan.device_in[slot, index].copy_(entry[1], non_blocking=True)
         self._frames = kept
 
-    def _forward(self, frames: Any) -> Any:
-        """uint8 [B, N, H, W, 3] -> uint8 [B, H*s, W*s, 3], all on the device (what the CUDA graph captures)."""
+    def _forward(self, plan: _Plan) -> tuple[Any, Any]:
+        """The plan's uint8 [B, N, H, W, 3] -> (uint8 [B, H*s, W*s, 3], a recurrent model's next state or None),
+        all on the device (what the CUDA graph captures)."""
         torch = self._torch
+        frames = plan.device_in
         batch, count, height, width, _ = frames.shape
         multiple, scale = self.info.pad_multiple, self.info.scale
         padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
@@ -263,9 +316,16 @@ class TorchEngine(Engine):
             tensor = torch.nn.functional.pad(tensor, (0, padded_w - width, 0, padded_h - height), mode="replicate")
         memory_format = torch.channels_last if self.cuda else torch.contiguous_format
         tensor = tensor.contiguous(memory_format=memory_format)
-        restored = self._module(tensor)[:, :, : height * scale, : width * scale]
+        next_state = None
+        if self.info.recurrent:
+            start = 3 * self.info.reference_index
+            state = torch.where(plan.device_carry, plan.device_state, tensor[:, start : start + 3])
+            restored, next_state = self._module(tensor, state)
+        else:
+            restored = self._module(tensor)
+        restored = restored[:, :, : height * scale, : width * scale]
         quantised = restored.float().mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
-        return quantised.permute(0, 2, 3, 1).contiguous()
+        return quantised.permute(0, 2, 3, 1).contiguous(), next_state
 
     def _plan(self, batch: int, height: int, width: int) -> _Plan:
         key = (batch, height, width)
@@ -292,14 +352,18 @@ class TorchEngine(Engine):
         host_stage = torch.empty((batch * count, height, width, 3), dtype=torch.uint8, pin_memory=self.cuda)
         host_out = torch.empty((batch, height * scale, width * scale, 3), dtype=torch.uint8, pin_memory=self.cuda)
         plan = _Plan(device_in, host_stage, host_out, host_stage.numpy(), host_out.numpy())
+        if self.info.recurrent:
+            padded_h, padded_w = padded_size(height, width, self.info.pad_multiple)
+            plan.device_state = torch.zeros((batch, 3, padded_h, padded_w), dtype=self._dtype, device=self._device)
+            plan.device_carry = torch.zeros((batch, 1, 1, 1), dtype=torch.bool, device=self._device)
         if self.cuda_graphs:
             for _ in range(3):  # warm-up off the graph: cuDNN autotuning and allocations happen here
-                self._forward(device_in)
+                self._forward(plan)
             self._stream.synchronize()
             graph = torch.cuda.CUDAGraph()
             try:
                 with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
-                    plan.device_out = self._forward(device_in)
+                    plan.device_out, plan.device_next_state = self._forward(plan)
             except RuntimeError as error:  # a graph is an optimisation: run eagerly rather than not at all
                 if isinstance(error, torch.cuda.OutOfMemoryError):
                     raise

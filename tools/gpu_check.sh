@@ -14,5 +14,5 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
     && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH} || echo "gpu_check.sh: wheel install failed; going on without"
 fi
 nvidia-smi 2>&1 | head -20 | tee "$out/nvidia_smi.txt"
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/engines/test_torch_backend.py tests/engines/test_tensorrt_gpu.py 2>&1 | tee "$out/gpu_tests.log"
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/engines/test_torch_backend.py tests/engines/test_recurrent.py tests/engines/test_tensorrt_gpu.py 2>&1 | tee "$out/gpu_tests.log"
 timeout 420 python3 -m tools.gpu_check --out "$out/gpu_check" "$@" 2>&1 | tee "$out/gpu_check.log"

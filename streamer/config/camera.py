@@ -131,7 +131,7 @@ class EngineConfig(StrictModel):
     model: str | None = Field(
         None,
         description="A shipped model's name ('lite', 'lite-causal' = lowest latency, 'lite-fast', 'lite-detail' = best "
-        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-recurrent' = noisy fixed cameras, CPU engine only, "
+        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-recurrent' = noisy fixed cameras, not on TensorRT, "
         "'lite-recurrent-wide' = the same at 1.4x its compute, better on noise) or an ONNX file; "
         "default: 'lite'",
     )

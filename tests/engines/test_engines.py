@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 from engines import DEFAULT_MODEL, EngineError, create_engine, int8_twin
 from engines.processing import pack_window, unpack_output
 
-GPU_MODELS = ["lite", "lite-causal", "lite-fast", "lite-detail", "lite-detail-causal"]  # what the GPU backends run
-SHIPPED_MODELS = [*GPU_MODELS, "lite-recurrent", "lite-recurrent-wide"]  # recurrent models run on the CPU engine only
+GPU_MODELS = ["lite", "lite-causal", "lite-fast", "lite-detail", "lite-detail-causal"]  # what TensorRT runs
+SHIPPED_MODELS = [*GPU_MODELS, "lite-recurrent", "lite-recurrent-wide"]  # the PyTorch backend runs all
 
 
 def centre_frame_model(path: Path, window: int = 3, metadata: dict[str, str] | None = None) -> Path:

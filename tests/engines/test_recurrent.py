@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
-from engines import create_engine
+from engines import create_engine, resolve_model
 from engines.arch import build_model, preset
 from engines.processing import pack_window
 from tools import export_onnx
@@ -67,22 +68,51 @@ def test_cpu_engine_feeds_each_streams_previous_output_back_and_resets_after_a_g
         assert_restores(engine.infer_batch([small], ["a"])[0], direct(session, small, None)[0])
 
 
-def test_gpu_backends_refuse_a_recurrent_model_by_name_and_auto_falls_back_to_the_cpu(tmp_path: Path) -> None:
-    from engines import EngineError, activate_engine
-    from engines.tensorrt_backend import TensorRTEngine
+def test_torch_backend_feeds_each_streams_state_back_on_the_device_as_the_cpu_engine_does(tmp_path: Path) -> None:
+    """The PyTorch backend (float32 on the CPU here; the same graph code runs on CUDA) keeps each stream's state
+    on its device: batched with another camera, slid by one frame, restarted after a gap and a size change, it
+    restores what ONNX Runtime computes with the state fed back by hand, and counts as the CPU engine does."""
     from engines.torch_backend import TorchEngine
 
     path = export_recurrent_model(tmp_path)
-    for backend in (TorchEngine, TensorRTEngine):
-        try:
-            backend(path)
-        except EngineError as error:
-            assert "recurrent" in str(error) and "cpu backend" in str(error)
-        else:
-            raise AssertionError(f"{backend.__name__} took a recurrent model")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(11)]
+    other = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(9)]
+    with TorchEngine(path, device="cpu") as engine:
+        assert engine.info.recurrent
+        state, other_state = None, None
+        for start in range(4):  # "a" and "b" slide by one frame each, in one batch, then "b" alone
+            window, other_window = frames[start : start + 5], other[start : start + 5]
+            expected, state = direct(session, window, state)
+            other_expected, other_state = direct(session, other_window, other_state)
+            got, other_got = engine.infer_batch([window, other_window], ["a", "b"])
+            assert_restores(got, expected)
+            assert_restores(other_got, other_expected)
+        assert_restores(engine.infer_batch([other[4:9]], ["b"])[0], direct(session, other[4:9], other_state)[0])
+        assert np.abs(direct(session, frames[3:8], None)[0] - expected).max() > 1e-3  # the state mattered
+        assert_restores(engine.infer_batch([frames[5:10]], ["a"])[0], direct(session, frames[5:10], None)[0])  # gap
+        small = [frame[:12, :16] for frame in frames[6:11]]
+        assert_restores(engine.infer_batch([small], ["a"])[0], direct(session, small, None)[0])  # other size
+        assert engine.recurrent_counts("a") == (3, 3) and engine.recurrent_counts("b") == (4, 1)
+        engine.forget("b")
+        assert engine.recurrent_counts() == (3, 3)
+
+
+def test_tensorrt_refuses_a_recurrent_model_by_name_and_auto_falls_back(tmp_path: Path) -> None:
+    from engines import EngineError, activate_engine
+    from engines.tensorrt_backend import TensorRTEngine
+
+    path = export_recurrent_model(tmp_path)
+    try:
+        TensorRTEngine(path)
+    except EngineError as error:
+        assert "recurrent" in str(error) and "cpu backend" in str(error)
+    else:
+        raise AssertionError("TensorRT took a recurrent model")
     engine = activate_engine("auto", model=str(path), threads=1)
     try:
-        assert engine.backend == "cpu" and engine.info.recurrent
+        assert engine.backend in ("cpu", "cuda") and engine.info.recurrent
     finally:
         engine.deactivate()
 
@@ -111,3 +141,24 @@ def test_shipped_lite_recurrent_improves_a_still_noisy_scene_after_its_first_fra
         assert window_model.recurrent_counts() is None
     assert min(scores[1:]) > scores[0] + 0.4, scores
     assert abs(gap - scores[0]) < 0.3, (gap, scores[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graphs", [True, False])
+def test_cuda_carries_the_shipped_recurrent_models_state_as_the_cpu_engine_does(graphs: bool) -> None:
+    """fp16 on the GPU, with and without CUDA graphs: one camera sliding for 10 frames, another batched beside
+    it, against ONNX Runtime's float model on the CPU carrying its state the same way."""
+    from engines.torch_backend import TorchEngine
+    from tools.gpu_scene import SceneFrames, psnr
+
+    source = SceneFrames(642, 362, seed=9)  # not a multiple of 4: the state is padded too
+    noisy = [source.pair(index)[1] for index in range(14)]
+    path = resolve_model("lite-recurrent")
+    with TorchEngine(path, cuda_graphs=graphs) as engine, create_engine("cpu", path, int8=False) as reference:
+        for start in range(10):
+            windows = [noisy[start : start + 5], noisy[(start + 3) % 9 : (start + 3) % 9 + 5]]
+            ours = engine.infer_batch(windows, ["cam", "other"])
+            theirs = reference.infer_batch(windows, ["cam", "other"])
+            assert psnr(ours[0], theirs[0]) >= 45.0 and psnr(ours[1], theirs[1]) >= 45.0, start
+        assert engine.recurrent_counts("cam") == reference.recurrent_counts("cam") == (9, 1)
+        assert engine.recurrent_counts("other") == reference.recurrent_counts("other")

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engines import EngineError, create_engine, resolve_model
 from engines.torch_backend import MAX_BATCH, TorchEngine
-from tests.engines.test_engines import GPU_MODELS, centre_frame_model
+from tests.engines.test_engines import SHIPPED_MODELS, centre_frame_model
 from tests.media import add_noise, clean_frames
 from tools.gpu_scene import psnr
 
@@ -28,7 +28,7 @@ def torch_cpu(model: str | Path = "lite", **options: object) -> TorchEngine:
     return TorchEngine(resolve_model(str(model)), device="cpu", **options)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", GPU_MODELS)
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_cpu_float_matches_onnx_runtime_on_camera_like_frames(name: str, scene: dict[str, list[np.ndarray]]) -> None:
     noisy, clean = scene["noisy"], scene["clean"]
     with create_engine("cpu", name, threads=1, int8=False) as reference, torch_cpu(name) as engine:
@@ -80,14 +80,15 @@ def _constant(name: str, value: list[float] | list[int] | float, dtype: type = n
 
 def test_every_supported_op_matches_onnx_runtime(tmp_path: Path) -> None:
     """A graph using the ops the shipped models do not (asymmetric Conv pads, DCR DepthToSpace, SpaceToDepth,
-    Reshape with 0 and -1, Transpose, Concat, Sub, Mul, LeakyRelu, Identity) runs as ONNX Runtime runs it."""
+    Reshape with 0 and -1, Transpose, Concat, Sub, Mul, LeakyRelu, Sigmoid, Identity) runs as ONNX Runtime runs it."""
     rng = np.random.default_rng(6)
     nodes = [
         helper.make_node("SpaceToDepth", ["frames"], ["s2d"], blocksize=2),  # [1, 36, 10, 14]
         helper.make_node("Conv", ["s2d", "w", "b"], ["conv"], pads=[1, 0, 0, 2], kernel_shape=[2, 3]),
         helper.make_node("LeakyRelu", ["conv"], ["act"], alpha=0.2),
         helper.make_node("Mul", ["act", "half"], ["scaled"]),
-        helper.make_node("Concat", ["scaled", "act", "act", "scaled"], ["cat"], axis=1),  # [1, 16, 10, 14]
+        helper.make_node("Sigmoid", ["act"], ["squashed"]),
+        helper.make_node("Concat", ["scaled", "squashed", "act", "scaled"], ["cat"], axis=1),  # [1, 16, 10, 14]
         helper.make_node("DepthToSpace", ["cat"], ["d2s"], blocksize=2, mode="DCR"),  # [1, 4, 20, 28]
         helper.make_node("Reshape", ["d2s", "flat"], ["reshaped"]),  # [1, 4, 4, 140]
         helper.make_node("Transpose", ["reshaped"], ["transposed"], perm=[0, 1, 3, 2]),
@@ -125,9 +126,9 @@ def test_every_supported_op_matches_onnx_runtime(tmp_path: Path) -> None:
 
 def test_unsupported_ops_and_int8_models_are_refused_by_name(tmp_path: Path) -> None:
     graph = helper.make_graph(
-        [helper.make_node("Sigmoid", ["frames"], ["squashed"], name="squash"),
+        [helper.make_node("Tanh", ["frames"], ["squashed"], name="squash"),
          helper.make_node("Slice", ["squashed", "starts", "ends", "axes"], ["restored"])],
-        "sigmoid",
+        "tanh",
         [helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, 3, "h", "w"])],
         [helper.make_tensor_value_info("restored", TensorProto.FLOAT, [1, 3, "h", "w"])],
         initializer=[numpy_helper.from_array(np.array(v, np.int64), n)
@@ -136,9 +137,9 @@ def test_unsupported_ops_and_int8_models_are_refused_by_name(tmp_path: Path) -> 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     helper.set_model_props(model, {"streamer.window": "1"})
-    onnx.save(model, str(tmp_path / "sigmoid.onnx"))
-    with pytest.raises(EngineError, match=r"cannot run op\(s\) Sigmoid x1 \(first: squash\)"):
-        TorchEngine(tmp_path / "sigmoid.onnx", device="cpu").activate()
+    onnx.save(model, str(tmp_path / "tanh.onnx"))
+    with pytest.raises(EngineError, match=r"cannot run op\(s\) Tanh x1 \(first: squash\)"):
+        TorchEngine(tmp_path / "tanh.onnx", device="cpu").activate()
     with pytest.raises(EngineError, match=r"QuantizeLinear.*not an int8 twin"):
         TorchEngine(resolve_model("lite").with_name("lite.int8.onnx"), device="cpu").activate()
 
@@ -180,7 +181,7 @@ def test_cuda_kind_is_registered_and_refuses_clearly_without_a_gpu() -> None:
 
 # -- on a GPU ----------------------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", GPU_MODELS)
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_cuda_fp16_matches_onnx_runtime_within_45_db(name: str) -> None:
     from tools.gpu_scene import SceneFrames
 
