@@ -124,7 +124,7 @@ class TensorRTEngine(Engine):
         self.info = read_model_info(model_path)
         if self.info.recurrent:
             raise EngineError(
-                f"{self.info.name} is a recurrent model: the tensorrt backend does not feed its state yet; use the cpu backend"
+                f"{self.info.name} is a recurrent model: the tensorrt backend does not feed its state yet; use the cpu or cuda (PyTorch) backend"
             )
         self.profiles = plan_profiles(self.info.window, self.info.pad_multiple, max_batch, classes)
         self.max_batch = max(profile.max[0] for profile in self.profiles) // self.info.window

@@ -107,7 +107,7 @@ def test_tensorrt_refuses_a_recurrent_model_by_name_and_auto_falls_back(tmp_path
     try:
         TensorRTEngine(path)
     except EngineError as error:
-        assert "recurrent" in str(error) and "cpu backend" in str(error)
+        assert "recurrent" in str(error) and "cpu or cuda (PyTorch) backend" in str(error)
     else:
         raise AssertionError("TensorRT took a recurrent model")
     engine = activate_engine("auto", model=str(path), threads=1)
