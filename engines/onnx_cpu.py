@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.base import INPUT_NAME, NEXT_STATE_NAME, OUTPUT_NAME, STATE_NAME, Engine, EngineError, ModelInfo
-from engines.processing import WindowPacker, unpack_output
-
-MAX_STREAM_PACKERS = 256
+from engines.processing import PerStream, WindowPacker, recurrent_totals, unpack_output
 
 
 def read_model_info(path: Path) -> ModelInfo:
@@ -37,8 +34,8 @@ class OnnxCpuEngine(Engine):
         self.threads = threads or (os.cpu_count() or 1)
         self.info = read_model_info(model_path)
         self._session: Any = None
-        self._packers: dict[str, WindowPacker] = {}  # by stream: each keeps its window's converted frames
-        self._packers_lock = threading.Lock()
+        # by stream: each keeps its window's converted frames (and a recurrent model's state)
+        self._packers = PerStream(lambda: WindowPacker(self.info.pad_multiple))
         # ONNX Runtime runs concurrent calls on one session (sharing its intra-op threads): a scheduler may
         # run up to one call per thread, which keeps the cores busy where one call alone leaves gaps
         self.concurrent_calls = self.threads
@@ -74,7 +71,7 @@ class OnnxCpuEngine(Engine):
         height, width = windows[0][0].shape[:2]
         if any(window[0].shape[:2] != (height, width) for window in windows):
             raise EngineError("every window of a batch must have the same frame size")
-        packers = [self._packer_for(stream) for stream in streams]
+        packers = [self._packers.get(stream) for stream in streams]
         tensor = packers[0].pack(windows[0])  # the packer's own buffer: copied below if batched
         if len(windows) > 1:
             tensor = np.concatenate([tensor, *(np.empty_like(tensor) for _ in windows[1:])])
@@ -95,25 +92,13 @@ class OnnxCpuEngine(Engine):
         scale = self.info.scale
         return [unpack_output(output[index : index + 1], height * scale, width * scale) for index in range(len(windows))]
 
-    def _packer_for(self, stream: str) -> WindowPacker:
-        with self._packers_lock:
-            packer = self._packers.get(stream)
-            if packer is None:
-                if len(self._packers) >= MAX_STREAM_PACKERS:  # streams that never said forget(): the oldest goes
-                    del self._packers[next(iter(self._packers))]
-                packer = self._packers[stream] = WindowPacker(self.info.pad_multiple)
-            return packer
-
     def recurrent_counts(self, stream: str | None = None) -> tuple[int, int] | None:
         if not self.info.recurrent:
             return None
-        with self._packers_lock:
-            states = [packer.recurrent for name, packer in self._packers.items() if stream is None or name == stream]
-        return sum(state.continued for state in states), sum(state.restarted for state in states)
+        return recurrent_totals([packer.recurrent for packer in self._packers.select(stream)])
 
     def forget(self, stream: str) -> None:
-        with self._packers_lock:
-            self._packers.pop(stream, None)
+        self._packers.forget(stream)
 
     def _deactivate(self) -> None:
         self._session = None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+MAX_STREAMS = 256  # per-stream entries an engine keeps for streams that never said forget(): the oldest goes
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -117,3 +122,40 @@ class RecurrentState:
         the caller's own array or tensor as it is."""
         self._frame = frames[reference_index]
         self._output = np.array(state, dtype=np.float32, copy=True) if copy else state
+
+
+class PerStream(Generic[T]):
+    """What an engine keeps for each stream it serves (a window packer, a recurrent state), made on first use, at
+    most ``MAX_STREAMS`` of them (the oldest goes first), safe to use from the inference threads and the loop."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._items: dict[str, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, stream: str) -> T:
+        with self._lock:
+            item = self._items.get(stream)
+            if item is None:
+                if len(self._items) >= MAX_STREAMS:
+                    del self._items[next(iter(self._items))]
+                item = self._items[stream] = self._make()
+            return item
+
+    def select(self, stream: str | None = None) -> list[T]:
+        """The entry of ``stream`` (every entry for None), if any."""
+        with self._lock:
+            return [item for name, item in self._items.items() if stream is None or name == stream]
+
+    def forget(self, stream: str) -> None:
+        with self._lock:
+            self._items.pop(stream, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def recurrent_totals(states: list[RecurrentState]) -> tuple[int, int]:
+    """(windows fed the previous state, windows restarted from their reference frame) over ``states``."""
+    return sum(state.continued for state in states), sum(state.restarted for state in states)

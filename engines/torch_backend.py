@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -36,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from engines.base import Engine, EngineError
-from engines.onnx_cpu import MAX_STREAM_PACKERS, read_model_info
-from engines.processing import RecurrentState, padded_size
+from engines.onnx_cpu import read_model_info
+from engines.processing import PerStream, RecurrentState, padded_size, recurrent_totals
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,7 @@ class TorchEngine(Engine):
         self.cuda_graphs = cuda_graphs and self.cuda
         self.max_shapes = max(1, max_shapes)
         self.info = read_model_info(model_path)
-        self._states: OrderedDict[str, RecurrentState] = OrderedDict()  # by stream, recurrent models only
-        self._states_lock = threading.Lock()
+        self._states = PerStream(RecurrentState)  # by stream, recurrent models only
         self._torch: Any = None
         self._device: Any = None
         self._dtype: Any = None
@@ -143,8 +141,7 @@ class TorchEngine(Engine):
     def _deactivate(self) -> None:
         self._plans.clear()
         self._frames = {}
-        with self._states_lock:
-            self._states.clear()
+        self._states.clear()
         self._module = None
         self._stream = None
         if self.cuda and self._torch is not None:
@@ -157,7 +154,7 @@ class TorchEngine(Engine):
 
     # -- inference -------------------------------------------------------------------------------------
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
-        return self._run([window])[0]
+        return self._run([window], [""])[0]
 
     def _infer_batch(self, windows: list[list[np.ndarray]], streams: list[str]) -> list[np.ndarray]:
         """B windows of the same frame size in one call (the frames go up once, the model runs once)."""
@@ -199,14 +196,14 @@ class TorchEngine(Engine):
         if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
             raise EngineError(f"frame size {width}x{height}: each side must be 1..{MAX_SIDE}")
 
-    def _run(self, windows: list[list[np.ndarray]], streams: Sequence[str] = ()) -> list[np.ndarray]:
+    def _run(self, windows: list[list[np.ndarray]], streams: list[str]) -> list[np.ndarray]:
         if not windows:
             raise EngineError("infer_batch needs at least one window")
         height, width = self._validate(windows)
         with self._context():
             plan = self._plan(len(windows), height, width)
             self._upload(plan, windows)
-            states = self._feed_states(plan, windows, list(streams) or [""] * len(windows))
+            states = self._feed_states(plan, windows, streams)
             if plan.graph is not None:
                 plan.graph.replay()
                 output, next_state = plan.device_out, plan.device_next_state
@@ -225,7 +222,7 @@ class TorchEngine(Engine):
         the plan (device to device), where the window follows it; the carry flags say which windows use it."""
         if not self.info.recurrent:
             return []
-        states = [self._state_for(stream) for stream in streams]
+        states = [self._states.get(stream) for stream in streams]
         height, width = windows[0][0].shape[:2]
         size = padded_size(height, width, self.info.pad_multiple)
         carry = []
@@ -237,25 +234,11 @@ class TorchEngine(Engine):
         plan.device_carry.copy_(self._torch.tensor(carry).view(-1, 1, 1, 1))
         return states
 
-    def _state_for(self, stream: str) -> RecurrentState:
-        with self._states_lock:
-            state = self._states.get(stream)
-            if state is None:
-                if len(self._states) >= MAX_STREAM_PACKERS:  # streams that never said forget(): the oldest goes
-                    self._states.popitem(last=False)
-                state = self._states[stream] = RecurrentState()
-            return state
-
     def forget(self, stream: str) -> None:
-        with self._states_lock:
-            self._states.pop(stream, None)
+        self._states.forget(stream)
 
     def recurrent_counts(self, stream: str | None = None) -> tuple[int, int] | None:
-        if not self.info.recurrent:
-            return None
-        with self._states_lock:
-            states = [state for name, state in self._states.items() if stream is None or name == stream]
-        return sum(state.continued for state in states), sum(state.restarted for state in states)
+        return recurrent_totals(self._states.select(stream)) if self.info.recurrent else None
 
     def _validate(self, windows: list[list[np.ndarray]]) -> tuple[int, int]:
         first = windows[0][0] if windows[0] else None

@@ -163,9 +163,10 @@ def parity(args: argparse.Namespace) -> Section:
             single = [gpu.infer_batch([window], [f"single{index}"])[0] for index, window in enumerate(windows)]
             theirs = [cpu.infer_batch([window], [f"single{index}"])[0] for index, window in enumerate(windows)]
             odd_ours, odd_theirs = gpu.infer(odd[:5]), cpu.infer(odd[:5])
-            # one camera sliding by a frame per call: a recurrent model's state carried on both engines
-            carried = [psnr(gpu.infer_batch([w], ["run"])[0], cpu.infer_batch([w], ["run"])[0]) for w in windows]
+            # a recurrent model: one camera sliding by a frame per call, its state carried on both engines
             recurrent = gpu.info.recurrent
+            carried = [psnr(gpu.infer_batch([w], ["run"])[0], cpu.infer_batch([w], ["run"])[0])
+                       for w in windows] if recurrent else []
         between = [psnr(a, b) for a, b in zip(ours, theirs, strict=True)]
         targets = [clean[start + reference_index] for start in range(args.parity_windows)]
         inputs = [window[reference_index] for window in windows]

@@ -28,6 +28,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from engines import EngineError, resolve_model
+from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window
 from tools import degrade
 
@@ -73,13 +74,12 @@ def probe(
     static_levels: float = 6.0, threads: int = 2,
 ) -> list[dict[str, float]]:
     """One row per restored frame of ``clean`` [T, H, W, 3] uint8 under noise ``sigma`` (0-255)."""
-    model = onnx.load(str(model_path))
-    window = int(next((p.value for p in model.metadata_props if p.key == "streamer.window"), "5"))
-    reference = int(next((p.value for p in model.metadata_props if p.key == "streamer.reference_index"), "2"))
-    multiple = int(next((p.value for p in model.metadata_props if p.key == "streamer.pad_multiple"), "4"))
+    info = read_model_info(model_path)
+    window, reference, multiple = info.window, info.reference_index, info.pad_multiple
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(probed_model(model, keep).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    model = probed_model(onnx.load(str(model_path)), keep)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     gate = session.get_outputs()[-1].name
     noisy = degrade.add_gaussian_noise(clean, sigma, np.random.default_rng(seed))
     height, width = clean.shape[1:3]

@@ -162,3 +162,20 @@ def test_cuda_carries_the_shipped_recurrent_models_state_as_the_cpu_engine_does(
             assert psnr(ours[0], theirs[0]) >= 45.0 and psnr(ours[1], theirs[1]) >= 45.0, start
         assert engine.recurrent_counts("cam") == reference.recurrent_counts("cam") == (9, 1)
         assert engine.recurrent_counts("other") == reference.recurrent_counts("other")
+
+
+def test_per_stream_entries_are_made_once_kept_apart_and_the_oldest_goes_at_the_bound() -> None:
+    from engines.processing import MAX_STREAMS, PerStream, RecurrentState
+
+    table = PerStream(RecurrentState)
+    first = table.get("cam0")
+    assert table.get("cam0") is first and table.get("cam1") is not first
+    assert table.select("cam1") == [table.get("cam1")] and len(table.select()) == 2
+    for index in range(2, MAX_STREAMS + 1):  # one stream more than the bound: cam0, the oldest, goes
+        table.get(f"cam{index}")
+    assert len(table.select()) == MAX_STREAMS and table.select("cam0") == []
+    assert table.get("cam0") is not first  # made again, fresh
+    table.forget("cam1")
+    assert table.select("cam1") == []
+    table.clear()
+    assert table.select() == []
