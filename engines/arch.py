@@ -37,7 +37,8 @@ class ArchConfig:
     # Half-resolution detail path (0 = none): channels and hidden 3x3 layers; see WindowRestorer.
     detail_width: int = 0
     detail_depth: int = 2
-    # 1 = recurrent: a running estimate of the reference frame (``state``) goes from each frame to the next
+    # 1 = recurrent: a running estimate of the reference frame (``state``) goes from each frame to the next;
+    # 2 = recurrent with the restored frame as the state (EMVD's recursion: the output is fed back)
     recurrent: int = 0
 
     def to_dict(self) -> dict[str, int | str]:
@@ -104,7 +105,9 @@ class WindowRestorer(nn.Module):
         # fusion, without alignment). The trunk then restores from that estimate (its skip path and its residual)
         # and sees it beside the window (``state_fusion``); the estimate is the next frame's state. The gate
         # starts nearly closed (sigmoid(GATE_START)) and the state's fusion weights at zero, so a trained window
-        # model grown into a recurrent one starts where it was.
+        # model grown into a recurrent one starts where it was. With ``recurrent=2`` the state is the restored
+        # frame instead (EMVD's recursion): the gate then compares the new frame with a clean one, where only
+        # noise and motion differ, and a still background keeps what the trunk made of it.
         self.state_fusion: nn.Conv2d | None = None
         self.gate: RecurrentGate | None = None
         if config.recurrent:
@@ -142,7 +145,8 @@ class WindowRestorer(nn.Module):
 
     def step(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(restored frame, next state). A recurrent model's ``state`` is the previous call's next state [B, 3, H,
-        W]; None (a stream's first frame, or after a gap) means the reference frame. A window model ignores it and
+        W]; None (a stream's first frame, or after a gap) means the reference frame. The next state is the blended
+        estimate (``recurrent=1``) or the restored frame (``recurrent=2``); a window model ignores ``state`` and
         returns its reference frame as the next state."""
         batch, _channels, height, width = frames.shape
         factor = self.config.unshuffle
@@ -171,7 +175,8 @@ class WindowRestorer(nn.Module):
         base = reference + self.shuffle(self.body[-1](features) + skip)
         if self.detail is not None:
             base = base + self.detail(reference, base, features)
-        return torch.clamp(base, 0.0, 1.0), reference
+        restored = torch.clamp(base, 0.0, 1.0)
+        return restored, restored if self.config.recurrent == 2 else reference
 
 
 class RecurrentGate(nn.Module):

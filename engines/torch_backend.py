@@ -307,7 +307,8 @@ class TorchEngine(Engine):
         else:
             restored = self._module(tensor)
         restored = restored[:, :, : height * scale, : width * scale]
-        quantised = restored.float().mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
+        # out of place first: a model that feeds its restored frame back (next_state is restored) keeps it
+        quantised = (restored.float() * 255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
         return quantised.permute(0, 2, 3, 1).contiguous(), next_state
 
     def _plan(self, batch: int, height: int, width: int) -> _Plan:

@@ -2,7 +2,8 @@
 
 A recurrent model (``engines/arch.py``, ``recurrent=1``) blends each new reference frame into a running estimate
 through a learned per-pixel gate and restores from that estimate and the window, so still parts of the scene
-keep improving over many frames (EMVD's recursive fusion) at the cost of three small convolutions. Training unrolls it over ``--unroll`` consecutive outputs of each cached
+keep improving over many frames (EMVD's recursive fusion) at the cost of three small convolutions;
+``--feedback output`` (``recurrent=2``) carries the restored frame instead, as EMVD does. Training unrolls it over ``--unroll`` consecutive outputs of each cached
 sequence (back-propagating through the chain); the first output of each chain gets the reference frame as its
 state, which is what the engine feeds at a stream's first frame or after a gap. Every option of
 ``tools/train.py`` applies (caches, weights, crops, on-the-fly noise, seeds); ``--init`` grows a trained window
@@ -54,6 +55,15 @@ def still_scene(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return still
 
 
+def codec_roundtrip(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A live camera's encoder on a run [N, H, W, 3]: x264 at CRF 26-40, no B-frames, one thread (repeatable).
+    On a still scene with moderate noise (or any noise above CRF ~33) it codes the first frame's noise and then
+    mostly skips, so that noise and the blocking stand still: averaging over time no longer removes them,
+    which noise-only still scenes teach a recurrent model to expect."""
+    crf = int(rng.integers(26, 41))
+    return degrade.x264_roundtrip(np.ascontiguousarray(frames), crf, preset="veryfast", bframes=0, threads=1)
+
+
 def sample_chains(
     targets: np.ndarray,
     degraded: np.ndarray,
@@ -64,9 +74,11 @@ def sample_chains(
     rng: np.random.Generator,
     weights: np.ndarray | None,
     still_fraction: float = 0.0,
+    still_codec_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``batch`` aligned (clean, degraded) runs of ``length`` frames: uint8 [B, length, crop, crop, 3]; a
-    ``still_fraction`` of them are fixed-camera scenes (``still_scene``) with on-the-fly sensor noise."""
+    ``still_fraction`` of them are fixed-camera scenes (``still_scene``) with on-the-fly sensor noise, and a
+    ``still_codec_fraction`` of those are then sent through x264 (``codec_roundtrip``)."""
     clean_out = np.empty((batch, length, crop, crop, 3), np.uint8)
     noisy_out = np.empty_like(clean_out)
     count, frames, size = targets.shape[0], targets.shape[1], targets.shape[2]
@@ -78,6 +90,8 @@ def sample_chains(
         clean, noisy = targets[span], degraded[span]
         if rng.random() < still_fraction:
             clean, noisy = synthesise_noise(still_scene(clean, rng), rng)
+            if rng.random() < still_codec_fraction:
+                noisy = codec_roundtrip(noisy, rng)
         elif rng.random() < onfly_fraction:
             clean, noisy = synthesise_noise(clean, rng)
         clean, noisy = flip_and_transpose(clean, noisy, rng)
@@ -194,11 +208,24 @@ def main(argv: list[str] | None = None) -> None:
     extra.add_argument(
         "--still-fraction", type=float, default=0.0, help="share of chains made fixed-camera scenes (still_scene)"
     )
+    extra.add_argument(
+        "--still-codec-fraction",
+        type=float,
+        default=0.0,
+        help="share of the fixed-camera scenes then coded by x264 at CRF 26-40 (codec_roundtrip)",
+    )
+    extra.add_argument(
+        "--feedback",
+        choices=("estimate", "output"),
+        default="estimate",
+        help="the state carried to the next frame: the blended reference (recurrent=1) or the restored frame (2)",
+    )
     own, rest = extra.parse_known_args(argv)
     args = parse_args(rest)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config: ArchConfig = preset(args.preset, causal=args.causal, window=args.window, recurrent=True)
+    config = dataclasses.replace(config, recurrent=2 if own.feedback == "output" else 1)
     if args.depth is not None:
         config = dataclasses.replace(config, depth=args.depth)
     if args.width is not None:
@@ -246,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             rng,
             weights,
             own.still_fraction,
+            own.still_codec_fraction,
         )
 
     if simulation is not None and step == 0:

@@ -153,6 +153,20 @@ def test_a_recurrent_model_grown_from_a_window_model_starts_where_it_was_and_lea
     assert extra == (48 * 8 + 9 * 16 * 16 + 16 * 16 * 9) * 8 * 12
 
 
+def test_an_output_feedback_model_carries_its_restored_frame_and_loads_an_estimate_models_weights() -> None:
+    """``recurrent=2`` (EMVD's recursion): the same weights as ``recurrent=1``, the same restored frame for the
+    same state, but the next state is that restored frame rather than the blended reference."""
+    estimate_model = trained_looking_model(preset("tiny", recurrent=True))
+    output_model = build_model(dataclasses.replace(estimate_model.config, recurrent=2)).eval()
+    output_model.load_state_dict(estimate_model.state_dict())
+    frames, state = torch.rand(2, 15, 32, 48), torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        restored, next_state = output_model.step(frames, state)
+        assert torch.equal(restored, estimate_model.step(frames, state)[0])
+        assert torch.equal(next_state, restored)
+        assert not torch.equal(next_state, estimate_model.step(frames, state)[1])
+
+
 def test_widen_state_keeps_a_recurrent_model_s_function_with_its_state() -> None:
     config = preset("tiny", recurrent=True)
     narrow = trained_looking_model(config)

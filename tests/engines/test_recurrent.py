@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,11 @@ from engines.processing import pack_window
 from tools import export_onnx
 
 
-def export_recurrent_model(folder: Path, name: str = "tiny", weight_std: float = 0.2) -> Path:
-    """A random-weight recurrent ``tiny`` model (state paths non-zero) as ``folder/NAME.onnx``."""
+def export_recurrent_model(folder: Path, name: str = "tiny", weight_std: float = 0.2, recurrent: int = 1) -> Path:
+    """A random-weight recurrent ``tiny`` model (state paths non-zero) as ``folder/NAME.onnx``; ``recurrent=2``
+    feeds its restored frame back as the state."""
     torch.manual_seed(0)
-    model = build_model(preset("tiny", recurrent=True)).eval()
+    model = build_model(dataclasses.replace(preset("tiny", recurrent=True), recurrent=recurrent)).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0, weight_std)
@@ -44,8 +46,11 @@ def assert_restores(got: np.ndarray, expected: np.ndarray) -> None:
     assert np.abs(got.astype(np.float32) - levels).max() <= 0.5 + 1e-3
 
 
-def test_cpu_engine_feeds_each_streams_previous_output_back_and_resets_after_a_gap(tmp_path: Path) -> None:
-    path = export_recurrent_model(tmp_path)
+@pytest.mark.parametrize("recurrent", [1, 2], ids=["estimate", "output"])
+def test_cpu_engine_feeds_each_streams_previous_output_back_and_resets_after_a_gap(
+    tmp_path: Path, recurrent: int
+) -> None:
+    path = export_recurrent_model(tmp_path, recurrent=recurrent)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(11)]
@@ -68,13 +73,16 @@ def test_cpu_engine_feeds_each_streams_previous_output_back_and_resets_after_a_g
         assert_restores(engine.infer_batch([small], ["a"])[0], direct(session, small, None)[0])
 
 
-def test_torch_backend_feeds_each_streams_state_back_on_the_device_as_the_cpu_engine_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recurrent", [1, 2], ids=["estimate", "output"])
+def test_torch_backend_feeds_each_streams_state_back_on_the_device_as_the_cpu_engine_does(
+    tmp_path: Path, recurrent: int
+) -> None:
     """The PyTorch backend (float32 on the CPU here; the same graph code runs on CUDA) keeps each stream's state
     on its device: batched with another camera, slid by one frame, restarted after a gap and a size change, it
     restores what ONNX Runtime computes with the state fed back by hand, and counts as the CPU engine does."""
     from engines.torch_backend import TorchEngine
 
-    path = export_recurrent_model(tmp_path)
+    path = export_recurrent_model(tmp_path, recurrent=recurrent)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(5)
     frames = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(11)]

@@ -73,6 +73,27 @@ def test_still_scene_holds_the_first_frame_outside_one_moving_rectangle() -> Non
             assert changing.mean() < 0.5
 
 
+def test_coded_still_scene_keeps_its_noise_still_where_noise_alone_changes_every_frame() -> None:
+    rng = np.random.default_rng(1)
+    scene = np.repeat(np.tile(np.linspace(40, 200, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))[None], 8, axis=0)
+    noisy = np.clip(scene + rng.normal(0, 8, scene.shape), 0, 255).astype(np.uint8)
+    coded = train_recurrent.codec_roundtrip(noisy, rng)
+    assert coded.shape == noisy.shape and coded.dtype == np.uint8
+
+    def change(run: np.ndarray) -> float:
+        return float(np.abs(np.diff(run[1:].astype(np.float64), axis=0)).mean())
+
+    # x264 codes moderate noise once and then mostly skips: later frames barely change, the raw noise does fully
+    assert change(coded) < 0.25 * change(noisy)
+    # in training chains (sensor noise drawn up to sigma 50, then the codec) the coded runs change far less
+    runs = {
+        codec: train_recurrent.sample_chains(scene[None], noisy[None], 8, 8, 32, 0.0, rng, None, 1.0, codec)
+        for codec in (0.0, 1.0)
+    }
+    assert all(clean.shape == degraded.shape == (8, 8, 32, 32, 3) for clean, degraded in runs.values())
+    assert np.mean([change(run) for run in runs[1.0][1]]) < 0.5 * np.mean([change(run) for run in runs[0.0][1]])
+
+
 def test_qat_recurrent_run_saves_plain_weights_and_ranges_the_quantiser_uses(tmp_path: Path) -> None:
     from tools import export_onnx, quantize
 
