@@ -54,6 +54,23 @@ def test_keep_lengthens_the_memory_and_the_oracle_feeds_the_clean_frame(tmp_path
     assert oracle[-1]["estimate_db"] > plain[-1]["estimate_db"]  # a clean previous state makes a cleaner estimate
 
 
+def test_scale_shortens_the_memory_and_write_onnx_saves_the_model_so_rescaled(tmp_path: Path) -> None:
+    path = export_recurrent_model(tmp_path, weight_std=0.05)
+    clean = still_scene(9)
+    plain = probe_state.probe(path, clean, sigma=20.0, threads=1)
+    scaled = probe_state.probe(path, clean, sigma=20.0, scale=0.5, threads=1)
+    assert scaled[0]["gate_mean"] == pytest.approx(plain[0]["gate_mean"] / 2, abs=1e-5)  # same inputs at frame 0
+    assert scaled[-1]["output_db"] != pytest.approx(plain[-1]["output_db"], abs=1e-4)
+    written = tmp_path / "scaled.onnx"
+    assert probe_state.main(["--model", str(path), "--scale", "0.5", "--write-onnx", str(written)]) == 0
+    session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == ["restored", "next_state"]  # the engine's contract
+    # run as it is, the written model computes what the probe ran with the gate rescaled
+    assert probe_state.probe(written, clean, sigma=20.0, threads=1)[-1]["output_db"] == pytest.approx(
+        scaled[-1]["output_db"], abs=1e-6
+    )
+
+
 def test_command_line_writes_rows_and_refuses_a_window_model(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "still.mp4", still_scene(9))
     path = export_recurrent_model(tmp_path, weight_std=0.05)
