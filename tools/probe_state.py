@@ -3,8 +3,8 @@
 For each restored frame of a clip under i.i.d. Gaussian noise: the PSNR of the noisy reference frame, of the
 estimate the gate makes (``next_state``, the running estimate of the reference frame) and of the restored
 output, over all pixels and over the clip's static pixels (those that change by less than ``--static-levels``
-over the whole run); and the gate's mean weight on the previous state. Two probes tell whether the gate or the
-trunk limits what the state adds:
+over the whole run); and the gate's mean weight on the previous state. These probes tell whether the gate or
+the trunk limits what the state adds:
 
 * ``--keep K`` rescales the gate towards the state, g' = 1 - K (1 - g) (K < 1: a longer memory);
 * ``--scale S`` rescales it towards the new frame, g' = S g (S < 1: a shorter memory);
