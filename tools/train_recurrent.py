@@ -3,12 +3,13 @@
 A recurrent model (``engines/arch.py``, ``recurrent=1``) blends each new reference frame into a running estimate
 through a learned per-pixel gate and restores from that estimate and the window, so still parts of the scene
 keep improving over many frames (EMVD's recursive fusion) at the cost of three small convolutions;
-``--feedback output`` (``recurrent=2``) carries the restored frame instead, as EMVD does. Training unrolls it over ``--unroll`` consecutive outputs of each cached
-sequence (back-propagating through the chain); the first output of each chain gets the reference frame as its
-state, which is what the engine feeds at a stream's first frame or after a gap. Every option of
-``tools/train.py`` applies (caches, weights, crops, on-the-fly noise, seeds); ``--init`` grows a trained window
-model (its state weights start at zero, so step 0 computes what it did); ``--qat`` fine-tunes for the int8 twin
-(the trunk rounded as ``tools/quantize.py`` rounds it; quantise with ``--ranges-from`` the checkpoint). Example:
+``--feedback output`` (``recurrent=2``) carries the restored frame instead, as EMVD does. Training unrolls it
+over ``--unroll`` consecutive outputs of each cached sequence (back-propagating through the chain); the first
+output of each chain gets the reference frame as its state, which is what the engine feeds at a stream's first
+frame or after a gap. Every option of ``tools/train.py`` applies (caches, weights, crops, on-the-fly noise,
+seeds); ``--init`` grows a trained window model (its state weights start at zero, so step 0 computes what it
+did); ``--qat`` fine-tunes for the int8 twin (the trunk rounded as ``tools/quantize.py`` rounds it; quantise
+with ``--ranges-from`` the checkpoint). Example:
 
     python -m tools.checkpoint_from_onnx --model engines/models/lite.onnx --preset lite --out /scratch/lite.pt
     python -m tools.train_recurrent --cache /scratch/mixed.npz --init /scratch/lite.pt --out /scratch/rec \\
