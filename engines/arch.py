@@ -40,6 +40,9 @@ class ArchConfig:
     # 1 = recurrent: a running estimate of the reference frame (``state``) goes from each frame to the next;
     # 2 = recurrent with the restored frame as the state (EMVD's recursion: the output is fed back)
     recurrent: int = 0
+    # 1 = the recurrent gate also sees a frame-wide cue: the mean of its features over the whole frame (how noisy
+    # or how coded the video is), which a 12-pixel view cannot tell apart from motion; see RecurrentGate
+    gate_context: int = 0
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -114,7 +117,7 @@ class WindowRestorer(nn.Module):
             if config.first_kernel != 1:
                 raise ValueError("a recurrent model needs first_kernel 1")
             self.state_fusion = nn.Conv2d(unshuffled, hidden[0], 1, bias=False)
-            self.gate = RecurrentGate(config.unshuffle)
+            self.gate = RecurrentGate(config.unshuffle, context=bool(config.gate_context))
         self.detail: DetailPath | None = None
         if config.detail_width > 0:
             if hidden[-1] % 4:
@@ -182,25 +185,34 @@ class WindowRestorer(nn.Module):
 class RecurrentGate(nn.Module):
     """Blends a new reference frame into the running estimate: reference + g * (state - reference), g in (0, 1)
     per pixel from a 4x4 stride-u conv of both (and of their difference, which is what shows motion) and a 3x3
-    conv at 1/u resolution, lifted back by PixelShuffle(u)."""
+    conv at 1/u resolution, lifted back by PixelShuffle(u). With ``context`` the features also get a frame-wide
+    cue, a 1x1 conv of their mean over the whole frame (ReduceMean), so the blend can depend on what kind of
+    degradation the frame carries (sensor noise averages out over time, coding artefacts do not); it starts at
+    zero, so a gate grown into one computes what it did."""
 
-    def __init__(self, factor: int, width: int = 16) -> None:
+    def __init__(self, factor: int, width: int = 16, context: bool = False) -> None:
         super().__init__()
         self.inlet = nn.Conv2d(9, width, factor, stride=factor)
         self.relu = nn.ReLU()
+        self.context = nn.Conv2d(width, width, 1) if context else None
         self.out = nn.Conv2d(width, factor * factor, 3, padding=1)
         self.shuffle = nn.PixelShuffle(factor)
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self.inlet.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(self.out.weight)
-        with torch.no_grad():  # both convs have biases (the default)
+        with torch.no_grad():  # all convs have biases (the default)
             self.inlet.bias.zero_()  # type: ignore[union-attr]
             self.out.bias.fill_(GATE_START)  # type: ignore[union-attr]
+            if self.context is not None:
+                self.context.weight.zero_()
+                self.context.bias.zero_()  # type: ignore[union-attr]
 
     def forward(self, reference: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         difference = state - reference
         hidden = self.relu(self.inlet(torch.cat([reference, state, difference], dim=1)))
+        if self.context is not None:
+            hidden = self.relu(hidden + self.context(hidden.mean(dim=(2, 3), keepdim=True)))
         gate = torch.sigmoid(self.shuffle(self.out(hidden)))  # [B, 1, H, W]
         return reference + gate * difference
 
@@ -267,6 +279,8 @@ def count_macs(model: WindowRestorer, height: int, width: int) -> int:
         total += (
             inlet.in_channels * inlet.out_channels * inlet.kernel_size[0] ** 2 + out.in_channels * out.out_channels * 9
         ) * positions
+        if model.gate.context is not None:  # once per frame, on the features' mean
+            total += model.gate.context.in_channels * model.gate.context.out_channels
     if model.detail is not None:
         half = (height // 2) * (width // 2)
         for module in [model.detail.inlet, *model.detail.body]:

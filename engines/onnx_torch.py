@@ -33,6 +33,7 @@ SUPPORTED_OPS = (
     "Identity",
     "LeakyRelu",
     "Mul",
+    "ReduceMean",
     "Relu",
     "Reshape",
     "Sigmoid",
@@ -59,7 +60,7 @@ def unsupported_ops(model: Any) -> list[str]:
     return [f"{op} x{len(names)} (first: {names[0]})" for op, names in found.items()]
 
 
-DATA_ONLY_FIRST = ("Clip", "Reshape", "Slice")  # ops whose other inputs are constant arguments, not data
+DATA_ONLY_FIRST = ("Clip", "ReduceMean", "Reshape", "Slice")  # ops whose other inputs are constant arguments, not data
 
 
 def build_module(model: Any) -> GraphModule:
@@ -213,6 +214,20 @@ class _Builder:
     def _spacetodepth(self, node: Any, attrs: dict[str, Any]) -> Step:
         block = int(attrs["blocksize"])
         return lambda args: _space_to_depth(args[0], block)
+
+    def _reducemean(self, node: Any, attrs: dict[str, Any]) -> Step:
+        """Axes as an attribute (opset < 18) or a constant second input (18+); all axes when none are given."""
+        axes = attrs.get("axes")
+        given = _static(self.constants, node, 1, "axes")
+        if given is not None:
+            axes = given
+        keep = bool(attrs.get("keepdims", 1))
+        if axes is None or len(axes) == 0:
+            if attrs.get("noop_with_empty_axes", 0):
+                return lambda args: args[0]
+            return lambda args: args[0].mean(dim=tuple(range(args[0].dim())), keepdim=keep)
+        dims = tuple(int(axis) for axis in axes)
+        return lambda args: args[0].mean(dim=dims, keepdim=keep)
 
     def _reshape(self, node: Any, attrs: dict[str, Any]) -> Step:
         target = _static(self.constants, node, 1, "the shape")

@@ -221,12 +221,20 @@ def main(argv: list[str] | None = None) -> None:
         default="estimate",
         help="the state carried to the next frame: the blended reference (recurrent=1) or the restored frame (2)",
     )
+    extra.add_argument(
+        "--gate-context",
+        action="store_true",
+        help="give the gate a frame-wide cue (the mean of its features over the frame); grown from a model "
+        "without one, it starts where that model was",
+    )
     own, rest = extra.parse_known_args(argv)
     args = parse_args(rest)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config: ArchConfig = preset(args.preset, causal=args.causal, window=args.window, recurrent=True)
-    config = dataclasses.replace(config, recurrent=2 if own.feedback == "output" else 1)
+    config = dataclasses.replace(
+        config, recurrent=2 if own.feedback == "output" else 1, gate_context=int(own.gate_context)
+    )
     if args.depth is not None:
         config = dataclasses.replace(config, depth=args.depth)
     if args.width is not None:

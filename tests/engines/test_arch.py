@@ -167,6 +167,33 @@ def test_an_output_feedback_model_carries_its_restored_frame_and_loads_an_estima
         assert not torch.equal(next_state, estimate_model.step(frames, state)[1])
 
 
+def test_a_gate_with_the_frame_cue_starts_as_the_local_gate_and_then_sees_the_whole_frame() -> None:
+    """``gate_context=1``: a recurrent model's weights load into it with only the cue's conv missing, it computes
+    what the model did (the cue starts at zero) and the cue gets a gradient; once trained, the blend at one pixel
+    depends on pixels far outside the gate's 12-pixel view."""
+    config = preset("tiny", recurrent=True)
+    local = trained_looking_model(config)
+    cued = build_model(dataclasses.replace(config, gate_context=1)).eval()
+    missing = cued.load_state_dict(local.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["gate.context.bias", "gate.context.weight"]
+    frames, state = torch.rand(2, 15, 32, 48), torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        assert all(torch.equal(ours, theirs) for ours, theirs in zip(cued.step(frames, state), local.step(frames, state), strict=True))
+    cued.step(frames, state)[0].mean().backward()
+    assert cued.gate is not None and cued.gate.context is not None
+    assert float(cued.gate.context.weight.grad.abs().max()) > 0
+    with torch.no_grad():
+        cued.gate.context.weight.normal_(0, 0.5)
+        far = frames.clone()
+        far[:, :, 24:, 36:] = torch.rand(2, 15, 8, 12)  # the corner only, 24+ pixels from the top-left blend
+        near_state, far_state = cued.step(frames, state)[1], cued.step(far, state)[1]
+        assert float((near_state[:, :, :8, :8] - far_state[:, :, :8, :8]).abs().max()) > 1e-4
+        local_near, local_far = local.step(frames, state)[1], local.step(far, state)[1]
+        assert torch.equal(local_near[:, :, :8, :8], local_far[:, :, :8, :8])
+    extra = count_macs(cued, 32, 48) - count_macs(local, 32, 48)
+    assert extra == 16 * 16
+
+
 def test_widen_state_keeps_a_recurrent_model_s_function_with_its_state() -> None:
     config = preset("tiny", recurrent=True)
     narrow = trained_looking_model(config)

@@ -16,11 +16,14 @@ from engines.processing import pack_window
 from tools import export_onnx
 
 
-def export_recurrent_model(folder: Path, name: str = "tiny", weight_std: float = 0.2, recurrent: int = 1) -> Path:
+def export_recurrent_model(
+    folder: Path, name: str = "tiny", weight_std: float = 0.2, recurrent: int = 1, gate_context: int = 0
+) -> Path:
     """A random-weight recurrent ``tiny`` model (state paths non-zero) as ``folder/NAME.onnx``; ``recurrent=2``
-    feeds its restored frame back as the state."""
+    feeds its restored frame back as the state; ``gate_context=1`` gives its gate the frame-wide cue."""
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(preset("tiny", recurrent=True), recurrent=recurrent)).eval()
+    config = dataclasses.replace(preset("tiny", recurrent=True), recurrent=recurrent, gate_context=gate_context)
+    model = build_model(config).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0, weight_std)
@@ -73,16 +76,18 @@ def test_cpu_engine_feeds_each_streams_previous_output_back_and_resets_after_a_g
         assert_restores(engine.infer_batch([small], ["a"])[0], direct(session, small, None)[0])
 
 
-@pytest.mark.parametrize("recurrent", [1, 2], ids=["estimate", "output"])
+@pytest.mark.parametrize(
+    ("recurrent", "gate_context"), [(1, 0), (2, 0), (1, 1)], ids=["estimate", "output", "gate-with-frame-cue"]
+)
 def test_torch_backend_feeds_each_streams_state_back_on_the_device_as_the_cpu_engine_does(
-    tmp_path: Path, recurrent: int
+    tmp_path: Path, recurrent: int, gate_context: int
 ) -> None:
     """The PyTorch backend (float32 on the CPU here; the same graph code runs on CUDA) keeps each stream's state
     on its device: batched with another camera, slid by one frame, restarted after a gap and a size change, it
     restores what ONNX Runtime computes with the state fed back by hand, and counts as the CPU engine does."""
     from engines.torch_backend import TorchEngine
 
-    path = export_recurrent_model(tmp_path, recurrent=recurrent)
+    path = export_recurrent_model(tmp_path, recurrent=recurrent, gate_context=gate_context)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(5)
     frames = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(11)]

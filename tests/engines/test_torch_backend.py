@@ -80,13 +80,15 @@ def _constant(name: str, value: list[float] | list[int] | float, dtype: type = n
 
 def test_every_supported_op_matches_onnx_runtime(tmp_path: Path) -> None:
     """A graph using the ops the shipped models do not (asymmetric Conv pads, DCR DepthToSpace, SpaceToDepth,
-    Reshape with 0 and -1, Transpose, Concat, Sub, Mul, LeakyRelu, Sigmoid, Identity) runs as ONNX Runtime runs it."""
+    Reshape with 0 and -1, Transpose, Concat, Sub, Mul, LeakyRelu, Sigmoid, Identity, ReduceMean) runs as ONNX Runtime runs it."""
     rng = np.random.default_rng(6)
     nodes = [
         helper.make_node("SpaceToDepth", ["frames"], ["s2d"], blocksize=2),  # [1, 36, 10, 14]
         helper.make_node("Conv", ["s2d", "w", "b"], ["conv"], pads=[1, 0, 0, 2], kernel_shape=[2, 3]),
         helper.make_node("LeakyRelu", ["conv"], ["act"], alpha=0.2),
-        helper.make_node("Mul", ["act", "half"], ["scaled"]),
+        helper.make_node("ReduceMean", ["act"], ["mean"], axes=[2, 3]),  # [1, 4, 1, 1], as a gate's frame cue
+        helper.make_node("Add", ["act", "mean"], ["shifted"]),
+        helper.make_node("Mul", ["shifted", "half"], ["scaled"]),
         helper.make_node("Sigmoid", ["act"], ["squashed"]),
         helper.make_node("Concat", ["scaled", "squashed", "act", "scaled"], ["cat"], axis=1),  # [1, 16, 10, 14]
         helper.make_node("DepthToSpace", ["cat"], ["d2s"], blocksize=2, mode="DCR"),  # [1, 4, 20, 28]

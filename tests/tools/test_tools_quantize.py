@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from synthetic_media import export_tiny_model, moving_frames, write_clip
 
 from engines import create_engine
@@ -49,10 +50,13 @@ def test_quantize_writes_int8_twin_that_the_cpu_engine_picks(tmp_path: Path) -> 
     assert int8_convs
 
 
-def test_a_recurrent_models_int8_twin_keeps_its_state_input_and_state_paths_in_float(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gate_context", [0, 1], ids=["local-gate", "gate-with-frame-cue"])
+def test_a_recurrent_models_int8_twin_keeps_its_state_input_and_state_paths_in_float(
+    tmp_path: Path, gate_context: int
+) -> None:
     from tests.engines.test_recurrent import export_recurrent_model
 
-    float_model = export_recurrent_model(tmp_path, name="rec", weight_std=0.05)
+    float_model = export_recurrent_model(tmp_path, name="rec", weight_std=0.05, gate_context=gate_context)
     clip = write_clip(tmp_path / "clip.mp4", moving_frames(30, 64, 96, seed=3))
 
     quantize.main(["--model", str(float_model), "--clips", str(clip), "--windows", "4", "--size", "96x64",
@@ -75,7 +79,8 @@ def test_a_recurrent_models_int8_twin_keeps_its_state_input_and_state_paths_in_f
     convs = [node for node in proto.graph.node if node.op_type == "Conv"]
     assert len([node for node in convs if node.input[0] == "next_state"]) == 2
     gate = [node for node in convs if node.name.startswith("/gate/")]
-    assert sorted(node.input[1] for node in gate) == ["gate.inlet.weight", "gate.out.weight"]
+    expected = ["gate.context.weight"] * gate_context + ["gate.inlet.weight", "gate.out.weight"]
+    assert sorted(node.input[1] for node in gate) == expected
     assert all(producers[node.input[0]].op_type != "DequantizeLinear" for node in gate)
     engine = create_engine("cpu", float_model, threads=1)
     assert engine.info.recurrent and engine.info.precision == "int8"

@@ -33,13 +33,17 @@ def test_tiny_recurrent_train_grows_a_window_model_and_resumes(tmp_path: Path) -
     assert second["step"] == 4
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [0, 2, 4]
-    # --freeze-window-model: only the recurrent parts learn, the window model's weights stay exactly as given
+    # --freeze-window-model: only the recurrent parts learn, the window model's weights stay exactly as given;
+    # --gate-context: the gate's frame-wide cue is one of them (it learns once the state's fusion and the gate's
+    # last conv have left zero, from the third step)
     frozen = [arg if arg != str(tmp_path / "run") else str(tmp_path / "frozen") for arg in common]
-    train_recurrent.main([*frozen, "--steps", "2", "--freeze-window-model", "--lr", "1e-2"])
-    trained = torch.load(tmp_path / "frozen" / "last.pt", weights_only=False)["model"]
+    train_recurrent.main([*frozen, "--steps", "3", "--freeze-window-model", "--lr", "1e-2", "--gate-context"])
+    saved = torch.load(tmp_path / "frozen" / "last.pt", weights_only=False)
+    trained = saved["model"]
     for key, value in window_model.state_dict().items():
         assert torch.equal(trained[key], value), key
     assert float(trained["gate.out.weight"].abs().max()) > 0
+    assert saved["config"]["gate_context"] == 1 and float(trained["gate.context.weight"].abs().max()) > 0
 
 
 def test_unrolled_chain_feeds_each_output_to_the_next_step() -> None:
