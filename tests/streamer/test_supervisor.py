@@ -11,6 +11,7 @@ import pytest
 
 from streamer.supervisor import Supervisor
 
+BACKOFF_S = (0.05, 0.15, 0.3)
 TIMER_RESOLUTION_S = 0.0015  # uvloop (libuv) schedules timers in whole milliseconds
 
 
@@ -33,7 +34,7 @@ class FlakyStage:
 
 async def test_failing_stage_is_restarted_with_growing_backoff_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     stage = FlakyStage(failures=3)
-    supervisor = Supervisor("cam", "encode", stage.run, lambda: False, stage.reset, backoff_s=(0.05, 0.15, 0.3))
+    supervisor = Supervisor("cam", "encode", stage.run, lambda: False, stage.reset, backoff_s=BACKOFF_S)
     with caplog.at_level(logging.ERROR, logger="streamer.supervisor"):
         await asyncio.wait_for(supervisor.run(), 5)
     assert len(stage.starts) == 4 and stage.resets == 3
@@ -41,9 +42,9 @@ async def test_failing_stage_is_restarted_with_growing_backoff_and_counted(caplo
     # The pause asked for grows with each failure in a row, and the stage really waits it out (no more than
     # the loop's timer resolution early: uvloop counts whole milliseconds).
     pauses = [re.findall(r"restarting in ([0-9.]+) s", record.getMessage()) for record in records]
-    assert pauses == [["0.05"], ["0.15"], ["0.30"]]
+    assert pauses == [[f"{pause:.2f}"] for pause in BACKOFF_S] == [["0.05"], ["0.15"], ["0.30"]]
     gaps = [later - earlier for earlier, later in zip(stage.starts, stage.starts[1:], strict=False)]
-    assert all(gap >= pause - TIMER_RESOLUTION_S for gap, pause in zip(gaps, (0.05, 0.15, 0.3), strict=True))
+    assert all(gap >= pause - TIMER_RESOLUTION_S for gap, pause in zip(gaps, BACKOFF_S, strict=True))
     health = supervisor.health
     assert health.restarts == 3 and health.finished and not health.running
     assert health.last_error == "RuntimeError: broke on run 3"
