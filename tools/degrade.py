@@ -6,8 +6,10 @@ are reproducible from a seed.
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -81,6 +83,20 @@ def x264_roundtrip(
     low-latency live encoder. ``threads=1`` makes the output repeatable bit for bit (x264's frame threads
     can change it from run to run, seen on small frames).
     """
+    return x264_roundtrip_with_qp(frames, crf, preset, bframes, threads, export_qp=False)[0]
+
+
+def x264_roundtrip_with_qp(
+    frames: np.ndarray,
+    crf: int,
+    preset: str = "medium",
+    bframes: int | None = None,
+    threads: int | None = None,
+    export_qp: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``x264_roundtrip`` that also returns the decoder's luma QP per 16x16 macroblock of every frame,
+    float32 [N, ceil(H/16), ceil(W/16)] (FFmpeg's ``export_side_data=venc_params``: what a live decoder knows
+    about how coarsely each block was quantised); zeros when ``export_qp`` is False."""
     count, height, width, _ = frames.shape
     options = {"crf": str(crf), "preset": preset}
     if bframes is not None:
@@ -100,13 +116,38 @@ def x264_roundtrip(
         encoded.extend(bytes(packet) for packet in codec.encode(frame))
     encoded.extend(bytes(packet) for packet in codec.encode(None))
     decoder = av.CodecContext.create("h264", "r")
-    decoded: list[np.ndarray] = []
+    if export_qp:
+        decoder.options = {"export_side_data": "venc_params"}
+    decoded: list[av.VideoFrame] = []
     for payload in encoded:
-        decoded.extend(yuv_to_rgb(frame) for frame in decoder.decode(av.Packet(payload)))
-    decoded.extend(yuv_to_rgb(frame) for frame in decoder.decode(None))
+        decoded.extend(decoder.decode(av.Packet(payload)))
+    decoded.extend(decoder.decode(None))
     if len(decoded) != count:
         raise RuntimeError(f"x264 round trip returned {len(decoded)} frames for {count}")
-    return np.stack(decoded)
+    grid = ((height + 15) // 16, (width + 15) // 16)
+    qp = [macroblock_qp(frame, grid) if export_qp else np.zeros(grid, np.float32) for frame in decoded]
+    return np.stack([yuv_to_rgb(frame) for frame in decoded]), np.stack(qp)
+
+
+# AVVideoEncParams (libavutil/video_enc_params.h): nb_blocks, blocks_offset, block_size, type, qp, then
+# delta_qp[4][2]; each AVVideoBlockParams is src_x, src_y, w, h, delta_qp (native layout and alignment)
+_ENC_PARAMS_HEADER = struct.Struct("@INNii")
+
+
+def macroblock_qp(frame: av.VideoFrame, grid: tuple[int, int]) -> np.ndarray:
+    """Luma QP of each 16x16 block of a decoded H.264 frame, from its VIDEO_ENC_PARAMS side data
+    (the decoder must have ``export_side_data=venc_params``); raises if the frame carries none."""
+    side_data_list: Any = frame.side_data  # PyAV's stubs type its items as str; they are SideData
+    for side_data in side_data_list:
+        if side_data.type.name != "VIDEO_ENC_PARAMS":
+            continue
+        payload = bytes(side_data)
+        blocks, offset, size, _kind, frame_qp = _ENC_PARAMS_HEADER.unpack_from(payload, 0)
+        fields = np.frombuffer(payload[offset : offset + blocks * size], np.int32).reshape(blocks, size // 4)
+        qp = np.zeros(grid, np.float32)
+        qp[fields[:, 1] // 16, fields[:, 0] // 16] = frame_qp + fields[:, 4]
+        return qp
+    raise RuntimeError("the decoded frame carries no VIDEO_ENC_PARAMS side data")
 
 
 def bilinear_sample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -56,6 +56,10 @@ CACHE_PROFILES: dict[str, CacheProfile] = {
     "lowbitrate": CacheProfile(
         {"codec": 0.75, "noise_codec": 0.15, "lowlight": 0.1, "noise": 0.0}, (32, 42), (30, 38), 12.0
     ),
+    # every kind at once, the noise up to sigma 45 before the encoder too (lite version 8's fine-tune)
+    "broad": CacheProfile(
+        {"codec": 0.45, "noise_codec": 0.3, "lowlight": 0.1, "noise": 0.15}, (26, 42), (20, 38), 45.0
+    ),
 }
 
 
@@ -179,36 +183,40 @@ def load_or_build_cache(
 def load_caches(
     args: argparse.Namespace,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Return (train targets, train degraded, val targets, val degraded, per-sequence sampling weights)."""
-    train_parts: list[tuple[np.ndarray, np.ndarray]] = []
-    val_parts: tuple[np.ndarray, np.ndarray] | None = None
+    """Return (train targets, train degraded, val targets, val degraded, per-sequence sampling weights).
+
+    Several caches are copied one at a time into arrays made for all of them, so loading needs their total size
+    plus one cache, not twice the total (five 1.9 GB caches fit a 24 GB machine)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for index, path in enumerate(args.cache):  # build what is missing, and learn every cache's shape
+        profile = args.cache_profile[min(index, len(args.cache_profile) - 1)]
+        targets, _ = load_or_build_cache(args, path, profile, args.seed + index)
+        shapes[path.name] = targets.shape
+        del targets
+    if not shapes:
+        raise SystemExit("no cache given")
+    if len({shape[1:] for shape in shapes.values()}) > 1:
+        listed = ", ".join(f"{name}: {shape[1]} frames of {shape[2]}x{shape[3]}" for name, shape in shapes.items())
+        raise SystemExit(f"--cache files hold sequences of different shapes ({listed}); build them alike")
+    counts = [shape[0] for shape in shapes.values()]
+    val_count = min(args.val_sequences, counts[0] // 4)  # validation: the first cache's first sequences
+    counts[0] -= val_count
+    sequence_shape = next(iter(shapes.values()))[1:]
+    train_targets = np.empty((sum(counts), *sequence_shape), np.uint8)
+    train_degraded = np.empty_like(train_targets)
+    filled = 0
     for index, path in enumerate(args.cache):
         profile = args.cache_profile[min(index, len(args.cache_profile) - 1)]
         targets, degraded = load_or_build_cache(args, path, profile, args.seed + index)
-        if val_parts is None:
-            val_count = min(args.val_sequences, len(targets) // 4)
+        if index == 0:
             val_parts = (targets[:val_count].copy(), degraded[:val_count].copy())
             targets, degraded = targets[val_count:], degraded[val_count:]
-        train_parts.append((targets, degraded))
-    if val_parts is None:
-        raise SystemExit("no cache given")
-    shapes = {
-        path.name: targets.shape[1:] for path, (targets, _) in zip(args.cache, train_parts, strict=True)
-    }
-    if len(set(shapes.values())) > 1:
-        listed = ", ".join(
-            f"{name}: {shape[0]} frames of {shape[1]}x{shape[2]}" for name, shape in shapes.items()
-        )
-        raise SystemExit(f"--cache files hold sequences of different shapes ({listed}); build them alike")
-    weights = sequence_weights([len(t) for t, _ in train_parts], args.cache_weights)
-    if len(train_parts) == 1:
-        return (*train_parts[0], *val_parts, weights)
-    return (
-        np.concatenate([t for t, _ in train_parts]),
-        np.concatenate([d for _, d in train_parts]),
-        *val_parts,
-        weights,
-    )
+        train_targets[filled : filled + len(targets)] = targets
+        train_degraded[filled : filled + len(targets)] = degraded
+        filled += len(targets)
+        del targets, degraded
+    weights = sequence_weights(counts, args.cache_weights)
+    return train_targets, train_degraded, *val_parts, weights
 
 
 def sequence_weights(counts: list[int], cache_weights: list[float] | None) -> np.ndarray | None:

@@ -32,6 +32,10 @@ def test_caches_load_with_validation_from_the_first_and_weights_per_cache(tmp_pa
     )
     assert targets.shape == degraded.shape == (12, 6, 16, 16, 3)
     assert val_targets.shape == val_degraded.shape == (2, 6, 16, 16, 3)
+    with np.load(tmp_path / "a.npz") as first, np.load(tmp_path / "b.npz") as second:
+        assert np.array_equal(val_targets, first["targets"][:2])
+        assert np.array_equal(targets, np.concatenate([first["targets"][2:], second["targets"]]))
+        assert np.array_equal(degraded, np.concatenate([first["degraded"][2:], second["degraded"]]))
     assert weights is not None and np.isclose(weights[:8].sum(), 0.5) and np.isclose(weights[8:].sum(), 0.5)
 
 

@@ -1,0 +1,75 @@
+"""The decoder-QP experiment (tools/qp_probe.py) and the QP maps it reads (degrade.x264_roundtrip_with_qp)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from synthetic_media import moving_frames, write_clip
+
+from engines.arch import build_model, preset
+from tools import degrade, qp_probe
+from tools import eval as evaluation
+
+
+def test_decoder_qp_maps_cover_every_macroblock_and_grow_with_crf() -> None:
+    frames = moving_frames(6, 40, 72, seed=3)  # 40 rows: a partial third macroblock row
+    _, fine = degrade.x264_roundtrip_with_qp(frames, 20, threads=1)
+    coarse_frames, coarse = degrade.x264_roundtrip_with_qp(frames, 42, threads=1)
+    assert fine.shape == coarse.shape == (6, 3, 5)
+    assert fine.min() > 0 and coarse.max() <= 51
+    assert coarse.mean() > fine.mean() + 10
+    # the same frames as the plain round trip, which exports nothing
+    assert np.array_equal(coarse_frames, degrade.x264_roundtrip(frames, 42, threads=1))
+
+
+def test_degradations_are_eval_py_s_bit_for_bit() -> None:
+    clean = moving_frames(4, 48, 64, seed=5)
+    for name in ("crf37", "noise_crf30", "sigma25", "lowlight"):
+        reference, degraded, qp = qp_probe.degrade_with_qp(name, clean, 17)
+        expected_reference, expected = evaluation.degrade_clip(name, clean, 17)
+        assert np.array_equal(reference, expected_reference) and np.array_equal(degraded, expected)
+        assert qp.shape == (4, 3, 4) and (qp.max() == 0) == name.startswith("sigma")
+
+
+def lite_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save({"model": build_model(preset("lite")).state_dict()}, path)
+    return path
+
+
+def test_qp_model_starts_as_the_model_it_wraps_and_the_cue_reaches_the_output(tmp_path: Path) -> None:
+    init = lite_checkpoint(tmp_path / "lite.pt")
+    frames = torch.rand(1, 15, 32, 48)
+    qp = torch.rand(1, 5, 8, 12)
+    for every_layer in (False, True):
+        model = qp_probe.load_model(init, None, every_layer).eval()
+        with torch.no_grad():
+            assert torch.allclose(model(frames, qp), model.base(frames), atol=1e-6)
+            for conv in model.qp_inputs:
+                conv.weight.normal_(0, 0.5)  # type: ignore[operator]
+            assert not torch.allclose(model(frames, qp), model(frames, torch.zeros_like(qp)), atol=1e-4)
+    assert len(qp_probe.load_model(init, None, True).qp_inputs) == 5  # the first layer and four hidden ones
+
+
+def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(12, 256, 288, seed=9))
+    cache = tmp_path / "cache.npz"
+    qp_probe.main(["build", "--clips", str(clip), "--count", "4", "--out", str(cache)])
+    with np.load(cache) as stored:
+        assert stored["targets"].shape == stored["degraded"].shape == (4, 8, 128, 128, 3)
+        assert stored["qp"].shape == (4, 8, 8, 8)
+    init = lite_checkpoint(tmp_path / "lite.pt")
+    weights = tmp_path / "qp.pt"
+    train = f"train --cache {cache} --init {init} --arm qp --steps 3 --batch 2 --crop 64 --threads 1 --out {weights}"
+    qp_probe.main(train.split())
+    out = tmp_path / "eval.json"
+    evaluate = (
+        f"eval --init {init} --model start= --model qp={weights} --clips {clip} --degradations crf37 sigma25"
+        f" --frames 6 --threads 1 --out {out}"
+    )
+    results = qp_probe.evaluate(qp_probe.parse_args(evaluate.split()))
+    assert set(results) == {"crf37/clip.mp4", "crf37/mean", "sigma25/clip.mp4", "sigma25/mean"}
+    assert set(results["crf37/mean"]) == {"start", "qp"}
+    assert out.exists()

@@ -1,0 +1,343 @@
+"""Does the decoder's QP help restore coded video? A controlled experiment on `lite` (issue 13).
+
+Every live input is decoded H.264, and the decoder knows how coarsely each 16x16 block was quantised (its QP;
+FFmpeg exports it with ``export_side_data=venc_params``). This tool measures what that cue is worth before any
+engine or contract carries it:
+
+    build  sequences (8 frames, 128x128) from training clips and still sets, half of them coded with x264 and
+           decoded with their QP maps (degrade.x264_roundtrip_with_qp), the rest noisy or noisy then coded
+    train  fine-tunes `lite` (float) with one extra input: the QP planes of the window's five frames at the
+           trunk's 1/4 resolution (QP/51, 0 where nothing was coded), through a zero-initialised 1x1 conv into
+           the first layer (``--qp-layers all``: into every hidden layer). ``--arm blind`` feeds zeros, so the
+           same weights, data and steps without the cue are the control
+    eval   val clips (eval.py's degradations and seeds, so the inputs are eval.py's bit for bit), float PSNR
+           gain over the input per clip and mean, every model in one run
+
+    python -m tools.qp_probe build --clips $S/clips --stills $STILLS --out $W/qp_cache.npz
+    python -m tools.qp_probe train --cache $W/qp_cache.npz --init $W/lite_v7.pt --arm qp --out $W/qp.pt
+    python -m tools.qp_probe eval --init $W/lite_v7.pt --model lite= --model qp=$W/qp.pt --clips $S/val
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engines.arch import WindowRestorer, build_model, preset
+from tools import degrade
+from tools.eval import degradation_seed
+from tools.train import synthesise_noise
+from tools.training_cache import clean_size, list_clips
+
+QP_SCALE = 51.0  # H.264's largest QP
+LENGTH, SIZE = 8, 128
+
+
+def degrade_with_qp(name: str, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(reference, degraded, QP maps) for one of eval.py's degradations, the same frames eval.degrade_clip makes."""
+    rng = np.random.default_rng(seed)
+    grid = ((clean.shape[1] + 15) // 16, (clean.shape[2] + 15) // 16)
+    if name.startswith("sigma"):
+        return (
+            clean,
+            degrade.add_gaussian_noise(clean, float(name[5:]), rng),
+            np.zeros((len(clean), *grid), np.float32),
+        )
+    if name.startswith("crf"):
+        return clean, *degrade.x264_roundtrip_with_qp(clean, int(name[3:]), threads=1)
+    if name == "lowlight":
+        dark = degrade.darken(clean, 0.3, 1.3)
+        noisy = degrade.add_poisson_gaussian_noise(dark, 0.008, 5.0, rng)
+        return dark, *degrade.x264_roundtrip_with_qp(noisy, 30, threads=1)
+    if name == "noise_crf30":
+        noisy = degrade.add_gaussian_noise(clean, 10.0, rng)
+        return clean, *degrade.x264_roundtrip_with_qp(noisy, 30, threads=1)
+    raise ValueError(f"unknown degradation {name}")
+
+
+def degrade_sequence(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(degraded, QP maps) of one training sequence: coded only, noisy then coded, or noisy (QP 0)."""
+    kind = rng.choice(["codec", "noise_codec", "noise"], p=[0.5, 0.3, 0.2])
+    noisy = clean
+    if kind != "codec":
+        if rng.random() < 0.5:
+            noisy = degrade.add_gaussian_noise(
+                clean, rng.uniform(2, 25 if kind == "noise_codec" else 45), rng
+            )
+        else:
+            noisy = degrade.add_poisson_gaussian_noise(clean, rng.uniform(0, 0.02), rng.uniform(0, 12), rng)
+    if kind == "noise":
+        return noisy, np.zeros((len(clean), clean.shape[1] // 16, clean.shape[2] // 16), np.float32)
+    crf = int(rng.integers(26, 43)) if kind == "codec" else int(rng.integers(20, 39))
+    preset_name = str(rng.choice(["veryfast", "medium"]))
+    return degrade.x264_roundtrip_with_qp(noisy, crf, preset_name, 0 if rng.random() < 0.5 else None)
+
+
+def build(args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(args.seed)
+    clips = list_clips(args.clips)
+    stills = degrade.list_stills(args.stills)
+    targets = np.zeros((args.count, LENGTH, SIZE, SIZE, 3), np.uint8)
+    degraded = np.zeros_like(targets)
+    qp = np.zeros((args.count, LENGTH, SIZE // 16, SIZE // 16), np.float32)
+    index = 0
+    per_clip = (args.count // 2) // max(1, len(clips)) if stills else args.count // max(1, len(clips))
+    for clip in clips:
+        size = clean_size(degrade.native_size(clip), (640, 360), 2.0)
+        frames = degrade.read_clip(clip, 0, min(degrade.count_frames(clip), 300), size)
+        if len(frames) < LENGTH or min(frames.shape[1:3]) < SIZE:
+            continue
+        for _ in range(per_clip):
+            first = int(rng.integers(0, len(frames) - LENGTH + 1))
+            top, left = (int(rng.integers(0, extent - SIZE + 1)) for extent in frames.shape[1:3])
+            targets[index] = frames[first : first + LENGTH, top : top + SIZE, left : left + SIZE]
+            degraded[index], qp[index] = degrade_sequence(targets[index], rng)
+            index += 1
+    while index < args.count and stills:
+        image = degrade.load_still(stills[int(rng.integers(0, len(stills)))])
+        if min(image.shape[:2]) < SIZE + 8:
+            continue
+        targets[index] = degrade.pseudo_video(image, LENGTH, SIZE, rng)
+        degraded[index], qp[index] = degrade_sequence(targets[index], rng)
+        index += 1
+    order = rng.permutation(index)
+    np.savez(args.out, targets=targets[order], degraded=degraded[order], qp=qp[order])
+    print(f"{index} sequences -> {args.out}")
+
+
+class QPRestorer(nn.Module):
+    """`lite` (a WindowRestorer with a 1x1 first layer) plus the window's QP planes at 1/u resolution, added to
+    the first layer's pre-activation (and with ``every_layer`` to each hidden layer's) by zero-initialised 1x1
+    convs: it starts as the model it wraps."""
+
+    def __init__(self, base: WindowRestorer, every_layer: bool = False) -> None:
+        super().__init__()
+        self.base = base
+        window, width, depth = base.config.window, base.config.width, base.config.depth
+        count = depth + 1 if every_layer else 1
+        convs = [nn.Conv2d(window, width, 1, bias=False) for _ in range(count)]
+        for conv in convs:
+            nn.init.zeros_(conv.weight)
+        self.qp_inputs = nn.ModuleList(convs)
+
+    def forward(self, frames: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        model, factor = self.base, self.base.config.unshuffle
+        start = 3 * model.config.reference_index
+        reference = frames[:, start : start + 3]
+        skip_weight = model.reference_skip.weight.reshape(-1, 3, factor, factor)
+        skip = nn.functional.conv2d(reference, skip_weight, stride=factor)
+        convs = [layer for layer in model.body if isinstance(layer, nn.Conv2d)]
+        first = convs[0]
+        hidden = nn.functional.conv2d(
+            frames, first.weight.reshape(first.out_channels, -1, factor, factor), first.bias, stride=factor
+        )
+        for index, conv in enumerate(convs[1:]):
+            if index < len(self.qp_inputs):
+                hidden = hidden + self.qp_inputs[index](qp)
+            hidden = conv(torch.relu(hidden))
+        return torch.clamp(reference + model.shuffle(hidden + skip), 0.0, 1.0)
+
+
+def load_model(init: Path, weights: Path | None, every_layer: bool) -> QPRestorer:
+    saved = torch.load(init, map_location="cpu", weights_only=False)
+    base = build_model(preset("lite"))
+    base.load_state_dict(saved["model"])
+    model = QPRestorer(base, every_layer)
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    return model
+
+
+def qp_planes(maps: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """Macroblock QP maps [..., window, H/16, W/16] -> planes [..., window, height, width] at 1/4 resolution."""
+    planes = np.repeat(np.repeat(maps, 4, axis=-2), 4, axis=-1)[..., :height, :width] / QP_SCALE
+    return torch.from_numpy(np.ascontiguousarray(planes, np.float32))
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    with np.load(args.cache) as cache:
+        targets, degraded, qp_maps = cache["targets"], cache["degraded"], cache["qp"]
+    if args.coded_only:  # the codec specialist: sequences that went through x264 only, no noise-only windows
+        coded = np.flatnonzero(qp_maps.reshape(len(qp_maps), -1).max(axis=1) > 0)
+        targets, degraded, qp_maps = targets[coded], degraded[coded], qp_maps[coded]
+    model = load_model(args.init, None, args.qp_layers == "all")
+    rng = np.random.default_rng(args.seed)
+    cue = [p for name, p in model.named_parameters() if name.startswith("qp_inputs.")]
+    trunk = [p for name, p in model.named_parameters() if not name.startswith("qp_inputs.")]
+    optimizer = torch.optim.Adam(
+        [{"params": trunk, "scale": 1.0}, {"params": cue, "scale": args.qp_lr_scale}], lr=args.lr
+    )
+    batch, crop, window = args.batch, args.crop, model.base.config.window
+    started, losses = time.perf_counter(), []
+    for step in range(1, args.steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = group["scale"] * args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps)) * min(1.0, step / 200)
+        inputs, labels, planes = [], [], []
+        for _ in range(batch):
+            sequence, first = int(rng.integers(0, len(targets))), int(rng.integers(0, LENGTH - window + 1))
+            top, left = (16 * int(v) for v in rng.integers(0, (SIZE - crop) // 16 + 1, size=2))
+            span = (sequence, slice(first, first + window), slice(top, top + crop), slice(left, left + crop))
+            clean, noisy = targets[span], degraded[span]
+            qp = qp_maps[
+                sequence,
+                first : first + window,
+                top // 16 : (top + crop) // 16,
+                left // 16 : (left + crop) // 16,
+            ]
+            if not args.coded_only and rng.random() < args.onfly_fraction:
+                clean, noisy = synthesise_noise(clean, rng)
+                qp = np.zeros_like(qp)
+            for axis in (2, 1):  # the same flips of frames and QP maps
+                if rng.random() < 0.5:
+                    clean, noisy, qp = np.flip(clean, axis), np.flip(noisy, axis), np.flip(qp, axis)
+            if rng.random() < 0.5:
+                clean, noisy, qp = (
+                    clean.transpose(0, 2, 1, 3),
+                    noisy.transpose(0, 2, 1, 3),
+                    qp.transpose(0, 2, 1),
+                )
+            if rng.random() < 0.5:
+                clean, noisy, qp = clean[::-1], noisy[::-1], qp[::-1]
+            inputs.append(noisy)
+            labels.append(clean[window // 2])
+            planes.append(qp)
+        frames = torch.from_numpy(np.ascontiguousarray(np.stack(inputs))).permute(0, 1, 4, 2, 3)
+        frames = frames.reshape(batch, window * 3, crop, crop).float() / 255
+        label = torch.from_numpy(np.ascontiguousarray(np.stack(labels))).permute(0, 3, 1, 2).float() / 255
+        qp_input = qp_planes(np.stack(planes), crop // 4, crop // 4)
+        if args.arm == "blind":
+            qp_input = torch.zeros_like(qp_input)
+        loss = nn.functional.l1_loss(model(frames, qp_input), label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 500 == 0 or step == args.steps:
+            elapsed = time.perf_counter() - started
+            print(
+                json.dumps({"step": step, "loss": float(np.mean(losses[-500:])), "seconds": round(elapsed)})
+            )
+    torch.save({"model": model.state_dict(), "arm": args.arm, "qp_layers": args.qp_layers}, args.out)
+
+
+def psnr(restored: np.ndarray, clean: np.ndarray) -> float:
+    mse = float(np.mean((restored.astype(np.float64) - clean.astype(np.float64)) ** 2))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+@torch.no_grad()
+def restore(model: QPRestorer, frames: np.ndarray, qp_maps: np.ndarray, use_qp: bool) -> np.ndarray:
+    """Every frame of a clip through a centred window (edge frames replicated, as eval.py does)."""
+    count, height, width, _ = frames.shape
+    window = model.base.config.window
+    restored = np.empty_like(frames)
+    for index in range(count):
+        picks = [min(max(index + offset - window // 2, 0), count - 1) for offset in range(window)]
+        batch = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2).reshape(1, 3 * window, height, width)
+        qp = qp_planes(qp_maps[picks][None], height // 4, width // 4)
+        output = model(batch.float() / 255, qp if use_qp else torch.zeros_like(qp))
+        restored[index] = (output[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return restored
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    models: dict[str, tuple[QPRestorer, bool]] = {}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        saved = torch.load(path, map_location="cpu", weights_only=False) if path else {}
+        every = saved.get("qp_layers") == "all"
+        models[name] = (
+            load_model(args.init, Path(path) if path else None, every).eval(),
+            saved.get("arm") == "qp",
+        )
+    clips = list_clips(args.clips)
+    results: dict[str, Any] = {}
+    for name in args.degradations:
+        seed = degradation_seed(name, args.degradations, 0)
+        gains: dict[str, list[float]] = {model: [] for model in models}
+        for k, clip in enumerate(clips):
+            clean = degrade.read_clip(clip, 0, args.frames, (640, 360))
+            reference, degraded, qp_maps = degrade_with_qp(name, clean, seed + k)
+            base = np.mean([psnr(degraded[i], reference[i]) for i in range(len(clean))])
+            row = {"input": float(base)}
+            for model_name, (model, use_qp) in models.items():
+                output = restore(model, degraded, qp_maps, use_qp)
+                row[model_name] = float(
+                    np.mean([psnr(output[i], reference[i]) for i in range(len(clean))]) - base
+                )
+                gains[model_name].append(row[model_name])
+            results[f"{name}/{clip.name}"] = row
+            print(
+                name, clip.name, json.dumps({key: round(value, 3) for key, value in row.items()}), flush=True
+            )
+        results[f"{name}/mean"] = {model: float(np.mean(values)) for model, values in gains.items()}
+        print(
+            name,
+            "mean",
+            json.dumps({key: round(v, 3) for key, v in results[f"{name}/mean"].items()}),
+            flush=True,
+        )
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("build", help="build the cache of coded sequences with their QP maps")
+    make.add_argument("--clips", type=Path, nargs="*", default=[], help="training videos or folders of them")
+    make.add_argument("--stills", type=Path, nargs="*", default=[], help="folders of still photos")
+    make.add_argument("--count", type=int, default=2400, help="sequences")
+    make.add_argument("--seed", type=int, default=5)
+    make.add_argument("--out", type=Path, required=True, help="cache file (.npz)")
+    fit = commands.add_parser("train", help="fine-tune lite with (or, --arm blind, without) the QP planes")
+    fit.add_argument("--cache", type=Path, required=True)
+    fit.add_argument("--init", type=Path, required=True, help="lite checkpoint (tools.checkpoint_from_onnx)")
+    fit.add_argument("--arm", choices=["qp", "blind"], required=True)
+    fit.add_argument("--qp-layers", choices=["first", "all"], default="first")
+    fit.add_argument("--qp-lr-scale", type=float, default=1.0, help="learning-rate factor of the QP convs")
+    fit.add_argument("--coded-only", action="store_true", help="train on the coded sequences only")
+    fit.add_argument("--steps", type=int, default=4000)
+    fit.add_argument("--batch", type=int, default=8)
+    fit.add_argument("--crop", type=int, default=96, help="a multiple of 16 up to 128")
+    fit.add_argument("--lr", type=float, default=1e-4)
+    fit.add_argument("--onfly-fraction", type=float, default=0.15, help="share of noise-only windows (QP 0)")
+    fit.add_argument("--seed", type=int, default=11)
+    fit.add_argument("--threads", type=int, default=2)
+    fit.add_argument("--out", type=Path, required=True, help="weights file (.pt)")
+    test = commands.add_parser("eval", help="PSNR gain on val clips, with the decoder's QP maps")
+    test.add_argument("--init", type=Path, required=True, help="the lite checkpoint the models grew from")
+    test.add_argument(
+        "--model", action="append", required=True, help="NAME=weights.pt, or NAME= for the init"
+    )
+    test.add_argument("--clips", type=Path, nargs="+", required=True)
+    test.add_argument("--degradations", nargs="+", default=["crf37", "noise_crf30", "sigma25"])
+    test.add_argument("--frames", type=int, default=24)
+    test.add_argument("--threads", type=int, default=2)
+    test.add_argument("--out", type=Path, help="results (.json)")
+    args = parser.parse_args(argv)
+    if args.command == "train" and (args.crop % 16 or not 16 <= args.crop <= SIZE):
+        parser.error("--crop must be a multiple of 16 between 16 and 128")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    {"build": build, "train": train, "eval": evaluate}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
