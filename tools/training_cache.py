@@ -56,7 +56,7 @@ CACHE_PROFILES: dict[str, CacheProfile] = {
     "lowbitrate": CacheProfile(
         {"codec": 0.75, "noise_codec": 0.15, "lowlight": 0.1, "noise": 0.0}, (32, 42), (30, 38), 12.0
     ),
-    # every kind at once, the noise up to sigma 45 before the encoder too (lite version 8's fine-tune)
+    # every kind at once, noise up to sigma 45 before the encoder too (`lite` on fresh caches, model card)
     "broad": CacheProfile(
         {"codec": 0.45, "noise_codec": 0.3, "lowlight": 0.1, "noise": 0.15}, (26, 42), (20, 38), 45.0
     ),
@@ -187,21 +187,24 @@ def load_caches(
 
     Several caches are copied one at a time into arrays made for all of them, so loading needs their total size
     plus one cache, not twice the total (five 1.9 GB caches fit a 24 GB machine)."""
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes: list[tuple[int, ...]] = []
     for index, path in enumerate(args.cache):  # build what is missing, and learn every cache's shape
         profile = args.cache_profile[min(index, len(args.cache_profile) - 1)]
         targets, _ = load_or_build_cache(args, path, profile, args.seed + index)
-        shapes[path.name] = targets.shape
+        shapes.append(targets.shape)
         del targets
     if not shapes:
         raise SystemExit("no cache given")
-    if len({shape[1:] for shape in shapes.values()}) > 1:
-        listed = ", ".join(f"{name}: {shape[1]} frames of {shape[2]}x{shape[3]}" for name, shape in shapes.items())
+    if len({shape[1:] for shape in shapes}) > 1:
+        listed = ", ".join(
+            f"{path.name}: {shape[1]} frames of {shape[2]}x{shape[3]}"
+            for path, shape in zip(args.cache, shapes, strict=True)
+        )
         raise SystemExit(f"--cache files hold sequences of different shapes ({listed}); build them alike")
-    counts = [shape[0] for shape in shapes.values()]
+    counts = [shape[0] for shape in shapes]
     val_count = min(args.val_sequences, counts[0] // 4)  # validation: the first cache's first sequences
     counts[0] -= val_count
-    sequence_shape = next(iter(shapes.values()))[1:]
+    sequence_shape = shapes[0][1:]
     train_targets = np.empty((sum(counts), *sequence_shape), np.uint8)
     train_degraded = np.empty_like(train_targets)
     filled = 0
