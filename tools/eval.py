@@ -106,17 +106,28 @@ def degradation_seed(name: str, requested: list[str], base_seed: int) -> int:
 
 def degrade_clip(name: str, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (reference, degraded) for one named degradation (repeatable: x264 runs on one thread)."""
+    reference, degraded, _ = degrade_clip_with_qp(name, clean, seed, export_qp=False)
+    return reference, degraded
+
+
+def degrade_clip_with_qp(
+    name: str, clean: np.ndarray, seed: int, export_qp: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``degrade_clip`` plus the decoder's QP per 16x16 macroblock of every degraded frame (zeros where nothing
+    was coded, or with ``export_qp`` False): see degrade.x264_roundtrip_with_qp."""
     rng = np.random.default_rng(seed)
     if name.startswith("sigma"):
-        return clean, degrade.add_gaussian_noise(clean, float(name[5:]), rng)
+        grid = (len(clean), (clean.shape[1] + 15) // 16, (clean.shape[2] + 15) // 16)
+        return clean, degrade.add_gaussian_noise(clean, float(name[5:]), rng), np.zeros(grid, np.float32)
     if name.startswith("crf"):
-        return clean, degrade.x264_roundtrip(clean, int(name[3:]), threads=1)
+        return clean, *degrade.x264_roundtrip_with_qp(clean, int(name[3:]), threads=1, export_qp=export_qp)
     if name == "lowlight":
         dark = degrade.darken(clean, 0.3, 1.3)
         noisy = degrade.add_poisson_gaussian_noise(dark, 0.008, 5.0, rng)
-        return dark, degrade.x264_roundtrip(noisy, 30, threads=1)
+        return dark, *degrade.x264_roundtrip_with_qp(noisy, 30, threads=1, export_qp=export_qp)
     if name == "noise_crf30":
-        return clean, degrade.x264_roundtrip(degrade.add_gaussian_noise(clean, 10.0, rng), 30, threads=1)
+        noisy = degrade.add_gaussian_noise(clean, 10.0, rng)
+        return clean, *degrade.x264_roundtrip_with_qp(noisy, 30, threads=1, export_qp=export_qp)
     raise ValueError(f"unknown degradation {name}")
 
 

@@ -32,34 +32,12 @@ from torch import nn
 
 from engines.arch import WindowRestorer, build_model, preset
 from tools import degrade
-from tools.eval import degradation_seed
+from tools.eval import degradation_seed, degrade_clip_with_qp, psnr
 from tools.train import synthesise_noise
 from tools.training_cache import clean_size, list_clips
 
 QP_SCALE = 51.0  # H.264's largest QP
 LENGTH, SIZE = 8, 128
-
-
-def degrade_with_qp(name: str, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(reference, degraded, QP maps) for one of eval.py's degradations, the same frames eval.degrade_clip makes."""
-    rng = np.random.default_rng(seed)
-    grid = ((clean.shape[1] + 15) // 16, (clean.shape[2] + 15) // 16)
-    if name.startswith("sigma"):
-        return (
-            clean,
-            degrade.add_gaussian_noise(clean, float(name[5:]), rng),
-            np.zeros((len(clean), *grid), np.float32),
-        )
-    if name.startswith("crf"):
-        return clean, *degrade.x264_roundtrip_with_qp(clean, int(name[3:]), threads=1)
-    if name == "lowlight":
-        dark = degrade.darken(clean, 0.3, 1.3)
-        noisy = degrade.add_poisson_gaussian_noise(dark, 0.008, 5.0, rng)
-        return dark, *degrade.x264_roundtrip_with_qp(noisy, 30, threads=1)
-    if name == "noise_crf30":
-        noisy = degrade.add_gaussian_noise(clean, 10.0, rng)
-        return clean, *degrade.x264_roundtrip_with_qp(noisy, 30, threads=1)
-    raise ValueError(f"unknown degradation {name}")
 
 
 def degrade_sequence(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -145,13 +123,13 @@ class QPRestorer(nn.Module):
         return torch.clamp(reference + model.shuffle(hidden + skip), 0.0, 1.0)
 
 
-def load_model(init: Path, weights: Path | None, every_layer: bool) -> QPRestorer:
+def load_model(init: Path, weights: dict[str, Any] | None, every_layer: bool) -> QPRestorer:
     saved = torch.load(init, map_location="cpu", weights_only=False)
     base = build_model(preset("lite"))
     base.load_state_dict(saved["model"])
     model = QPRestorer(base, every_layer)
-    if weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    if weights is not None:  # a checkpoint `train` wrote
+        model.load_state_dict(weights["model"])
     return model
 
 
@@ -229,11 +207,6 @@ def train(args: argparse.Namespace) -> None:
     torch.save({"model": model.state_dict(), "arm": args.arm, "qp_layers": args.qp_layers}, args.out)
 
 
-def psnr(restored: np.ndarray, clean: np.ndarray) -> float:
-    mse = float(np.mean((restored.astype(np.float64) - clean.astype(np.float64)) ** 2))
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
-
-
 @torch.no_grad()
 def restore(model: QPRestorer, frames: np.ndarray, qp_maps: np.ndarray, use_qp: bool) -> np.ndarray:
     """Every frame of a clip through a centred window (edge frames replicated, as eval.py does)."""
@@ -254,12 +227,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     models: dict[str, tuple[QPRestorer, bool]] = {}
     for spec in args.model:
         name, _, path = spec.partition("=")
-        saved = torch.load(path, map_location="cpu", weights_only=False) if path else {}
-        every = saved.get("qp_layers") == "all"
-        models[name] = (
-            load_model(args.init, Path(path) if path else None, every).eval(),
-            saved.get("arm") == "qp",
-        )
+        saved = torch.load(path, map_location="cpu", weights_only=False) if path else None
+        every = saved is not None and saved.get("qp_layers") == "all"
+        models[name] = (load_model(args.init, saved, every).eval(), saved is not None and saved.get("arm") == "qp")
     clips = list_clips(args.clips)
     results: dict[str, Any] = {}
     for name in args.degradations:
@@ -267,14 +237,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         gains: dict[str, list[float]] = {model: [] for model in models}
         for k, clip in enumerate(clips):
             clean = degrade.read_clip(clip, 0, args.frames, (640, 360))
-            reference, degraded, qp_maps = degrade_with_qp(name, clean, seed + k)
-            base = np.mean([psnr(degraded[i], reference[i]) for i in range(len(clean))])
-            row = {"input": float(base)}
+            reference, degraded, qp_maps = degrade_clip_with_qp(name, clean, seed + k)
+            base = psnr(degraded, reference)
+            row = {"input": base}
             for model_name, (model, use_qp) in models.items():
-                output = restore(model, degraded, qp_maps, use_qp)
-                row[model_name] = float(
-                    np.mean([psnr(output[i], reference[i]) for i in range(len(clean))]) - base
-                )
+                row[model_name] = psnr(restore(model, degraded, qp_maps, use_qp), reference) - base
                 gains[model_name].append(row[model_name])
             results[f"{name}/{clip.name}"] = row
             print(

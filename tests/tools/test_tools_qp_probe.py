@@ -25,8 +25,8 @@ def test_decoder_qp_maps_cover_every_macroblock_and_grow_with_crf() -> None:
 
 
 def test_degradations_are_eval_py_s(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same noise, darkening and CRF as eval.degrade_clip (x264 replaced by a stand-in that both reach: on
-    frames this small x264 is not repeatable bit for bit from call to call)."""
+    """degrade_clip_with_qp (what the probe evaluates on): the same frames as eval.degrade_clip and the QP of the
+    coded ones (x264 replaced by a stand-in: on frames this small it is not repeatable bit for bit)."""
 
     def stand_in(frames: np.ndarray, crf: int, *_args: object, **_kwargs: object) -> tuple[np.ndarray, np.ndarray]:
         grid = (len(frames), (frames.shape[1] + 15) // 16, (frames.shape[2] + 15) // 16)
@@ -35,7 +35,7 @@ def test_degradations_are_eval_py_s(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(degrade, "x264_roundtrip_with_qp", stand_in)
     clean = moving_frames(4, 48, 64, seed=5)
     for name, crf in (("crf37", 37), ("noise_crf30", 30), ("sigma25", 0), ("lowlight", 30)):
-        reference, degraded, qp = qp_probe.degrade_with_qp(name, clean, 17)
+        reference, degraded, qp = evaluation.degrade_clip_with_qp(name, clean, 17)
         expected_reference, expected = evaluation.degrade_clip(name, clean, 17)
         assert np.array_equal(reference, expected_reference) and np.array_equal(degraded, expected)
         assert qp.shape == (4, 3, 4) and np.all(qp == crf)
