@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,15 @@ def load_or_build_cache(
     return targets, degraded
 
 
+def cache_shape(path: Path) -> tuple[int, ...]:
+    """Shape of a cache's ``targets`` from its .npy header inside the .npz, without reading the frames."""
+    with zipfile.ZipFile(path) as archive, archive.open("targets.npy") as stored:
+        version = np.lib.format.read_magic(stored)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(stored)
+    return tuple(shape)
+
+
 def load_caches(
     args: argparse.Namespace,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -187,14 +197,19 @@ def load_caches(
 
     Several caches are copied one at a time into arrays made for all of them, so loading needs their total size
     plus one cache, not twice the total (five 1.9 GB caches fit a 24 GB machine)."""
-    shapes: list[tuple[int, ...]] = []
-    for index, path in enumerate(args.cache):  # build what is missing, and learn every cache's shape
-        profile = args.cache_profile[min(index, len(args.cache_profile) - 1)]
-        targets, _ = load_or_build_cache(args, path, profile, args.seed + index)
-        shapes.append(targets.shape)
-        del targets
-    if not shapes:
+    if not args.cache:
         raise SystemExit("no cache given")
+    profiles = [args.cache_profile[min(index, len(args.cache_profile) - 1)] for index in range(len(args.cache))]
+    if len(args.cache) == 1:  # nothing to join: the cache's own arrays
+        targets, degraded = load_or_build_cache(args, args.cache[0], profiles[0], args.seed)
+        val_count = min(args.val_sequences, len(targets) // 4)  # validation: the first sequences
+        weights = sequence_weights([len(targets) - val_count], args.cache_weights)
+        val_parts = (targets[:val_count].copy(), degraded[:val_count].copy())
+        return targets[val_count:], degraded[val_count:], *val_parts, weights
+    for index, path in enumerate(args.cache):  # build what is missing before reading any
+        if not path.exists():
+            load_or_build_cache(args, path, profiles[index], args.seed + index)
+    shapes = [cache_shape(path) for path in args.cache]
     if len({shape[1:] for shape in shapes}) > 1:
         listed = ", ".join(
             f"{path.name}: {shape[1]} frames of {shape[2]}x{shape[3]}"
@@ -209,8 +224,7 @@ def load_caches(
     train_degraded = np.empty_like(train_targets)
     filled = 0
     for index, path in enumerate(args.cache):
-        profile = args.cache_profile[min(index, len(args.cache_profile) - 1)]
-        targets, degraded = load_or_build_cache(args, path, profile, args.seed + index)
+        targets, degraded = load_or_build_cache(args, path, profiles[index], args.seed + index)
         if index == 0:
             val_parts = (targets[:val_count].copy(), degraded[:val_count].copy())
             targets, degraded = targets[val_count:], degraded[val_count:]
