@@ -1,19 +1,20 @@
 """Train and export an FFDNet-class yardstick: a full-resolution, single-frame, non-blind Gaussian denoiser.
 
 Model (FFDNet colour, Zhang et al. 2018): PixelUnshuffle x2 of the RGB frame (12 channels) + a noise-level
-map (sigma/255 everywhere) = 13 channels -> conv3x3 96 + ReLU -> 10 x (conv3x3 96 + ReLU) -> conv3x3 12 ->
-PixelShuffle x2, predicting the residual (restored = clamp(noisy + output)); no BatchNorm; ~0.85 M parameters.
+map (sigma/255 everywhere) = 13 channels -> conv3x3 96 + ReLU -> 10 x (conv3x3 96 + ReLU) -> conv3x3 12, plus a
+linear conv3x3 13 -> 12 skip initialised to minus the identity -> PixelShuffle x2, added to the noisy frame
+(restored = clamp(noisy + output)): the body predicts the clean frame, as FFDNet does; no BatchNorm; ~0.85 M
+parameters.
 
 Training data: every clip (video or image-sequence folder) under ``--clips``, decoded at the smaller of
 640x360 and half the native size (aspect kept, every ``--clip-step``-th frame), and the still sets under
 ``--stills``; never ../shared/media/val (those scenes are for evaluation only). Random 64-96 px crops, flips
 and transposes, Gaussian noise with sigma uniform in [0, 55] (0-255 scale, rounded to uint8 like a real
-frame) and the true sigma map as input. He (Kaiming) initialisation, the last layer scaled by 0.1. Loss L1,
-Adam 1e-4 (1e-3, the paper's rate with BatchNorm, left this BatchNorm-free net at the identity for 660 steps)
-with a cosine decay over the ``--minutes`` budget (or ``--steps``, whichever ends first). Checkpoints are
-resumable. Example:
+frame) and the true sigma map as input. He (Kaiming) initialisation, the body's last layer scaled by 0.1.
+Loss L1, Adam 1e-3 after a 50-step linear warm-up, with a cosine decay over the ``--minutes`` budget (or
+``--steps``, whichever ends first). Checkpoints are resumable. Example:
 
-    python -m tools.yardstick train --out /work/runs/yardstick --threads 1 --minutes 45
+    python -m tools.yardstick train --out /work/runs/yardstick --threads 2 --minutes 85
     python -m tools.yardstick export --checkpoint /work/runs/yardstick/checkpoint.pt \
         --onnx tools/yardsticks/ffdnet.onnx
 
@@ -41,7 +42,13 @@ MAX_SIGMA = 55.0
 
 
 class FFDNetColor(nn.Module):
-    """FFDNet-style denoiser at half resolution (space-to-depth x2) with a noise-level map input."""
+    """FFDNet-style denoiser at half resolution (space-to-depth x2) with a noise-level map input.
+
+    The body predicts the clean frame: a linear 3x3 skip from the input to the output, initialised to minus
+    the identity on the frame's channels, cancels the noisy frame that the residual adds back, and learns how
+    much of it to keep. Without it the body had to carry the noise through 12 layers and training crept
+    (+1 dB at σ25 after 400 steps, against +4.6 dB with the skip after 300).
+    """
 
     def __init__(self, width: int = 96, depth: int = 10) -> None:
         super().__init__()
@@ -50,21 +57,27 @@ class FFDNetColor(nn.Module):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(width, 12, 3, padding=1))
         self.body = nn.Sequential(*layers)
+        self.skip = nn.Conv2d(13, 12, 3, padding=1)
         convolutions = [layer for layer in self.body if isinstance(layer, nn.Conv2d)]
         for conv in convolutions:
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
         with torch.no_grad():
-            convolutions[-1].weight.mul_(0.1)  # start near the identity (a small residual)
+            convolutions[-1].weight.mul_(0.1)  # the body starts small
+            self.skip.weight.zero_()
+            if self.skip.bias is not None:
+                self.skip.bias.zero_()
+            for channel in range(12):
+                self.skip.weight[channel, channel, 1, 1] = -1.0
         self.unshuffle = nn.PixelUnshuffle(2)
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """noisy [B, 3, H, W] in [0, 1] (H, W even), sigma [B, 1, 1, 1] = std / 255."""
         packed = self.unshuffle(noisy)
-        level = torch.ones_like(packed[:, :1]) * sigma
-        residual = self.shuffle(self.body(torch.cat([packed, level], dim=1)))
+        inputs = torch.cat([packed, torch.ones_like(packed[:, :1]) * sigma], dim=1)
+        residual = self.shuffle(self.body(inputs) + self.skip(inputs))
         return torch.clamp(noisy + residual, 0.0, 1.0)
 
 
@@ -170,7 +183,7 @@ def train(args: argparse.Namespace) -> Path:
     step, elapsed = 0, 0.0
     if checkpoint_path.exists() and not args.restart:
         state = torch.load(checkpoint_path, map_location="cpu")
-        model.load_state_dict(state["model"])
+        model.load_state_dict(model_weights(state, checkpoint_path))
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
@@ -187,7 +200,8 @@ def train(args: argparse.Namespace) -> Path:
     while step < args.steps and time.monotonic() - started < budget:
         progress = max(step / args.steps, (time.monotonic() - started) / budget)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            warmup = min(1.0, (step + 1) / args.warmup_steps)
+            group["lr"] = args.lr * warmup * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         crop = 2 * int(rng.integers(args.crop_min // 2, args.crop_max // 2 + 1))
         clean, noisy, sigma = sample_batch([frames, images], args.batch, crop, rng)
         loss = torch.nn.functional.l1_loss(model(noisy, sigma), clean)
@@ -244,9 +258,18 @@ def export(model: FFDNetColor, path: Path, opset: int = 17) -> None:
     onnx.save(proto, str(path))
 
 
+def model_weights(state: dict, path: Path) -> dict:
+    """The checkpoint's model weights; a clear error for one of the earlier design (no skip, before 2026-12-06)."""
+    if "skip.weight" not in state["model"]:
+        raise SystemExit(
+            f"{path} holds the earlier yardstick design (no linear skip): train it again with --restart"
+        )
+    return state["model"]
+
+
 def load_checkpoint(path: Path) -> FFDNetColor:
     model = FFDNetColor()
-    model.load_state_dict(torch.load(path, map_location="cpu")["model"])
+    model.load_state_dict(model_weights(torch.load(path, map_location="cpu"), path))
     return model
 
 
@@ -269,9 +292,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--batch", type=int, default=16)
     run.add_argument("--crop-min", type=int, default=64)
     run.add_argument("--crop-max", type=int, default=96)
-    run.add_argument(
-        "--lr", type=float, default=1e-4, help="peak rate (1e-3 stalls at the identity without BatchNorm)"
-    )
+    run.add_argument("--lr", type=float, default=1e-3, help="peak rate (after the warm-up, then cosine)")
+    run.add_argument("--warmup-steps", type=int, default=50, help="linear warm-up to the peak rate")
     run.add_argument("--clip-step", type=int, default=4, help="use every N-th frame of a clip")
     run.add_argument("--clip-frames", type=int, default=60, help="at most this many frames per clip")
     run.add_argument("--threads", type=int, default=1)

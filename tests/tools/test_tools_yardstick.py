@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from synthetic_media import moving_frames, write_clip, write_png, write_sequence
 
@@ -15,13 +16,20 @@ from tools.yardsticks import OnnxYardstick, bm3d_restore
 
 def test_model_is_ffdnet_sized_and_keeps_the_frame_shape() -> None:
     model = yardstick.FFDNetColor()
-    assert yardstick.parameter_count(model) == 852_108  # 13->96, 10 x 96->96, 96->12 (3x3, biases)
-    assert round(yardstick.macs_per_frame(model, 640, 360) / 1e9, 1) == 49.0
+    assert yardstick.parameter_count(model) == 853_524  # 13->96, 10 x 96->96, 96->12, skip 13->12 (3x3)
+    assert round(yardstick.macs_per_frame(model, 640, 360) / 1e9, 1) == 49.1
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     noisy = torch.rand(2, 3, 20, 34)
     with torch.no_grad():
         out = model(noisy, torch.full((2, 1, 1, 1), 0.1))
     assert out.shape == noisy.shape and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def test_a_checkpoint_of_the_earlier_design_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    weights = {k: v for k, v in yardstick.FFDNetColor().state_dict().items() if not k.startswith("skip.")}
+    torch.save({"model": weights, "step": 10}, tmp_path / "old.pt")
+    with pytest.raises(SystemExit, match="earlier yardstick design"):
+        yardstick.load_checkpoint(tmp_path / "old.pt")
 
 
 def test_clip_size_is_the_smaller_of_360p_and_half_native() -> None:
