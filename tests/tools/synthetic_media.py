@@ -52,9 +52,11 @@ def write_sequence(folder: Path, frames: np.ndarray) -> Path:
     return folder
 
 
-def export_tiny_model(folder: Path, causal: bool, weight_std: float, detail_width: int = 0) -> tuple[Any, Path]:
+def export_tiny_model(
+    folder: Path, causal: bool, weight_std: float, detail_width: int = 0, recurrent: int = 0
+) -> tuple[Any, Path]:
     """A random-weight ``tiny`` model (with a half-resolution detail path of ``detail_width`` channels when
-    given) exported to ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
+    given, recurrent as ``recurrent`` says) exported to ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
     import dataclasses
 
     import torch
@@ -63,7 +65,10 @@ def export_tiny_model(folder: Path, causal: bool, weight_std: float, detail_widt
     from tools import export_onnx
 
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(preset("tiny", causal=causal), detail_width=detail_width, detail_depth=1))
+    config = preset("tiny", causal=causal)
+    model = build_model(
+        dataclasses.replace(config, detail_width=detail_width, detail_depth=1, recurrent=recurrent)
+    )
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0, weight_std)
