@@ -199,9 +199,10 @@ def train(args: argparse.Namespace) -> Path:
 
     while step < args.steps and time.monotonic() - started < budget:
         progress = max(step / args.steps, (time.monotonic() - started) / budget)
+        warmup = min(1.0, (step + 1) / max(1, args.warmup_steps))
+        rate = args.lr * warmup * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         for group in optimizer.param_groups:
-            warmup = min(1.0, (step + 1) / args.warmup_steps)
-            group["lr"] = args.lr * warmup * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            group["lr"] = rate
         crop = 2 * int(rng.integers(args.crop_min // 2, args.crop_max // 2 + 1))
         clean, noisy, sigma = sample_batch([frames, images], args.batch, crop, rng)
         loss = torch.nn.functional.l1_loss(model(noisy, sigma), clean)
@@ -293,7 +294,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--crop-min", type=int, default=64)
     run.add_argument("--crop-max", type=int, default=96)
     run.add_argument("--lr", type=float, default=1e-3, help="peak rate (after the warm-up, then cosine)")
-    run.add_argument("--warmup-steps", type=int, default=50, help="linear warm-up to the peak rate")
+    run.add_argument(
+        "--warmup-steps", type=int, default=50, help="linear warm-up to the peak rate (0 = none)"
+    )
     run.add_argument("--clip-step", type=int, default=4, help="use every N-th frame of a clip")
     run.add_argument("--clip-frames", type=int, default=60, help="at most this many frames per clip")
     run.add_argument("--threads", type=int, default=1)
