@@ -147,8 +147,9 @@ async def run_job(record: JobRecord, config: JobsConfig, on_frames: Callable[[in
         errors.cancel()
         raise
     if status == 0 and record.state == "running":
-        record.state = "done"
-        record.result_bytes = await asyncio.to_thread(lambda: record.result.stat().st_size)
+        # the size first, then both at once: a poll during the stat must not see "done" without result_bytes
+        size = await asyncio.to_thread(lambda: record.result.stat().st_size)
+        record.state, record.result_bytes = "done", size
     elif record.state == "running":
         record.state = "failed"
         record.error = record.error or f"the job's process exited with status {status}: " + " | ".join(tail)[-500:]
