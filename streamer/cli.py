@@ -42,7 +42,7 @@ def odd_window(text: str) -> int:
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, help="restoration backend (default: auto)")
-    parser.add_argument("--model", help="shipped model name (lite, lite-causal, lite-fast, lite-detail, lite-detail-causal, lite-recurrent, lite-recurrent-wide; see `streamer models`) or ONNX file (default: lite)")
+    parser.add_argument("--model", help="shipped model name (lite, lite-causal, lite-fast, lite-detail, lite-detail-causal, lite-recurrent, lite-recurrent-wide, lite-detail-recurrent; see `streamer models`) or ONNX file (default: lite)")
     parser.add_argument("--threads", type=int, help="CPU inference threads (default: all cores)")
     parser.add_argument("--float", dest="int8", action="store_false", default=None,
                         help="CPU: run the float model even where an int8 twin (NAME.int8.onnx) exists")

@@ -56,6 +56,7 @@ def tiled(config: CameraConfig, engine: Engine) -> Engine:
 FAST_MODELS = {
     "lite-detail": "lite",
     "lite-detail-causal": "lite-causal",
+    "lite-detail-recurrent": "lite",
     "lite-recurrent": "lite",
     "lite-recurrent-wide": "lite",
 }

@@ -13,7 +13,7 @@ from engines import DEFAULT_MODEL, EngineError, create_engine, int8_twin
 from engines.processing import pack_window, unpack_output
 
 GPU_MODELS = ["lite", "lite-causal", "lite-fast", "lite-detail", "lite-detail-causal"]  # what TensorRT runs
-SHIPPED_MODELS = [*GPU_MODELS, "lite-recurrent", "lite-recurrent-wide"]  # the PyTorch backend runs all
+SHIPPED_MODELS = [*GPU_MODELS, "lite-recurrent", "lite-recurrent-wide", "lite-detail-recurrent"]  # the PyTorch backend runs all
 
 
 def centre_frame_model(path: Path, window: int = 3, metadata: dict[str, str] | None = None) -> Path:

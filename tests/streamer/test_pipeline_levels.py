@@ -49,7 +49,7 @@ def test_the_cpu_level_is_left_out_on_the_cpu_and_when_switched_off() -> None:
         full.deactivate()
 
 
-@pytest.mark.parametrize("model", ["lite-recurrent", "lite-recurrent-wide"])
+@pytest.mark.parametrize("model", ["lite-recurrent", "lite-recurrent-wide", "lite-detail-recurrent"])
 def test_a_recurrent_model_steps_down_to_lite_before_the_half_resolution_level(model: str) -> None:
     entry = {"name": "yard", "source": {"type": "demo"}, "engine": {"type": "cpu", "model": model}}
     config = build_config({"cameras": [entry]}, environ={}).cameras[0]
