@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engines import shipped_models
 from streamer import __version__
 from streamer.cli_streams import add_streams_parser, cmd_streams
 from streamer.config import (
@@ -42,7 +43,8 @@ def odd_window(text: str) -> int:
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, help="restoration backend (default: auto)")
-    parser.add_argument("--model", help="shipped model name (lite, lite-causal, lite-fast, lite-detail, lite-detail-causal, lite-recurrent, lite-recurrent-wide, lite-detail-recurrent; see `streamer models`) or ONNX file (default: lite)")
+    parser.add_argument("--model", help=f"shipped model name ({', '.join(shipped_models())}; see `streamer models`) "
+                        "or ONNX file (default: lite)")
     parser.add_argument("--threads", type=int, help="CPU inference threads (default: all cores)")
     parser.add_argument("--float", dest="int8", action="store_false", default=None,
                         help="CPU: run the float model even where an int8 twin (NAME.int8.onnx) exists")
@@ -207,7 +209,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
-    from engines import MODELS_DIR, int8_twin, shipped_models
+    from engines import MODELS_DIR, int8_twin
     from engines.onnx_cpu import read_model_info
 
     names = shipped_models()
