@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import numpy as np
 
 from engines.base import INPUT_NAME, NEXT_STATE_NAME, OUTPUT_NAME, STATE_NAME, Engine, EngineError, ModelInfo
 from engines.processing import PerStream, WindowPacker, recurrent_totals, unpack_output
+
+log = logging.getLogger(__name__)
 
 
 def read_model_info(path: Path) -> ModelInfo:
@@ -28,14 +31,18 @@ def read_model_info(path: Path) -> ModelInfo:
 class OnnxCpuEngine(Engine):
     backend = "cpu"
 
-    def __init__(self, model_path: Path, threads: int = 0) -> None:
+    def __init__(self, model_path: Path, threads: int = 0, optimize: bool = True) -> None:
+        """``optimize``: run an int8 graph in the faster form ``engines.int8_graph`` makes of it (same output)."""
         super().__init__()
         self.model_path = model_path
         self.threads = threads or (os.cpu_count() or 1)
         self.info = read_model_info(model_path)
+        self.optimize = optimize
+        self.uint8_input = False  # the graph reads the frames' bytes (set at activation)
         self._session: Any = None
         # by stream: each keeps its window's converted frames (and a recurrent model's state)
-        self._packers = PerStream(lambda: WindowPacker(self.info.pad_multiple))
+        self._packers = PerStream(
+            lambda: WindowPacker(self.info.pad_multiple, np.uint8 if self.uint8_input else np.float32))
         # ONNX Runtime runs concurrent calls on one session (sharing its intra-op threads): a scheduler may
         # run up to one call per thread, which keeps the cores busy where one call alone leaves gaps
         self.concurrent_calls = self.threads
@@ -53,7 +60,7 @@ class OnnxCpuEngine(Engine):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
-                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                self._graph(), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:
             raise EngineError(f"ONNX Runtime cannot load {self.model_path}: {error}") from None
@@ -61,6 +68,25 @@ class OnnxCpuEngine(Engine):
         expected = [INPUT_NAME, STATE_NAME] if self.info.recurrent else [INPUT_NAME]
         if names != expected:
             raise EngineError(f"model inputs are {names}, expected {expected}")
+
+    def _graph(self) -> str | bytes:
+        """The model for ONNX Runtime: its file's path, or an int8 graph rewritten (engines.int8_graph)."""
+        self._packers.clear()  # packed for the previous graph's input type
+        self.uint8_input = False
+        if not self.optimize or self.info.precision != "int8":
+            return str(self.model_path)
+        import onnx
+
+        from engines.int8_graph import optimize_for_cpu
+
+        try:
+            model, self.uint8_input = optimize_for_cpu(onnx.load(str(self.model_path)))
+        except FileNotFoundError:
+            raise EngineError(f"model file not found: {self.model_path}") from None
+        except Exception as error:  # a damaged file: ONNX Runtime says more about it below
+            log.warning("int8 graph of %s left as it is (%s: %s)", self.model_path, type(error).__name__, error)
+            return str(self.model_path)
+        return bytes(model.SerializeToString())
 
     def _infer(self, window: list[np.ndarray]) -> np.ndarray:
         return self._infer_batch([window], [""])[0]

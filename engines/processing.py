@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+UNIT = np.float32(1.0 / 255.0)  # an 8-bit value's step in the models' [0, 1] range
 MAX_STREAMS = 256  # per-stream entries an engine keeps for streams that never said forget(): the oldest goes
 
 
@@ -16,17 +17,20 @@ def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
-def pack_window(frames: list[np.ndarray], multiple: int) -> np.ndarray:
-    """N RGB uint8 frames (H x W x 3) -> float32 tensor [1, N*3, Hp, Wp] in [0, 1], edge-padded."""
+def pack_window(frames: list[np.ndarray], multiple: int, dtype: type = np.float32) -> np.ndarray:
+    """N RGB uint8 frames (H x W x 3) -> float32 tensor [1, N*3, Hp, Wp] in [0, 1], edge-padded; with
+    ``dtype=np.uint8`` the frames' own values, not scaled (an int8 graph that reads uint8: engines.int8_graph)."""
     height, width = frames[0].shape[:2]
     padded_h, padded_w = padded_size(height, width, multiple)
-    out = np.empty((1, 3 * len(frames), padded_h, padded_w), dtype=np.float32)
-    scale = np.float32(1.0 / 255.0)
+    out: np.ndarray = np.empty((1, 3 * len(frames), padded_h, padded_w), dtype=dtype)
     for index, frame in enumerate(frames):
         if frame.shape[:2] != (height, width):
             raise ValueError("all frames of a window must have the same size")
         planes = out[0, 3 * index : 3 * index + 3]
-        np.multiply(frame.transpose(2, 0, 1), scale, out=planes[:, :height, :width])
+        if out.dtype == np.uint8:
+            planes[:, :height, :width] = frame.transpose(2, 0, 1)
+        else:
+            np.multiply(frame.transpose(2, 0, 1), UNIT, out=planes[:, :height, :width])
         if padded_h != height:
             planes[:, height:, :width] = planes[:, height - 1 : height, :width]
         if padded_w != width:
@@ -51,8 +55,9 @@ class WindowPacker:
     while cached) and forgotten as soon as the frame leaves the window.
     """
 
-    def __init__(self, multiple: int) -> None:
+    def __init__(self, multiple: int, dtype: type = np.float32) -> None:
         self.multiple = multiple
+        self.dtype = dtype  # np.uint8 for a graph that reads the frames' bytes (engines.int8_graph)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._out: np.ndarray | None = None
         self.recurrent = RecurrentState()  # used by engines that run a recurrent model
@@ -62,7 +67,7 @@ class WindowPacker:
         padded_h, padded_w = padded_size(height, width, self.multiple)
         shape = (1, 3 * len(frames), padded_h, padded_w)
         if self._out is None or self._out.shape != shape:
-            self._out = np.empty(shape, dtype=np.float32)
+            self._out = np.empty(shape, dtype=self.dtype)
             self._cache.clear()
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for index, frame in enumerate(frames):
@@ -71,7 +76,7 @@ class WindowPacker:
             key = id(frame)
             entry = cache.get(key) or self._cache.get(key)
             if entry is None:
-                entry = (frame, pack_window([frame], self.multiple)[0])
+                entry = (frame, pack_window([frame], self.multiple, self.dtype)[0])
             cache[key] = entry
             self._out[0, 3 * index : 3 * index + 3] = entry[1]
         self._cache = cache
@@ -80,9 +85,10 @@ class WindowPacker:
 
 def reference_planes(packed: np.ndarray, reference_index: int) -> np.ndarray:
     """The reference frame's planes [B, 3, Hp, Wp] of packed windows [B, N*3, Hp, Wp]: a recurrent model's state
-    at a stream's first frame."""
+    at a stream's first frame (float in [0, 1], also from windows packed as uint8)."""
     start = 3 * reference_index
-    return packed[:, start : start + 3]
+    planes = packed[:, start : start + 3]
+    return planes * UNIT if planes.dtype == np.uint8 else planes
 
 
 class RecurrentState:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from engines import Engine, create_engine
+from engines.onnx_cpu import OnnxCpuEngine
 
 
 def time_engine(engine: Engine, frames: list[np.ndarray], runs: int) -> np.ndarray:
@@ -32,10 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     parser.add_argument("--float", dest="int8", action="store_false",
                         help="CPU: time the float model even where an int8 twin exists")
+    parser.add_argument("--file-graph", action="store_true",
+                        help="CPU: run an int8 model's graph as its file has it, without the engine's faster form of "
+                        "it (engines.int8_graph): the baseline of that rewrite")
     parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720"])
     parser.add_argument("--frames", type=int, default=40, help="timed inferences per size (after 3 warm-up)")
     args = parser.parse_args(argv)
     engine = create_engine(args.engine, args.model, args.threads, int8=args.int8)
+    if args.file_graph and isinstance(engine, OnnxCpuEngine):
+        engine.optimize = False
     with engine:
         print(f"{engine.describe()}")
         for size in args.sizes:
