@@ -182,6 +182,7 @@ class LadderController:
     _since: float = 0.0  # when the current level was entered
     _wait: float = 0.0  # probe wait now (doubles after a failed probe)
     _probing_from: int | None = None  # the level a probe left, to return to on failure
+    reason: str = ""  # why the last step down happened (for the log)
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -193,6 +194,11 @@ class LadderController:
     @property
     def level(self) -> str:
         return self.levels[self.index]
+
+    @property
+    def steady(self) -> bool:
+        """No frame missed in the window looked back on (since the last change of level)."""
+        return not any(self._outcomes)
 
     def observe(self, level: str, seconds: float, now: float) -> None:
         self.costs.setdefault(level, LevelCost()).observe(seconds, now)
@@ -208,7 +214,11 @@ class LadderController:
         measured = self.costs[self.level]
         cost = measured.seconds if measured.samples >= self.cost_samples else None
         too_slow = cost is not None and cost > self.headroom * interval_s
-        if (sum(self._outcomes) > self.max_misses or too_slow) and self.index < len(self.levels) - 1:
+        misses = sum(self._outcomes)
+        if (misses > self.max_misses or too_slow) and self.index < len(self.levels) - 1:
+            cost_text = f"{1000 * cost:.0f} ms" if cost is not None else "not measured yet"
+            self.reason = (f"{self.level} costs {cost_text}" if too_slow else
+                           f"{misses} of the last {len(self._outcomes)} frames missed; {self.level} costs {cost_text}")
             if self._probing_from is not None:  # the level tried did not hold: wait twice as long next time
                 self._wait = min(MAX_PROBE_AFTER_S, self._wait * 2)
                 self._probing_from = None

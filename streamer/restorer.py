@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_FRAMES = 150  # > max_wait_s (1 s) of a 120 fps camera: held only while the encoder is behind
 DEADLINE_INTERVALS = 4  # a restoration later than this many frame intervals is abandoned (engine_slow)
+# windows that may wait behind the one in the engine, for a level that keeps up on average: a restoration a little
+# over the frame interval now and then (the load's jitter) delays the next window instead of sending its frame
+# out unrestored
+MAX_WAITING_WINDOWS = 1
 DEFAULT_INTERVAL_S = 0.04
 # A camera silent this long (and at least IDLE_FLUSH_INTERVALS of its frame interval) has its look-ahead
 # frames sent out without their future instead of held until it comes back (seconds or minutes later).
@@ -54,8 +58,11 @@ class RestoreStats:
 class RestoreStage:
     """Feeds windows to the engine in a worker thread and emits frames in order.
 
-    Live policy: at most one window is in the engine at a time. A frame that becomes ready while the
-    engine is busy goes out unrestored (``engine_busy``); a restoration that takes longer than
+    Live policy: one window in the engine at a time and, while the level's measured cost is within the frame
+    interval, at most ``MAX_WAITING_WINDOWS`` waiting behind it (run in order, so a recurrent model's state
+    carries on); a frame that becomes ready while they are all taken
+    goes out unrestored (``engine_busy``), and a waiting window whose deadline passed before it ran is dropped
+    unrun (its frame has gone out, ``engine_slow``); a restoration that takes longer than
     ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); a level that fails
     passes the window to the ladder's next level down (counted in ``level_failures``), and only a failure of
     the last level sends the frame out unrestored (``engine_error``). Output frame rate therefore equals input frame rate.
@@ -96,9 +103,10 @@ class RestoreStage:
         self.stats = stats or RestoreStats()
         self.stats.level = self.controller.level
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"engine-{inbox.name}")
-        self._pending: deque[tuple[Frame, asyncio.Future[Restored] | None]] = deque()
+        # frames in order, each with its restoration (None: none) and when the restoration is abandoned (monotonic)
+        self._pending: deque[tuple[Frame, asyncio.Future[Restored] | None, float]] = deque()
         self._pending_changed = asyncio.Event()
-        self._in_flight: asyncio.Future[Restored] | None = None
+        self._in_flight: deque[asyncio.Future[Restored]] = deque()  # submitted, oldest first
         self._intake_done = False
         self._last_level: str | None = None  # the level of the last restored frame sent out
         self._last_error_log = 0.0
@@ -159,18 +167,32 @@ class RestoreStage:
             self.stats.dropped += 1  # the encoder is far behind: keep the frames already queued
             return
         if self.engine.passes_through:
-            self._pending.append((frame, None))  # nothing to restore: no thread hop, no RGB conversion
-        elif self._in_flight is None or self._in_flight.done():
+            self._pending.append((frame, None, 0.0))  # nothing to restore: no thread hop, no RGB conversion
+        elif self._engine_has_room(self.levels[self.controller.index]):
             level = self.levels[self.controller.index]
             expires = time.monotonic() + self._deadline_s()
             future = loop.run_in_executor(self._executor, self._infer_timed, level, neighbours, expires)
-            self._in_flight = future
-            self._pending.append((frame, future))
+            self._in_flight.append(future)
+            self._pending.append((frame, future, expires))
         else:
             self.stats.degrade("engine_busy")
             self._frame_done(missed=True)
-            self._pending.append((frame, None))
+            self._pending.append((frame, None, 0.0))
         self._pending_changed.set()
+
+    def _engine_has_room(self, level: Level) -> bool:
+        """Whether a window for ``level`` may go to the engine now: it is idle, or a window may wait behind the
+        one in it because ``level`` keeps up (its measured cost within the frame interval, no frame missed in the
+        ladder's window), so being late is the load's jitter. Behind a level that has become slower than the
+        frame interval a waiting window would only make the next one late as well (and the level below, after
+        the ladder steps down, wait behind it)."""
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft()
+        if not self._in_flight:
+            return True
+        cost = self.controller.costs[level.name].seconds
+        keeps_up = cost is not None and cost <= self.controller.headroom * self.interval_s and self.controller.steady
+        return keeps_up and len(self._in_flight) <= MAX_WAITING_WINDOWS
 
     async def _emit_loop(self) -> None:
         while True:
@@ -180,9 +202,9 @@ class RestoreStage:
                 self._pending_changed.clear()
                 await self._pending_changed.wait()
                 continue
-            frame, future = self._pending[0]
+            frame, future, expires = self._pending[0]
             if future is not None:
-                frame = await self._result(frame, future)
+                frame = await self._result(frame, future, expires)
             await self.outbox.wait_for_space()
             self._pending.popleft()
             self.stats.frames_out += 1
@@ -193,9 +215,12 @@ class RestoreStage:
                 self._last_level = frame.level
             self.outbox.put(frame)
 
-    async def _result(self, frame: Frame, future: asyncio.Future[Restored]) -> Frame:
+    async def _result(self, frame: Frame, future: asyncio.Future[Restored], expires: float) -> Frame:
+        """The restored frame, or ``frame`` itself where its restoration failed or is not done at ``expires`` (its
+        deadline counts from when its window was complete, not from when the frames before it left)."""
         try:
-            image, seconds, level, failures = await asyncio.wait_for(asyncio.shield(future), self._deadline_s())
+            timeout = max(0.0, expires - time.monotonic())
+            image, seconds, level, failures = await asyncio.wait_for(asyncio.shield(future), timeout)
         except (asyncio.TimeoutError, DeadlineExpired):  # late, or dropped unrun by the shared engine's queue
             self.stats.degrade("engine_slow")
             future.add_done_callback(self._late_result)
@@ -255,11 +280,10 @@ class RestoreStage:
         level = self.controller.frame(missed, self.interval_s, time.monotonic())
         if level is not None:
             self.stats.level = level
-            cost = self.controller.costs[before].seconds
-            why = f"{before} costs {1000 * cost:.0f} ms" if cost is not None else "frames missed"
             direction = "down" if self.controller.levels.index(level) > self.controller.levels.index(before) else "up"
             log.info("camera %s: restoration level %s -> %s (%s; a frame every %.0f ms)", self.name, before, level,
-                     why if direction == "down" else "trying the better level", 1000 * self.interval_s)
+                     self.controller.reason if direction == "down" else "trying the better level",
+                     1000 * self.interval_s)
 
     def _infer_timed(self, level: Level, neighbours: list[Frame], expires: float) -> Restored:
         """Worker-thread body: the restored image, the seconds it took (RGB conversion and the wait for a
@@ -267,6 +291,8 @@ class RestoreStage:
         levels that raised before it. A level that raises (out of memory, a device lost) passes the window
         to the next level down, so the frame is still restored. A shared engine drops the window unrun if
         it is still queued at ``expires`` (its frame has gone out without it by then)."""
+        if time.monotonic() >= expires:  # waited behind a late restoration: its frame has gone out without it
+            raise DeadlineExpired("the window waited past its deadline")
         started = time.perf_counter()
         images = [frame.image for frame in neighbours]
         failures: list[tuple[str, str]] = []

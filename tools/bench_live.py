@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip-seconds", type=float, default=20.0, help="length of the rendered demo clip")
     parser.add_argument("--camera-kbps", type=int, help="peak bitrate of the rendered clip (default: by size)")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--log", type=Path, help="write the streamer's own log (its ladder's moves, errors) here")
     args = parser.parse_args(argv)
     if args.size:
         args.width, args.height = SIZES[args.size]
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     rtsp_port, http_port = peers.free_port(), peers.free_port()
     extra = ["--model", args.model] if args.model else []
     command = streamer_command(camera.url, "--engine", args.engine, *extra, rtsp_port=rtsp_port, http_port=http_port)
-    streamer = peers.LoggedProcess(command)
+    log_lines: list[str] = []
+    streamer = peers.LoggedProcess(command, on_line=log_lines.append)
     relay = receiver = None
     viewers: list[peers.Viewer] = []
     try:
@@ -163,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         direct = peers.Viewer("ffmpeg", camera.url, args.width).start(args.height)  # the latency we did not add
         viewers = [viewer, direct]
         result = measure(args, camera, streamer, http_port, viewer, direct, relay)
+        # the ladder's moves over the whole run (warm-up included): the log's "restoration level a -> b" lines
+        moves = [line.split("restoration level ", 1)[1].strip() for line in log_lines if "restoration level " in line]
+        result["ladder_moves"] = len(moves)
+        result["ladder_last_moves"] = moves[-6:]
         print(json.dumps(result, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -175,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(10)
         streamer.stop()
         camera.process.stop()
+        if args.log:
+            args.log.write_text("".join(log_lines))
     return 0
 
 

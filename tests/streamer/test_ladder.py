@@ -29,6 +29,7 @@ def test_steps_down_at_once_and_probes_up_after_a_quiet_wait() -> None:
     controller.start(0.0)
     now = run(controller, 0.2, missed=True, start=0.0)  # 3 misses in a row: down within 3 frames
     assert controller.level == "half" and controller.changes["down"] == 1
+    assert controller.reason == "3 of the last 3 frames missed; full costs not measured yet"
     now = run(controller, 9.5, missed=False, start=now)
     assert controller.level == "half"  # not before probe_after_s
     now = run(controller, 1.0, missed=False, start=now)
@@ -54,7 +55,7 @@ def test_a_level_measured_too_slow_for_the_frame_interval_is_left() -> None:
     controller = LadderController(["full", "half"], probe_after_s=5.0, grace_frames=0)
     controller.start(0.0)
     run(controller, 0.5, missed=False, start=0.0, cost=0.056)  # 56 ms a frame at 25 fps: no skip yet, too slow
-    assert controller.level == "half"
+    assert controller.level == "half" and controller.reason == "full costs 56 ms"
 
 
 def test_a_probe_is_not_judged_on_the_cold_first_frames_of_its_level() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -76,6 +77,73 @@ async def test_slow_engine_never_drops_or_reorders_frames() -> None:
     assert all(int(frame.image[0, 0, 0]) == 255 - frame.seq for frame in restored)
     assert stage.stats.restored + stage.stats.degraded["engine_busy"] == 20
     assert stage.stats.engine_latency.count == len(restored)
+
+
+class GatedInvertingEngine(Engine):
+    """Inverts the reference frame when the test lets it: every call waits while ``gate`` is closed."""
+
+    backend = "gated"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info = ModelInfo(name="gated", window=3, reference_index=1)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = 0  # calls that began (and may wait at the gate)
+
+    def _activate(self) -> None:
+        return None
+
+    def _infer(self, window: list[np.ndarray]) -> np.ndarray:
+        self.started += 1
+        if not self.gate.wait(10):
+            raise RuntimeError("the test never opened the gate")
+        return 255 - window[1]
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
+async def test_a_window_waits_behind_a_late_restoration_instead_of_skipping_its_frame() -> None:
+    """A level that keeps up on average, one restoration late (the load's jitter): the next window waits for the
+    engine and is restored; only a frame that finds a window already waiting goes out unrestored."""
+    engine = GatedInvertingEngine()
+    engine.activate()
+    inbox: Channel[Frame] = Channel("in", 64)
+    outbox: Channel[Frame] = Channel("out", 64)
+    stage = RestoreStage(engine, TemporalWindow(3, 1, 3, 1), inbox, outbox, max_wait_s=1.0)
+    task = asyncio.create_task(stage.run())
+    out: list[Frame] = []
+    reader = asyncio.create_task(read_until_closed(outbox, out.append))
+
+    def push(seq: int) -> None:  # frames 0.25 s apart on the camera's clock: long deadlines, whatever the load
+        inbox.put(Frame(np.full((8, 8, 3), seq, np.uint8), seq * 0.25, 0.0, seq))
+
+    for seq in range(12):  # the level's cost is measured: a few ms, well within the frame interval
+        push(seq)
+        await until(lambda done=seq: stage.stats.restored == done, f"frame {seq - 1} restored")
+    engine.gate.clear()  # the next restoration is late
+    push(12)  # frame 11 is complete: into the engine, where it waits at the gate
+    await until(lambda: engine.started == 12, "frame 11's window in the engine")
+    push(13)  # frame 12 waits behind it
+    push(14)  # frame 13 finds a window waiting already: unrestored
+    await until(lambda: stage.stats.frames_in == 15, "the frames taken in")
+    engine.gate.set()
+    await until(lambda: stage.stats.restored == 13, "frames 11 and 12 restored")
+    inbox.close()  # frame 14 goes out at the flush, restored by the idle engine
+    await asyncio.wait_for(task, 10)
+    outbox.close()
+    await asyncio.wait_for(reader, 10)
+    await stage.close()
+    assert [frame.seq for frame in out] == list(range(15))
+    assert [frame.seq for frame in out if not frame.restored] == [13]
+    assert stage.stats.degraded == {"engine_busy": 1, "engine_slow": 0, "engine_error": 0}
+    assert all(int(frame.image[0, 0, 0]) == 255 - frame.seq for frame in out if frame.restored)
 
 
 async def test_failing_engine_passes_frames_unrestored() -> None:
