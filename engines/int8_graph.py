@@ -2,23 +2,22 @@
 restored frames do not change (bit for bit: tests/engines/test_int8_graph.py).
 
 ``tools/quantize.py`` writes int8 models in QDQ form: each int8 tensor is a QuantizeLinear / DequantizeLinear
-pair, which ONNX Runtime fuses with the convolutions around it into QLinearConv. Two patterns in our graphs
-keep it from fusing more, and the CPU then spends a third of an int8 model's time on format changes instead
-of convolutions (measured on `lite-detail-recurrent` at 640x360, 2 threads: 16.5 ms in QLinearConv of 35):
+pair, which ONNX Runtime fuses with the convolutions around it into QLinearConv. Three patterns in our graphs
+cost more than they need (measured on `lite-detail-recurrent` at 640x360, 2 threads, ONNX Runtime's profiler:
+16.5 ms of 35 in QLinearConv, most of the rest in format changes):
 
+- a quantised convolution with few output channels (a detail path's last one: 12, for PixelShuffle(2) of RGB)
+  runs QLinearConv's kernels at a fraction of their width (3.3 ms, its costliest layer, for a third of the
+  work of the 32-channel ones beside it). Its weights get zero rows up to a multiple of ``CHANNEL_MULTIPLE``
+  and a Slice after its quantisation drops the extra channels again (-1.5 ms).
 - ``DequantizeLinear -> DepthToSpace``: a detail path's PixelShuffle runs on float (four bytes an element)
   and the concatenation after it stays float too, quantised again for the next convolution. DepthToSpace only
   moves elements, so with a per-tensor scale it commutes with the dequantisation: moved before it, it runs on
   uint8 and the concatenation's inputs are both dequantised int8 tensors, which ONNX Runtime fuses into
-  QLinearConcat (`lite-detail-recurrent` int8 33.1 -> 28.1 ms, `lite-detail` 25.5 -> 23.0 ms, same session).
+  QLinearConcat (ONNX Runtime alone: `lite-detail-recurrent` int8 33.1 -> 28.1 ms, `lite-detail` 25.5 -> 23.0).
 - ``frames -> QuantizeLinear`` with scale 1/255 and zero point 0: the engine converts 8-bit video to float
   only for the graph's first node to convert it back. The input becomes uint8 (the engine packs the frames'
   bytes as they are: a quarter of the memory traffic), and the node goes (0.9 ms of `lite`'s 8.9).
-
-- a quantised convolution with few output channels (a detail path's last one: 12, for PixelShuffle(2) of RGB)
-  runs QLinearConv's kernels at a fraction of their width (3.3 ms of `lite-detail-recurrent`'s 28, its
-  costliest layer for a third of the work of the next one). Its weights get zero rows up to a multiple of
-  ``CHANNEL_MULTIPLE`` and a Slice after its quantisation drops the extra channels again (-1.5 ms).
 
 Each rewrite checks its pattern exactly and leaves anything else as it is; a float model has none of them.
 """
@@ -135,12 +134,15 @@ def pad_output_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
     outputs = {output.name for output in graph.output}
     padded = 0
     for conv in list(graph.node):
-        if conv.op_type != "Conv" or len(conv.input) != 3 or conv.output[0] in outputs:
+        grouped = any(attribute.name == "group" and attribute.i != 1 for attribute in conv.attribute)
+        if conv.op_type != "Conv" or grouped or len(conv.input) != 3 or conv.output[0] in outputs:
             continue
         after = readers.get(conv.output[0], [])
         if len(after) != 1 or after[0].op_type != "QuantizeLinear" or after[0].attribute or after[0].output[0] in outputs:
             continue
         quantize = after[0]
+        if quantize.input[1] not in constants or _scalar(constants[quantize.input[1]]) is None:
+            continue  # per-channel output scales would need padding too
         dequantizers = [producers.get(name) for name in conv.input[1:]]
         if any(node is None or node.op_type != "DequantizeLinear" or len(readers[node.output[0]]) != 1
                for node in dequantizers):

@@ -58,12 +58,22 @@ class OnnxCpuEngine(Engine):
         options.log_severity_level = 3
         # Idle pool threads must sleep, not spin: decode, encode and the event loop share these cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        graph = self._graph()
         try:
-            self._session = ort.InferenceSession(
-                self._graph(), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as error:
-            raise EngineError(f"ONNX Runtime cannot load {self.model_path}: {error}") from None
+            if isinstance(graph, str):
+                raise EngineError(f"ONNX Runtime cannot load {self.model_path}: {error}") from None
+            # e.g. an older ONNX Runtime without a uint8 kernel the faster form uses: the file's graph runs
+            log.warning("ONNX Runtime refused the faster int8 graph of %s (%s); running the file's graph",
+                        self.model_path, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            self.uint8_input = False
+            self._packers.clear()
+            try:
+                self._session = ort.InferenceSession(str(self.model_path), sess_options=options,
+                                                     providers=["CPUExecutionProvider"])
+            except Exception as error:
+                raise EngineError(f"ONNX Runtime cannot load {self.model_path}: {error}") from None
         names = [item.name for item in self._session.get_inputs()]
         expected = [INPUT_NAME, STATE_NAME] if self.info.recurrent else [INPUT_NAME]
         if names != expected:

@@ -176,3 +176,24 @@ def test_padded_convolution_keeps_its_channels_and_values() -> None:
     frames = rng.uniform(-2, 2, (1, 4, 10, 14)).astype(np.float32)
     expected = run(original, frames)
     assert expected.shape == (1, 3, 20, 28) and np.array_equal(run(rewritten, frames), expected)
+
+
+def test_a_faster_graph_onnx_runtime_refuses_falls_back_to_the_files(monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """An ONNX Runtime without a kernel the rewrite uses (older versions) must not cost the camera its engine."""
+    import engines.int8_graph
+
+    def unloadable(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+        model.graph.node.append(helper.make_node("NoSuchOperator", ["frames"], ["nothing"]))
+        return model, True
+
+    monkeypatch.setattr(engines.int8_graph, "optimize_for_cpu", unloadable)
+    path = int8_twin(resolve_model("lite"))
+    assert path is not None
+    frames = moving_noisy_frames(5)
+    with OnnxCpuEngine(path, threads=1) as engine:
+        assert not engine.uint8_input
+        restored = engine.infer(frames)
+    with OnnxCpuEngine(path, threads=1, optimize=False) as plain:
+        assert np.array_equal(restored, plain.infer(frames))
+    assert "refused the faster int8 graph" in caplog.text
