@@ -58,12 +58,11 @@ class RestoreStats:
 class RestoreStage:
     """Feeds windows to the engine in a worker thread and emits frames in order.
 
-    Live policy: one window in the engine at a time and, while the level's measured cost is within the frame
-    interval, at most ``MAX_WAITING_WINDOWS`` waiting behind it (run in order, so a recurrent model's state
-    carries on); a frame that becomes ready while they are all taken
-    goes out unrestored (``engine_busy``), and a waiting window whose deadline passed before it ran is dropped
-    unrun (its frame has gone out, ``engine_slow``); a restoration that takes longer than
-    ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); a level that fails
+    Live policy: one window in the engine at a time and, while the level keeps up (``_engine_has_room``), at
+    most ``MAX_WAITING_WINDOWS`` waiting behind it (run in order, so a recurrent model's state carries on); a
+    frame that becomes ready while they are all taken goes out unrestored (``engine_busy``), and a waiting
+    window whose deadline passed before it ran is dropped unrun (its frame has gone out, ``engine_slow``); a
+    restoration that takes longer than ``max_wait_s`` is abandoned and its frame goes out unrestored (``engine_slow``); a level that fails
     passes the window to the ladder's next level down (counted in ``level_failures``), and only a failure of
     the last level sends the frame out unrestored (``engine_error``). Output frame rate therefore equals input frame rate.
 
