@@ -42,6 +42,9 @@ def test_optimised_int8_engine_restores_bit_for_bit_what_the_file_does(name: str
         with engine:
             # the window slides (a recurrent model carries its state), then a gap restarts it
             restored = [engine.infer(frames[start : start + 5]) for start in (0, 1, 2, 4)]
+            # two cameras' windows in one batch (a shared engine), each with its own state
+            for start in (1, 2):
+                restored += engine.infer_batch([frames[start : start + 5], frames[start + 2 : start + 7]], ["a", "b"])
             assert engine.uint8_input is optimize
             results.append((restored, engine.recurrent_counts()))
     for plain, optimised in zip(results[0][0], results[1][0], strict=True):
