@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     rtsp_port, http_port = peers.free_port(), peers.free_port()
     extra = ["--model", args.model] if args.model else []
     command = streamer_command(camera.url, "--engine", args.engine, *extra, rtsp_port=rtsp_port, http_port=http_port)
-    log_lines: list[str] = []
-    streamer = peers.LoggedProcess(command, on_line=log_lines.append)
+    moves: deque[str] = deque(maxlen=6)  # the ladder's last moves: its log's "restoration level a -> b" lines
+    moved = [0]
+    log_file = args.log.open("w") if args.log else None
+
+    def on_line(line: str) -> None:  # from the process's drain thread
+        if log_file is not None and not log_file.closed:  # lines still draining after the run are not kept
+            log_file.write(line)
+        if "restoration level " in line:
+            moves.append(line.split("restoration level ", 1)[1].strip())
+            moved[0] += 1
+
+    streamer = peers.LoggedProcess(command, on_line=on_line)
     relay = receiver = None
     viewers: list[peers.Viewer] = []
     try:
@@ -165,10 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         direct = peers.Viewer("ffmpeg", camera.url, args.width).start(args.height)  # the latency we did not add
         viewers = [viewer, direct]
         result = measure(args, camera, streamer, http_port, viewer, direct, relay)
-        # the ladder's moves over the whole run (warm-up included): the log's "restoration level a -> b" lines
-        moves = [line.split("restoration level ", 1)[1].strip() for line in log_lines if "restoration level " in line]
-        result["ladder_moves"] = len(moves)
-        result["ladder_last_moves"] = moves[-6:]
+        result["ladder_moves"] = moved[0]  # over the whole run, warm-up included
+        result["ladder_last_moves"] = list(moves)
         print(json.dumps(result, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -181,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(10)
         streamer.stop()
         camera.process.stop()
-        if args.log:
-            args.log.write_text("".join(log_lines))
+        if log_file is not None:
+            log_file.close()
     return 0
 
 
