@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 
 from engines import activate_engine
-from streamer.ladder import LadderController, ModelLevel, ReducedResolutionLevel, TemporalLevel
+from streamer.ladder import TEMPORAL_CLIP, LadderController, ModelLevel, ReducedResolutionLevel, TemporalLevel
 from tests.media import add_noise, clean_frames, psnr
 
 INTERVAL = 0.04  # 25 fps
@@ -91,6 +91,16 @@ def test_levels_restore_real_noise() -> None:
     gains = [psnr(image, clean[2]) - base for image in (full, half, temporal)]
     assert gains[0] > max(gains[1:]) and min(gains[1:]) > 0.5, gains  # each level restores, the model most
     assert half.shape == temporal.shape == noisy[2].shape and half.dtype == np.uint8
+
+
+def test_temporal_filter_in_bands_computes_the_whole_frame_formula() -> None:
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (75, 40, 3), dtype=np.uint8) for _ in range(5)]  # 75 rows: a partial last band
+    frames[4] = frames[4][:60]  # a frame of another size (after a resize) is left out
+    base = frames[2].astype(np.int16)
+    total = sum(np.clip(frame.astype(np.int16) - base, -TEMPORAL_CLIP, TEMPORAL_CLIP) for frame in frames[:2] + frames[3:4])
+    expected = (base + total // 4).astype(np.uint8)
+    assert np.array_equal(TemporalLevel().restore(frames, 2), expected)
 
 
 def test_the_first_frames_are_not_judged() -> None:
