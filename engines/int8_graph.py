@@ -46,6 +46,14 @@ def _initializers(graph: Any) -> dict[str, Any]:
     return {tensor.name: tensor for tensor in graph.initializer}
 
 
+def _rename_input(nodes: Any, old: str, new: str) -> None:
+    """Make ``nodes`` read the tensor ``new`` wherever they read ``old``."""
+    for node in nodes:
+        for index, name in enumerate(node.input):
+            if name == old:
+                node.input[index] = new
+
+
 def _scalar(tensor: Any) -> Any:
     from onnx import numpy_helper
 
@@ -110,10 +118,7 @@ def feed_uint8_frames(graph: Any) -> bool:
         return False
     source.type.tensor_type.elem_type = TensorProto.UINT8
     graph.node.remove(quantize)
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            if name == quantize.output[0]:
-                node.input[index] = INPUT_NAME
+    _rename_input(graph.node, quantize.output[0], INPUT_NAME)
     return True
 
 
@@ -165,10 +170,7 @@ def pad_output_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
         kept = quantize.output[0] + "_channels"
         bounds = [(f"{kept}_{key}", value) for key, value in (("starts", 0), ("ends", channels), ("axes", 1))]
         graph.initializer.extend(numpy_helper.from_array(np.array([value], np.int64), name) for name, value in bounds)
-        for node in readers.get(quantize.output[0], []):
-            for index, name in enumerate(node.input):
-                if name == quantize.output[0]:
-                    node.input[index] = kept
+        _rename_input(readers.get(quantize.output[0], []), quantize.output[0], kept)
         graph.node.insert(list(graph.node).index(quantize) + 1, helper.make_node(
             "Slice", [quantize.output[0], *(name for name, _ in bounds)], [kept], name=kept))
         stale = {conv.output[0], quantize.output[0], *(node.output[0] for node in dequantizers if node is not None)}

@@ -68,7 +68,6 @@ class OnnxCpuEngine(Engine):
             log.warning("ONNX Runtime refused the faster int8 graph of %s (%s); running the file's graph",
                         self.model_path, str(error).splitlines()[0] if str(error) else type(error).__name__)
             self.uint8_input = False
-            self._packers.clear()
             try:
                 self._session = ort.InferenceSession(str(self.model_path), sess_options=options,
                                                      providers=["CPUExecutionProvider"])
@@ -80,8 +79,8 @@ class OnnxCpuEngine(Engine):
             raise EngineError(f"model inputs are {names}, expected {expected}")
 
     def _graph(self) -> str | bytes:
-        """The model for ONNX Runtime: its file's path, or an int8 graph rewritten (engines.int8_graph)."""
-        self._packers.clear()  # packed for the previous graph's input type
+        """The model for ONNX Runtime: its file's path, or an int8 graph rewritten (engines.int8_graph). Sets
+        ``uint8_input``, which the per-stream packers (made on a stream's first call, cleared at deactivation) read."""
         self.uint8_input = False
         if not self.optimize or self.info.precision != "int8":
             return str(self.model_path)

@@ -154,15 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--model", args.model] if args.model else []
     command = streamer_command(camera.url, "--engine", args.engine, *extra, rtsp_port=rtsp_port, http_port=http_port)
     moves: deque[str] = deque(maxlen=6)  # the ladder's last moves: its log's "restoration level a -> b" lines
-    moved = [0]
+    moved = 0
     log_file = args.log.open("w") if args.log else None
 
     def on_line(line: str) -> None:  # from the process's drain thread
+        nonlocal moved
         if log_file is not None and not log_file.closed:  # lines still draining after the run are not kept
             log_file.write(line)
         if "restoration level " in line:
             moves.append(line.split("restoration level ", 1)[1].strip())
-            moved[0] += 1
+            moved += 1
 
     streamer = peers.LoggedProcess(command, on_line=on_line)
     relay = receiver = None
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         direct = peers.Viewer("ffmpeg", camera.url, args.width).start(args.height)  # the latency we did not add
         viewers = [viewer, direct]
         result = measure(args, camera, streamer, http_port, viewer, direct, relay)
-        result["ladder_moves"] = moved[0]  # over the whole run, warm-up included
+        result["ladder_moves"] = moved  # over the whole run, warm-up included
         result["ladder_last_moves"] = list(moves)
         print(json.dumps(result, indent=2))
         if args.json:
