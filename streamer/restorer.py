@@ -102,10 +102,10 @@ class RestoreStage:
         self.stats = stats or RestoreStats()
         self.stats.level = self.controller.level
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"engine-{inbox.name}")
-        # frames in order, each with its restoration (None: none) and when the restoration is abandoned (monotonic)
-        self._pending: deque[tuple[Frame, asyncio.Future[Restored] | None, float]] = deque()
+        # frames in order, each with its restoration (None: none)
+        self._pending: deque[tuple[Frame, Submitted | None]] = deque()
         self._pending_changed = asyncio.Event()
-        self._in_flight: deque[asyncio.Future[Restored]] = deque()  # submitted, oldest first
+        self._in_flight: deque[Submitted] = deque()  # oldest first
         self._intake_done = False
         self._last_level: str | None = None  # the level of the last restored frame sent out
         self._last_error_log = 0.0
@@ -166,17 +166,18 @@ class RestoreStage:
             self.stats.dropped += 1  # the encoder is far behind: keep the frames already queued
             return
         if self.engine.passes_through:
-            self._pending.append((frame, None, 0.0))  # nothing to restore: no thread hop, no RGB conversion
+            self._pending.append((frame, None))  # nothing to restore: no thread hop, no RGB conversion
         elif self._engine_has_room(self.levels[self.controller.index]):
             level = self.levels[self.controller.index]
             expires = time.monotonic() + self._deadline_s()
             future = loop.run_in_executor(self._executor, self._infer_timed, level, neighbours, expires)
-            self._in_flight.append(future)
-            self._pending.append((frame, future, expires))
+            submitted = Submitted(future, self.controller.index, expires)
+            self._in_flight.append(submitted)
+            self._pending.append((frame, submitted))
         else:
             self.stats.degrade("engine_busy")
-            self._frame_done(missed=True)
-            self._pending.append((frame, None, 0.0))
+            self._frame_done(missed=True, blamed=self._busy_level_blamed())
+            self._pending.append((frame, None))
         self._pending_changed.set()
 
     def _engine_has_room(self, level: Level) -> bool:
@@ -185,13 +186,23 @@ class RestoreStage:
         ladder's window), so being late is the load's jitter. Behind a level that has become slower than the
         frame interval a waiting window would only make the next one late as well (and the level below, after
         the ladder steps down, wait behind it)."""
-        while self._in_flight and self._in_flight[0].done():
+        while self._in_flight and self._in_flight[0].future.done():
             self._in_flight.popleft()
         if not self._in_flight:
             return True
         cost = self.controller.costs[level.name].seconds
         keeps_up = cost is not None and cost <= self.controller.headroom * self.interval_s and self.controller.steady
         return keeps_up and len(self._in_flight) <= MAX_WAITING_WINDOWS
+
+    def _busy_level_blamed(self) -> bool:
+        """Whether a frame that found the engine taken counts against the ladder's level now: not while the
+        engine is still on a window of the level the ladder has just left, within that window's deadline (the
+        first frames after a step down from a slow level found it busy with the slow level's last window, and
+        three of them stepped the ladder down again, past a level that keeps up). A window that hangs past its
+        deadline is blamed on the level now, so the ladder still moves for an engine that does not return."""
+        now = time.monotonic()
+        return any(submitted.level_index == self.controller.index or now >= submitted.expires
+                   for submitted in self._in_flight)
 
     async def _emit_loop(self) -> None:
         while True:
@@ -201,9 +212,9 @@ class RestoreStage:
                 self._pending_changed.clear()
                 await self._pending_changed.wait()
                 continue
-            frame, future, expires = self._pending[0]
-            if future is not None:
-                frame = await self._result(frame, future, expires)
+            frame, submitted = self._pending[0]
+            if submitted is not None:
+                frame = await self._result(frame, submitted)
             await self.outbox.wait_for_space()
             self._pending.popleft()
             self.stats.frames_out += 1
@@ -214,16 +225,18 @@ class RestoreStage:
                 self._last_level = frame.level
             self.outbox.put(frame)
 
-    async def _result(self, frame: Frame, future: asyncio.Future[Restored], expires: float) -> Frame:
-        """The restored frame, or ``frame`` itself where its restoration failed or is not done at ``expires`` (its
-        deadline counts from when its window was complete, not from when the frames before it left)."""
+    async def _result(self, frame: Frame, submitted: Submitted) -> Frame:
+        """The restored frame, or ``frame`` itself where its restoration failed or is not done by its deadline
+        (counted from when its window was complete, not from when the frames before it left)."""
+        future = submitted.future
         try:
-            timeout = max(0.0, expires - time.monotonic())
+            timeout = max(0.0, submitted.expires - time.monotonic())
             image, seconds, level, failures = await asyncio.wait_for(asyncio.shield(future), timeout)
         except (asyncio.TimeoutError, DeadlineExpired):  # late, or dropped unrun by the shared engine's queue
             self.stats.degrade("engine_slow")
             future.add_done_callback(self._late_result)
-            self._frame_done(missed=True)
+            # a late window of a level the ladder has left is that level's miss, already judged
+            self._frame_done(missed=True, blamed=submitted.level_index == self.controller.index)
             return frame
         except Exception as error:
             self.stats.degrade("engine_error")
@@ -273,8 +286,11 @@ class RestoreStage:
             name, error = failures[0]
             log.warning("camera %s: restoration level %s -> %s (%s failed: %s)", self.name, before, level, name, error)
 
-    def _frame_done(self, missed: bool) -> None:
-        """Tell the ladder how a frame went; log (once) and count a change of level."""
+    def _frame_done(self, missed: bool, blamed: bool = True) -> None:
+        """Tell the ladder how a frame went (a miss not ``blamed`` on the level now is not told); log (once) and
+        count a change of level."""
+        if missed and not blamed:
+            return
         before = self.controller.level
         level = self.controller.frame(missed, self.interval_s, time.monotonic())
         if level is not None:
@@ -322,3 +338,13 @@ class RestoreStage:
 
 
 Restored = tuple[np.ndarray, float, Level, list[tuple[str, str]]]  # image, seconds, level, (level, error) failed
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A window given to the engine: its restoration, the ladder's level (index) it was given at, and when its
+    frame goes out without it (monotonic)."""
+
+    future: asyncio.Future[Restored]
+    level_index: int
+    expires: float
