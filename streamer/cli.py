@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--taps", action="store_true",
                      help="publish every camera's raw and restored frames over ZeroMQ (PUB bound on "
                           "tcp://127.0.0.1:5555, topics CAMERA/raw and CAMERA/restored; see README 'Frame taps')")
+    run.add_argument("--exposure", action="store_true",
+                     help="brighten dark scenes after restoration (night cameras; README 'Exposure correction')")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--config-writeback", action="store_true",
                      help="save cameras added, changed or removed over the API to the --config file (atomically)")
@@ -142,6 +144,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             source["transport"] = args.transport
         if args.taps:
             _section(camera, "taps")["enabled"] = True
+        if args.exposure:
+            _section(camera, "exposure")["enabled"] = True
         sinks = camera.setdefault("sinks", [])
         if args.record:
             sinks.append({"type": "file", "path": args.record})

@@ -236,6 +236,8 @@ class EncodeStage:
         self.inbox = inbox
         self.publish = publish
         self.taps: list[Callable[[Frame], None]] = []  # see every frame before it is encoded (extra views)
+        # applied to every frame on the worker thread before the taps and the encoder see it (exposure)
+        self.correct: Callable[[Frame], Frame] | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{inbox.name}")
         self.errors = 0
         self.level_switch_keyframes = 0  # IDRs made where the ladder changed level
@@ -249,6 +251,8 @@ class EncodeStage:
                 frame = await self.inbox.get()
             except ChannelClosed:
                 break
+            if self.correct is not None:
+                frame = await loop.run_in_executor(self._executor, self.correct, frame)
             for tap in self.taps:
                 tap(frame)
             if frame.level_switch:  # the ladder changed level: the frame starts a new GOP (see RestoreStage)

@@ -118,6 +118,16 @@ def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
         target.add_metric([pipeline.name], pipeline.config.encoder.bitrate_kbps * 1000 / 8)
         pipeline.hub.end_to_end.add_to(end_to_end, [pipeline.name])
     yield from (frames, keyframes, reinits, target, end_to_end)
+    exposure = GaugeMetricFamily(
+        "streamer_exposure_gain", "Gain (linear light) the exposure correction applied to the last frame; 1 for a "
+        "scene bright enough (cameras with exposure.enabled only)", labels=["camera"])
+    brightened = CounterMetricFamily(
+        "streamer_exposure_brightened_frames", "Frames the exposure correction brightened", labels=["camera"])
+    for pipeline in pipelines:
+        if pipeline.exposure is not None:
+            exposure.add_metric([pipeline.name], pipeline.exposure.gain)
+            brightened.add_metric([pipeline.name], pipeline.exposure.brightened)
+    yield from (exposure, brightened)
 
 
 def _state_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:

@@ -16,6 +16,7 @@ from engines import Engine, EngineError, activate_engine
 from engines.tiling import maybe_tiled
 from streamer.config import CameraConfig
 from streamer.encoder import EncodeStage, H264Encoder
+from streamer.exposure import ExposureCorrector
 from streamer.graph.channel import Channel, DropPolicy
 from streamer.graph.frames import Frame
 from streamer.hub import KeyframeGate, StreamHub, Subscription
@@ -135,6 +136,10 @@ class CameraPipeline:
         self.restorer: RestoreStage | None = None
         self.encoder = H264Encoder(config.encoder)
         self.encode_stage = EncodeStage(self.encoder, self.restored, self.hub.publish)
+        self.exposure: ExposureCorrector | None = None  # brightens dark scenes after restoration (off by default)
+        if config.exposure.enabled:
+            self.exposure = ExposureCorrector(config.exposure)
+            self.encode_stage.correct = self.exposure.correct
         self.hub.keyframes = KeyframeGate(self.encoder.request_keyframe, config.encoder.keyframe_request_interval_s)
         self.views = CameraViews(self.name, config.encoder)  # raw and raw|restored, encoded only while watched
         self.encode_stage.taps.append(self.views.offer)

@@ -205,6 +205,23 @@ class EncoderConfig(StrictModel):
     )
 
 
+class ExposureConfig(StrictModel):
+    enabled: bool = Field(
+        False, description="Brighten dark scenes after restoration (night cameras): one smoothed gain a frame "
+        "brings the scene's log-average luminance to target_key; a bright scene is left alone"
+    )
+    target_key: float = Field(
+        0.18, ge=0.02, le=0.5, description="Log-average linear luminance aimed at (0.18: middle grey)"
+    )
+    max_gain: float = Field(16.0, ge=1.0, le=64.0, description="Largest gain (linear light); 1 turns it off")
+    adapt_s: float = Field(
+        1.0, ge=0.05, le=60, description="Time constant of the gain's smoothing (no pumping from frame to frame)"
+    )
+    knee: float = Field(
+        0.6, ge=0.1, le=0.95, description="Linear level above which the curve rolls off towards white (no clipping)"
+    )
+
+
 class RtspPublishSinkConfig(StrictModel):
     type: Literal["rtsp_publish"] = "rtsp_publish"
     url: RtspUrl = Field(description="rtsp://server:port/path to push the restored stream to (RTSP ANNOUNCE/RECORD)")
@@ -230,6 +247,7 @@ class CameraConfig(StrictModel):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="H.264 encoder")
     sinks: list[SinkConfig] = Field(default_factory=list, max_length=16, description="Extra outputs")
     taps: TapsConfig = Field(default_factory=TapsConfig, description="ZeroMQ frame taps (raw and restored frames)")
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig, description="Exposure correction (off)")
     queue_frames: int = Field(8, ge=1, le=256, description="Bound of each frame queue between stages")
     stall_timeout_s: float = Field(
         5.0, ge=0.5, le=600, description="Not ready (/readyz 503) when no output frame was produced for this long"

@@ -53,6 +53,8 @@ class StreamStatus(BaseModel):
     recurrent_state: dict[str, int] | None = Field(
         None, description="A recurrent model's windows by how its state went in: 'continued' from the previous "
         "frame, 'restarted' from the window's own frame (a stream's start, a gap); None for other models")
+    exposure_gain: float | None = Field(
+        None, description="Gain the exposure correction applied to the last frame (1: left alone); None when off")
 
 
 def recurrent_state(pipeline: CameraPipeline) -> dict[str, int] | None:
@@ -156,6 +158,7 @@ class StreamsApi:
             frames_restored=restore.restored if restore else 0, reconnects=source.reconnects,
             last_error=last_error or None, uptime_s=round(time.time() - pipeline.started_at, 1),
             recurrent_state=recurrent_state(pipeline),
+            exposure_gain=round(pipeline.exposure.gain, 3) if pipeline.exposure is not None else None,
         )
 
     def _fps_in(self, pipeline: CameraPipeline) -> float:

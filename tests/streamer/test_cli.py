@@ -27,7 +27,8 @@ def test_help_lists_every_command_and_option() -> None:
     result = streamer("--help")
     assert result.returncode == 0 and all(word in result.stdout for word in ("run", "restore", "models", "validate-config"))
     run_help = streamer("run", "--help").stdout
-    for option in ("--name", "--rtsp-port", "--http-port", "--engine", "--window", "--lookahead", "--config", "--record", "--publish"):
+    for option in ("--name", "--rtsp-port", "--http-port", "--engine", "--window", "--lookahead", "--config", "--record", "--publish",
+                   "--exposure"):
         assert option in run_help
 
 
@@ -154,6 +155,8 @@ def test_environment_overrides_apply_to_a_source_on_the_command_line_and_options
     assert config.server.rtsp.port == 9554  # from the environment
     assert config.server.http.port == 9200  # the command line wins over the environment
     assert config.server.rtsp.host == config.server.http.host == "127.0.0.2"
+    assert not config.cameras[0].exposure.enabled
+    assert config_from_args(run_args("demo", "--exposure"), {}).cameras[0].exposure.enabled
 
 
 def test_host_option_binds_both_servers_there() -> None:

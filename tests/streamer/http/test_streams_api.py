@@ -229,3 +229,17 @@ async def test_a_server_started_with_no_camera_takes_one_over_the_api() -> None:
         await asyncio.sleep(0.3)
         assert not app._stop.is_set() and app.ready.is_set()  # no camera left: it keeps serving
         assert (await call(app, "GET", "/healthz"))[0] == 200
+
+
+async def test_exposure_gain_is_reported_for_a_camera_that_corrects_exposure() -> None:
+    async with running([{**camera("night"), "exposure": {"enabled": True}}, camera("day")]) as app:
+        for _ in range(200):
+            status, night = await call(app, "GET", "/api/v1/streams/night")
+            if night["frames_out"] > 5:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 200 and night["exposure_gain"] is not None and night["exposure_gain"] >= 1.0
+        assert (await call(app, "GET", "/api/v1/streams/day"))[1]["exposure_gain"] is None
+        status, metrics = await call(app, "GET", "/metrics")
+        assert 'streamer_exposure_gain{camera="night"}' in metrics
+        assert 'streamer_exposure_gain{camera="day"}' not in metrics
