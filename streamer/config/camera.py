@@ -61,6 +61,9 @@ class DemoSourceConfig(StrictModel):
     noise_sigma: float = Field(18.0, ge=0, le=80, description="Sensor noise level (0-255 scale)")
     bitrate_kbps: int = Field(1200, ge=50, le=50000, description="Peak bitrate of the camera's own H.264 encode")
     seed: int = Field(0, ge=0, description="Seed of the synthetic scene")
+    brightness: float = Field(
+        1.0, ge=0.01, le=1.0, description="Scene light (linear): 1 = daylight, 0.05 = a night camera, to try "
+        "the camera's exposure correction on")
     timestamp_strip: bool = Field(True, description="Embed a wallclock barcode for latency measurement")
 
 

@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from streamer.config import DemoSourceConfig
+from streamer.exposure import linear_to_srgb, srgb_to_linear
 from streamer.sources.base import Pacer, Source
 from streamer.timecode import draw_timecode
 
@@ -182,6 +183,12 @@ class DemoFrame:
     keyframe: bool
 
 
+def light_table(light: float) -> np.ndarray:
+    """The uint8 table that scales sRGB levels by ``light`` in linear light."""
+    encoded = linear_to_srgb(srgb_to_linear(np.arange(256) / 255.0) * light)
+    return np.asarray(np.round(encoded * 255.0), np.uint8)
+
+
 class DemoFrames:
     """The demo camera's frames in order, as fast as they are asked for (pacing is the caller's):
     scene, optional barcode, sensor noise, camera H.264. Shared by the live source, tests and tools."""
@@ -192,6 +199,8 @@ class DemoFrames:
         self.noise = SensorNoise(config.width, config.height, config.noise_sigma, config.seed)
         self.codec = CameraCodec(config.width, config.height, config.fps, config.bitrate_kbps, keyint)
         self.index = 0
+        # a night scene: the light scaled in linear terms (a table of the 256 sRGB levels), before the barcode
+        self.darken = None if config.brightness >= 1.0 else light_table(config.brightness)
 
     @property
     def next_timestamp(self) -> float:
@@ -202,6 +211,8 @@ class DemoFrames:
         asks for the strip."""
         index, timestamp = self.index, self.next_timestamp
         clean = self.scene.frame(index, self.config.fps)
+        if self.darken is not None:
+            clean = self.darken[clean]
         if barcode_ms is not None and self.config.timestamp_strip:
             draw_timecode(clean, barcode_ms, index)
         image = self.codec.roundtrip(self.noise.apply(clean))

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from streamer.config import DemoSourceConfig
+from streamer.exposure import scene_key
 from streamer.sources.demo import DemoFrames, frame_rate
+from streamer.timecode import STRIP_HEIGHT
 from tests.media import psnr
 
 # 480x272 (not the default 640x360) to save time; the default camera otherwise (25 fps, sigma 18, 1200 kbit/s
@@ -42,3 +44,12 @@ def test_frame_rate_is_exact_for_codecs() -> None:
     assert frame_rate(25.0) == 25
     assert frame_rate(29.97) == pytest.approx(29.97)
     assert frame_rate(30000 / 1001).denominator == 1001
+
+
+def test_a_night_demo_scene_is_darker_in_linear_light_and_keeps_its_barcode() -> None:
+    day = DemoFrames(DemoSourceConfig(timestamp_strip=True)).next(barcode_ms=1234)  # 640x360
+    night = DemoFrames(DemoSourceConfig(brightness=0.05, timestamp_strip=True)).next(barcode_ms=1234)
+    above = slice(0, 360 - STRIP_HEIGHT)  # the scene, above the barcode
+    assert scene_key(night.clean[above]) == pytest.approx(0.05 * scene_key(day.clean[above]), rel=0.35)
+    barcode = slice(360 - STRIP_HEIGHT, 360)  # drawn after the scene is darkened: still black and white
+    assert np.array_equal(night.clean[barcode], day.clean[barcode])
