@@ -16,6 +16,7 @@ from streamer.cli_streams import add_streams_parser, cmd_streams
 from streamer.config import (
     AppConfig,
     ConfigError,
+    ExposureConfig,
     apply_env_overrides,
     build_config,
     load_config_file,
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("output", help="output file (.mp4/.mkv; .mkv with --lossless)")
     restore.add_argument("--lossless", action="store_true", help="write lossless FFV1 (RGB) for evaluation")
     restore.add_argument("--crf", type=int, default=16, help="libx264 CRF of a lossy output (default: 16)")
+    restore.add_argument("--exposure", action="store_true", help="brighten dark scenes after restoration (the "
+                         "camera setting's defaults; README 'Exposure correction')")
     _add_engine_options(restore)
 
     sub.add_parser("models", help="list the shipped restoration models (names for --model / engine.model)")
@@ -206,7 +209,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     engine = activate_engine(args.engine or "auto", args.model, args.threads or 0, int8=args.int8 is not False)
     with engine:
         restorer = FileRestorer(engine, lossless=args.lossless, crf=args.crf, window_size=args.window,
-                                lookahead=args.lookahead)
+                                lookahead=args.lookahead, exposure=ExposureConfig(enabled=args.exposure))
         count = restorer.run(source, target)
     log.info("restored %d frames with %s into %s", count, engine.describe(), target)
     return 0

@@ -13,6 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engines import Engine
+from streamer.config import ExposureConfig
+from streamer.exposure import ExposureCorrector
 from streamer.graph.frames import Frame
 from streamer.window import TemporalWindow
 
@@ -23,8 +25,10 @@ class FileRestorer:
     """Decode -> window -> engine -> encode, synchronously, frame by frame."""
 
     def __init__(self, engine: Engine, lossless: bool = False, crf: int = 16, window_size: int | None = None,
-                 lookahead: int | None = None) -> None:
+                 lookahead: int | None = None, exposure: ExposureConfig | None = None) -> None:
+        """``exposure``: brighten dark scenes after restoration, as a camera's ``exposure`` does."""
         self.engine = engine
+        self.exposure = ExposureCorrector(exposure) if exposure is not None and exposure.enabled else None
         self.lossless = lossless
         self.crf = crf
         info = engine.info
@@ -87,6 +91,8 @@ class FileRestorer:
     def _write(self, frame: Frame, neighbours: list[Frame], target: Path, rate: Fraction, output: Any,
                out_stream: Any) -> tuple[Any, Any]:
         restored = self.engine.infer([item.image for item in neighbours])
+        if self.exposure is not None:
+            restored = self.exposure.correct(Frame(restored, frame.timestamp, 0.0, frame.seq)).image
         height, width = restored.shape[:2]
         if not self.lossless:
             restored = restored[: height - height % 2, : width - width % 2]

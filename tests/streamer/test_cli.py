@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from streamer.timecode import read_timecode
@@ -91,6 +92,16 @@ def test_restore_file_every_frame_lossless(tmp_path: Path) -> None:
     assert len(restored) == 12 and restored[0].shape == (96, 160, 3)
     gain = sum(psnr(r, c) - psnr(n, c) for r, n, c in zip(restored, noisy, clean, strict=True)) / 12
     assert gain > 2.0, f"restoration gained only {gain:.2f} dB"
+
+
+def test_restore_with_exposure_brightens_a_dark_file(tmp_path: Path) -> None:
+    dark = [(frame.astype(np.float32) * 0.15).astype(np.uint8) for frame in clean_frames(160, 96, 6)]
+    source = write_h264(tmp_path / "dark.mp4", dark, crf=10)
+    brightened, plain = tmp_path / "bright.mkv", tmp_path / "plain.mkv"
+    for output, extra in ((brightened, ["--exposure"]), (plain, [])):
+        result = streamer("restore", str(source), str(output), "--lossless", "--engine", "passthrough", *extra)
+        assert result.returncode == 0, result.stderr
+    assert np.mean(read_video(plain)) < 40 and np.mean(read_video(brightened)) > 2 * np.mean(read_video(plain))
 
 
 def test_restore_refuses_lossless_mp4(tmp_path: Path) -> None:
