@@ -180,6 +180,10 @@ class CameraPipeline:
             window.lookahead,
             "causal" if window.lookahead == 0 else f"+{window.lookahead} frame(s) of latency",
         )
+        if self.exposure is not None:
+            settings = self.config.exposure
+            log.info("camera %s: exposure correction on (target key %.2f, gain up to %.0f, adapting over %.1f s)",
+                     self.name, settings.target_key, settings.max_gain, settings.adapt_s)
         if len(levels) > 1:
             log.info("camera %s: degradation ladder %s", self.name,
                      " > ".join(f"{level.name} ({level.model})" if level.model else level.name for level in levels))

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--camera-kbps", type=int, help="peak bitrate of the rendered clip (default: by size)")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--log", type=Path, help="write the streamer's own log (its ladder's moves, errors) here")
+    parser.add_argument("--exposure", action="store_true", help="the streamer brightens dark scenes (its "
+                        "--exposure; with a dark --clip, e.g. one darkened by ffmpeg's lutrgb)")
     args = parser.parse_args(argv)
     if args.size:
         args.width, args.height = SIZES[args.size]
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = args.clip or peers.demo_clip(args.width, args.height, args.fps, args.clip_seconds, kbps)
     camera = peers.ReplayCamera(clip, args.fps)
     rtsp_port, http_port = peers.free_port(), peers.free_port()
-    extra = ["--model", args.model] if args.model else []
+    extra = (["--model", args.model] if args.model else []) + (["--exposure"] if args.exposure else [])
     command = streamer_command(camera.url, "--engine", args.engine, *extra, rtsp_port=rtsp_port, http_port=http_port)
     moves: deque[str] = deque(maxlen=6)  # the ladder's last moves: its log's "restoration level a -> b" lines
     moved = 0

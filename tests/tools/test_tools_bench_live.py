@@ -14,7 +14,7 @@ def test_bench_live_measures_fps_latency_and_cpu(real_peers: None, tmp_path: Pat
     out = tmp_path / "bench.json"
     assert main(["--engine", "passthrough", "--width", "320", "--height", "176", "--clip", str(clip),
                  "--seconds", "4", "--warmup", "3", "--relay-baseline", "--json", str(out),
-                 "--log", str(tmp_path / "streamer.log")]) == 0
+                 "--log", str(tmp_path / "streamer.log"), "--exposure"]) == 0
     result = json.loads(out.read_text())
     assert result["viewer_fps"] > 15 and result["camera_direct_viewer_fps"] > 15
     assert result["frames_matched"] > 50
@@ -23,4 +23,6 @@ def test_bench_live_measures_fps_latency_and_cpu(real_peers: None, tmp_path: Pat
     assert result["cpu_percent"] > 0 and result["rss_mb_max"] > 0 and result["camera_cpu_percent"] >= 0
     assert result["ffmpeg_relay_cpu_percent"] > 0
     assert result["ladder_moves"] == 0 and result["ladder_last_moves"] == []  # passthrough: nothing to move
-    assert "health and metrics at" in (tmp_path / "streamer.log").read_text()  # the streamer's own log, kept
+    log = (tmp_path / "streamer.log").read_text()
+    assert "health and metrics at" in log  # the streamer's own log, kept
+    assert "exposure correction on" in log  # --exposure reached the streamer
