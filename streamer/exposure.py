@@ -3,7 +3,7 @@
 A night camera's picture is dark as well as noisy; brightening the camera's own frames amplifies the noise
 with the picture, so the gain is applied after restoration, to every frame that goes to the encoder (restored
 or not, so a frame the ladder could not restore does not pop dark). One tone curve a frame, the same for the
-three channels (hue kept, a 256-entry table looked up on the encoder's worker thread):
+three channels (greys stay grey; a 256-entry table looked up on the encoder's worker thread):
 
 - the scene's brightness is its log-average luminance in linear light (Reinhard's "key"), measured on every
   8th pixel of every 8th row (a bright lamp in the corner does not darken the rest the way a mean would);

@@ -47,7 +47,7 @@ JOB_OPERATIONS: list[Operation] = [
     ("post", "/api/v1/jobs", "Restore a video file: a multipart upload (part 'file') or a server path (JSON)",
      PathSubmission, {201: (Job, "Queued"), 403: (JobError, "The path is outside server.jobs.allowed_paths"),
                       413: (JobError, "Over server.jobs.max_upload_bytes"), 415: (JobError, "Not a video"),
-                      429: (JobError, "The queue is full")}),
+                      429: (JobError, "The queue is full"), 400: (JobError, "A bad query parameter")}),
     ("get", "/api/v1/jobs", "List the jobs", None, {200: (JobList, "The jobs")}),
     ("get", "/api/v1/jobs/{job}", "A job's state and progress (frames done / total, fps, ETA)", None,
      {200: (Job, "The job"), 404: (JobError, "No such job")}),
@@ -93,6 +93,9 @@ def openapi_document(operations: list[Operation] | None = None) -> dict[str, Any
             content: dict[str, Any] = {content_type: {"schema": schema}, "application/json": {"schema": schema}}
             if body is PathSubmission:
                 content["multipart/form-data"] = {"schema": UPLOAD}
+                operation["parameters"] = [{"name": "exposure", "in": "query", "required": False,
+                                            "description": "Brighten dark scenes after restoration",
+                                            "schema": {"type": "boolean", "default": False}}]
             operation["requestBody"] = {"required": True, "content": content}
         paths.setdefault(path, {})[method] = operation
     return {

@@ -55,11 +55,11 @@ class JobsClient:
             result: dict[str, Any] = json.loads(response.read())
             return result
 
-    def upload(self, path: Path) -> dict[str, Any]:
+    def upload(self, path: Path, target: str = PREFIX) -> dict[str, Any]:
         boundary = secrets.token_hex(16)
         chunks, length = multipart_body(path, boundary)
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(length)}
-        with self._open("POST", PREFIX, chunks, headers) as response:
+        with self._open("POST", target, chunks, headers) as response:
             result: dict[str, Any] = json.loads(response.read())
             return result
 
@@ -126,6 +126,7 @@ def add_jobs_parser(subparsers: Any) -> None:
     submit.add_argument("--server-path", action="store_true",
                         help="FILE is a path on the server, inside server.jobs.allowed_paths (nothing is uploaded)")
     submit.add_argument("--wait", action="store_true", help="wait for the job to end, showing its progress")
+    submit.add_argument("--exposure", action="store_true", help="brighten dark scenes after restoration")
     submit.add_argument("--output", metavar="OUT", help="with --wait: download the result to OUT")
     status = actions.add_parser("status", parents=[common], help="a job's state and progress (JSON with --json)")
     status.add_argument("id")
@@ -177,7 +178,8 @@ def _run(args: argparse.Namespace, client: JobsClient) -> int:
         source = Path(args.file)
         if not args.server_path and not source.is_file():
             raise JobsCliError(f"no such file: {source}")
-        job = client.call("POST", PREFIX, {"path": args.file}) if args.server_path else client.upload(source)
+        target = f"{PREFIX}?exposure=true" if args.exposure else PREFIX
+        job = client.call("POST", target, {"path": args.file}) if args.server_path else client.upload(source, target)
         print(job["id"], flush=True)
         if not args.wait:
             return 0

@@ -56,6 +56,8 @@ class Job(BaseModel):
     expires_at: float | None = Field(None, description="When a finished job's files are removed (Unix seconds)")
     result_bytes: int | None = Field(None, ge=0, description="Size of the result (H.264 MP4) once done")
     result_url: str | None = Field(None, description="Where to download the result, once done")
+    exposure: bool = Field(False, description="Dark scenes brightened after restoration (submitted with "
+                           "?exposure=true; README 'Exposure correction')")
 
 
 class JobList(BaseModel):

@@ -68,6 +68,7 @@ class JobRecord:
     source_bytes: int
     info: Probe
     owns_source: bool  # an upload (removed with the job), not a server path
+    exposure: bool = False  # brighten dark scenes after restoration (?exposure=true)
     state: JobState = "queued"
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -102,7 +103,7 @@ class JobRecord:
             progress=JobProgress(frames_done=self.frames_done, frames_total=total, fraction=fraction,
                                  fps=round(fps, 2) if fps else None, eta_s=round(eta, 1) if eta is not None else None),
             created_at=self.created_at, started_at=self.started_at, finished_at=self.finished_at,
-            expires_at=self.expires_at, result_bytes=self.result_bytes,
+            expires_at=self.expires_at, result_bytes=self.result_bytes, exposure=self.exposure,
             result_url=f"{prefix}/{self.id}/result" if self.state == "done" else None,
         )
 
@@ -120,6 +121,8 @@ def worker_command(record: JobRecord, config: JobsConfig) -> list[str]:
         command.append("--float")
     if not config.idle_class:
         command.append("--no-idle-class")
+    if record.exposure:
+        command.append("--exposure")
     return command
 
 

@@ -160,6 +160,7 @@ class JobService:
 
     # ------------------------------------------------------------------------------------------ jobs
     async def _receive(self, request: web.Request) -> JobRecord:
+        exposure = query_flag(request, "exposure")
         job_id = secrets.token_hex(16)  # hex: an id never starts with "-", which a command line would take for an option
         folder = await self._job_folder(job_id)
         try:
@@ -181,7 +182,7 @@ class JobService:
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, folder, True)
             raise
-        return JobRecord(job_id, folder, source, name, size, info, owns)
+        return JobRecord(job_id, folder, source, name, size, info, owns, exposure=exposure)
 
     async def _job_folder(self, job_id: str) -> Path:
         async with self._root_lock:
@@ -326,3 +327,11 @@ class JobsCollector(Collector):
                                          "cameras", labels=[])
             paused.add_metric([], guard.paused_s)
             yield from (pauses, paused)
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    """A true/false query parameter (absent: false); anything else is refused naming the parameter."""
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise Refusal(400, f"query parameter {name}: 'true' or 'false', got {value[:20]!r}")
+    return value in ("true", "1")

@@ -80,6 +80,7 @@ class Events:
 
 def restore(args: argparse.Namespace, events: Events) -> None:
     from engines import activate_engine
+    from streamer.config import ExposureConfig
     from streamer.restore_file import FileRestorer
 
     source, target = Path(args.source), Path(args.target)
@@ -97,7 +98,8 @@ def restore(args: argparse.Namespace, events: Events) -> None:
                 events.emit("progress", frames=frames, elapsed_s=round(now - started, 3))
 
         partial = target.with_name(f".partial-{target.name}")
-        frames = FileRestorer(engine).run(source, partial, progress=False, on_frame=on_frame)
+        restorer = FileRestorer(engine, exposure=ExposureConfig(enabled=args.exposure))
+        frames = restorer.run(source, partial, progress=False, on_frame=on_frame)
         partial.replace(target)
         events.emit("done", frames=frames, elapsed_s=round(time.monotonic() - started, 3))
 
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--float", dest="int8", action="store_false", help="CPU: the float model, not its int8 twin")
     parser.add_argument("--nice", type=int, default=19, help="niceness to run at (0-19)")
     parser.add_argument("--no-idle-class", dest="idle_class", action="store_false", help="do not use SCHED_IDLE")
+    parser.add_argument("--exposure", action="store_true", help="brighten dark scenes after restoration")
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,7 @@ async def test_submit_wait_fetch_status_list_cancel(small_clip: dict[str, Any], 
         monkeypatch.setenv("STREAMER_TOKEN", TOKEN)  # the environment's token
         code = await asyncio.to_thread(main, ["jobs", "list", "--server", f"http://127.0.0.1:{server.port}"])
         assert code == 0
+        code, out, err = await streamer("submit", str(small_clip["path"]), "--exposure")
+        assert code == 0, err
+        code, out, _ = await streamer("status", out.strip(), "--json")
+        assert code == 0 and json.loads(out)["exposure"] is True

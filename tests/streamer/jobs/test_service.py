@@ -158,3 +158,27 @@ async def test_finished_jobs_expire_and_their_files_are_removed(small_clip: dict
         assert server.jobs is not None
         await server.jobs.sweep(time.time() + 10)  # one more ttl later the job is forgotten
         assert (await api.call("GET", f"{PREFIX}/{job['id']}"))[0] == 404
+
+
+async def test_a_job_submitted_with_exposure_brightens_a_dark_clip(tmp_path: Path) -> None:
+    from tests.media import clean_frames, write_lossless
+
+    dark = [(frame.astype(np.float32) * 0.15).astype(np.uint8) for frame in clean_frames(160, 96, 12)]
+    clip = write_lossless(tmp_path / "dark.mkv", dark)
+    async with jobs_server() as server, client(server.port) as api:
+        form = aiohttp.FormData()
+        form.add_field("file", clip.read_bytes(), filename="dark.mkv")
+        status, body = await api.call("POST", f"{PREFIX}?exposure=maybe", data=form)
+        assert status == 400 and "exposure" in body["error"] and job_folders(server) == []
+        means = {}
+        for flag in ("true", "false"):
+            form = aiohttp.FormData()
+            form.add_field("file", clip.read_bytes(), filename="dark.mkv")
+            status, job = await api.call("POST", f"{PREFIX}?exposure={flag}", data=form)
+            assert status == 201 and job["exposure"] is (flag == "true")
+            done = await api.wait(job["id"])
+            assert done["state"] == "done", done
+            result = tmp_path / f"result-{flag}.mp4"
+            result.write_bytes((await api.call("GET", done["result_url"]))[1])
+            means[flag] = float(np.mean(read_video(result)))
+    assert means["false"] < 40 and means["true"] > 2 * means["false"]
