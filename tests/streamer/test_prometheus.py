@@ -59,7 +59,8 @@ def test_dashboard_lists_its_variables_and_every_panel_has_a_query() -> None:
 @pytest.mark.slow
 async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_data(tmp_path: Path) -> None:
     source = {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": 25}
-    app = StreamerApp(app_config([{"name": CAMERA, "source": source, "engine": {"type": "cpu"}}]))
+    camera = {"name": CAMERA, "source": source, "engine": {"type": "cpu"}, "exposure": {"enabled": True}}
+    app = StreamerApp(app_config([camera]))
     prometheus: PrometheusServer | None = None
     viewer: FrameCapture | None = None
     async with running_app(app):
@@ -71,6 +72,7 @@ async def test_real_prometheus_scrapes_streamer_and_every_dashboard_panel_has_da
                 assert f'streamer_delivered_bytes_total{{camera="{CAMERA}",protocol="webrtc",view="{view}"}}' in exposition
             assert f'streamer_frames_restored_total{{camera="{CAMERA}",level="full",model="lite"}}' in exposition
             assert f'streamer_restore_level{{camera="{CAMERA}",level="full"}} 1.0' in exposition
+            assert f'streamer_exposure_gain{{camera="{CAMERA}"}}' in exposition
             viewer = start_viewer("ffmpeg", app.rtsp_url(CAMERA), WIDTH, HEIGHT, "tcp", keep_every=1000)
             prometheus = await asyncio.to_thread(PrometheusServer(tmp_path, f"127.0.0.1:{http_port(app)}").start)
             dashboard = json.loads(DASHBOARD.read_text())
