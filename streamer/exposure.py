@@ -3,7 +3,7 @@
 A night camera's picture is dark as well as noisy; brightening the camera's own frames amplifies the noise
 with the picture, so the gain is applied after restoration, to every frame that goes to the encoder (restored
 or not, so a frame the ladder could not restore does not pop dark). One tone curve a frame, the same for the
-three channels (greys stay grey; a 256-entry table looked up on the encoder's worker thread):
+three channels (greys stay grey; a table looked up on the encoder's worker thread, two bytes at a time):
 
 - the scene's brightness is its log-average luminance in linear light (Reinhard's "key"), measured on every
   8th pixel of every 8th row (a bright lamp in the corner does not darken the rest the way a mean would);
@@ -28,6 +28,7 @@ from streamer.graph.frames import Frame
 SAMPLE_STEP = 8  # every 8th pixel of every 8th row measures the key
 LUMA_FLOOR = 1e-3  # linear luminance added before the logarithm: a black pixel is not -inf
 LUT_REBUILD_STEP = 0.005  # relative change of gain that rebuilds the table
+_PAIRS = np.arange(65536, dtype=np.uint32)  # every pair of bytes, read as a little-endian uint16
 
 
 def srgb_to_linear(encoded: np.ndarray) -> np.ndarray:
@@ -62,6 +63,19 @@ def tone_curve(gain: float, knee: float) -> np.ndarray:
     return np.round(linear_to_srgb(curved) * 255.0).astype(np.uint8)
 
 
+def pair_table(table: np.ndarray) -> np.ndarray:
+    """``table`` applied to both bytes of every uint16 (little-endian): one lookup for two channel values, half
+    the lookups of ``table`` (6.9 vs 14.7 ms a 1080p frame here; 128 KiB, it stays in cache)."""
+    return table[_PAIRS & 255].astype(np.uint16) | (table[_PAIRS >> 8].astype(np.uint16) << 8)
+
+
+def apply_table(table: np.ndarray, pairs: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``table`` looked up for every byte of ``image`` (through ``pairs`` where its size is even)."""
+    if image.size % 2 or not image.flags.c_contiguous:
+        return table[image]
+    return pairs[image.reshape(-1).view(np.uint16)].view(np.uint8).reshape(image.shape)
+
+
 class ExposureCorrector:
     """Brightens one camera's dark frames (see the module's docstring); ``gain`` is the gain applied last."""
 
@@ -74,6 +88,7 @@ class ExposureCorrector:
         self._last_timestamp = 0.0
         self._table_gain = 0.0
         self._table = tone_curve(1.0, config.knee)
+        self._pairs = pair_table(self._table)
 
     def target_gain(self, image: np.ndarray) -> float:
         """The gain that would bring ``image``'s key to the target (within 1 and ``max_gain``)."""
@@ -96,8 +111,9 @@ class ExposureCorrector:
             return frame
         if not self._table_gain or abs(self.gain / self._table_gain - 1.0) >= LUT_REBUILD_STEP:
             self._table, self._table_gain = tone_curve(self.gain, self.config.knee), self.gain
+            self._pairs = pair_table(self._table)
         self.brightened += 1
-        corrected = Frame(self._table[frame.image], frame.timestamp, frame.wallclock, frame.seq,
+        corrected = Frame(apply_table(self._table, self._pairs, frame.image), frame.timestamp, frame.wallclock, frame.seq,
                           discontinuity=frame.discontinuity, restored=frame.restored,
                           original=frame.original if frame.original is not None else frame, level=frame.level)
         corrected.level_switch = frame.level_switch

@@ -12,7 +12,15 @@ from pydantic import ValidationError
 
 from streamer.config import CameraConfig, ExposureConfig
 from streamer.encoder import EncodeStage, H264Encoder
-from streamer.exposure import LINEAR, ExposureCorrector, linear_to_srgb, scene_key, tone_curve
+from streamer.exposure import (
+    LINEAR,
+    ExposureCorrector,
+    apply_table,
+    linear_to_srgb,
+    pair_table,
+    scene_key,
+    tone_curve,
+)
 from streamer.graph.channel import Channel
 from streamer.graph.frames import AccessUnit, Frame
 
@@ -76,6 +84,17 @@ def test_the_tone_curve_is_monotonic_and_keeps_highlights_apart() -> None:
     plain = np.round(linear_to_srgb(LINEAR * 16.0) * 255).astype(np.uint8)
     assert np.sum(plain[50:110] == 255) > 30 and np.sum(table[50:110] == 255) == 0
     assert len(np.unique(table[50:110])) > len(np.unique(plain[50:110])) + 10
+
+
+def test_the_two_byte_lookup_is_the_table_exactly() -> None:
+    table = tone_curve(8.0, knee=0.6)
+    pairs = pair_table(table)
+    rng = np.random.default_rng(1)
+    even = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    odd = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)  # an odd number of bytes: one byte at a time
+    strided = even[:, ::2]  # not contiguous
+    for image in (even, odd, strided):
+        assert np.array_equal(apply_table(table, pairs, image), table[image])
 
 
 def test_config_names_a_bad_field() -> None:
