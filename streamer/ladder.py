@@ -233,7 +233,7 @@ class LadderController:
             return self._move(self.index + 1, now, "down")
         if self._probing_from is not None and now - self._since >= 3 * self.probe_after_s:
             self._probing_from, self._wait = None, self.probe_after_s  # the level tried held: short waits again
-        if self.index > 0 and now - self._since >= self._wait and not any(self._outcomes):
+        if self.index > 0 and now - self._since >= self._wait and self.steady:
             self._probing_from = self.index
             self.costs[self.levels[self.index - 1]] = LevelCost()  # measured afresh: the load may have changed
             return self._move(self.index - 1, now, "up")
