@@ -43,6 +43,8 @@ class ArchConfig:
     # 1 = the recurrent gate also sees a frame-wide cue: the mean of its features over the whole frame (how noisy
     # or how coded the video is), which a 12-pixel view cannot tell apart from motion; see RecurrentGate
     gate_context: int = 0
+    # > 1: the output is this many times the input's size (engines/arch_sr.py's UpscalingRestorer)
+    scale: int = 1
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -57,6 +59,8 @@ PRESETS: dict[str, ArchConfig] = {
     "base": ArchConfig(name="base", unshuffle=2, width=48, depth=5, first_kernel=3),
     "tiny": ArchConfig(name="tiny", unshuffle=4, width=8, depth=1, first_kernel=1),
     "detail": ArchConfig(name="detail", unshuffle=4, width=64, depth=4, first_kernel=1, detail_width=32),
+    # x2 super-resolution (engines/arch_sr.py): lite's trunk at 1/2 of the input, i.e. 1/4 of the output
+    "sr2": ArchConfig(name="lite-sr2", unshuffle=2, width=64, depth=4, first_kernel=1, scale=2),
 }
 
 
@@ -264,7 +268,13 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: WindowRestorer, height: int, width: int) -> int:
-    """Multiply-accumulates of all convolutions for one output frame of ``height`` x ``width``."""
+    """Multiply-accumulates of all convolutions for one output frame of ``height`` x ``width`` (an upscaling
+    model: for one input frame of that size)."""
+    if model.config.scale > 1:
+        from engines.arch_sr import UpscalingRestorer, count_upscaling_macs
+
+        if isinstance(model, UpscalingRestorer):
+            return count_upscaling_macs(model, height, width)
     positions = (height // model.config.unshuffle) * (width // model.config.unshuffle)
     total = 0
     for module in model.body:
@@ -392,4 +402,9 @@ def retarget_state(
 
 
 def build_model(config: ArchConfig, widths: list[int] | None = None) -> WindowRestorer:
+    """The model for ``config``: an UpscalingRestorer (engines/arch_sr.py, same interface) where it upscales."""
+    if config.scale > 1:
+        from engines.arch_sr import UpscalingRestorer  # imports this module
+
+        return UpscalingRestorer(config)  # type: ignore[return-value]  # the interface the tools use
     return WindowRestorer(config, widths)

@@ -221,14 +221,17 @@ def cmd_models(_args: argparse.Namespace) -> int:
 
     names = shipped_models()
     width = max([len("name"), *map(len, names)])
-    print(f"{'name':<{width}} {'window':>6} {'lookahead':>9} {'latency':>14}  {'int8 twin':<9}  {'state':<9}  file")
+    print(f"{'name':<{width}} {'window':>6} {'lookahead':>9} {'latency':>14}  {'int8 twin':<9}  {'state':<9}  "
+          f"{'output':<6}  file")
     for name in names:
         path = MODELS_DIR / f"{name}.onnx"  # the package's file, never a same-named file in the working directory
         info = read_model_info(path)
         latency = f"+{info.lookahead} frame(s)" if info.lookahead else "none (causal)"
         twin = "yes" if int8_twin(path) != path else "no"
         state = "recurrent" if info.recurrent else "-"
-        print(f"{name:<{width}} {info.window:>6} {info.lookahead:>9} {latency:>14}  {twin:<9}  {state:<9}  {path}")
+        output = f"x{info.scale}" if info.scale > 1 else "same"  # an upscaling model's output size
+        print(f"{name:<{width}} {info.window:>6} {info.lookahead:>9} {latency:>14}  {twin:<9}  {state:<9}  "
+              f"{output:<6}  {path}")
     return 0
 
 

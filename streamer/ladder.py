@@ -106,7 +106,10 @@ class ReducedResolutionLevel(Level):
         height, width = frames[reference].shape[:2]
         size = (max(2, width // self.factor // 2 * 2), max(2, height // self.factor // 2 * 2))
         small = [self._downscaled(frame, size) for frame in frames]
-        restored = self.engine.infer(small).astype(np.int32)
+        restored = self.engine.infer(small)
+        if restored.shape != small[reference].shape:  # an upscaling model: its output is the restoration, resized
+            return restored if restored.shape[:2] == (height, width) else scale(restored, (width, height), "BICUBIC")
+        restored = restored.astype(np.int32)
         # up(restored) + g * (frame - up(small)) == g * frame + (1 - g) * up(u), u = (restored - g * small) / (1 - g):
         # one upsample instead of two, and the full-resolution blend in integers
         gain = round(256 * self.detail_gain)

@@ -128,6 +128,13 @@ def _encoder_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:
             exposure.add_metric([pipeline.name], pipeline.exposure.gain)
             brightened.add_metric([pipeline.name], pipeline.exposure.brightened)
     yield from (exposure, brightened)
+    upscaled = CounterMetricFamily(
+        "streamer_upscaled_frames", "Frames brought to an upscaling model's output size by bicubic scaling instead "
+        "of by the model (restored at a lower ladder level, or not restored)", labels=["camera"])
+    for pipeline in pipelines:
+        if pipeline.output_scaler is not None:
+            upscaled.add_metric([pipeline.name], pipeline.output_scaler.upscaled)
+    yield upscaled
 
 
 def _state_metrics(pipelines: list[CameraPipeline]) -> Iterator[Metric]:

@@ -28,6 +28,7 @@ from streamer.sources import Source, create_source
 from streamer.sources.preflight import check_source
 from streamer.supervisor import StageHealth, Supervisor
 from streamer.taps.publisher import FrameTap, TapSockets
+from streamer.upscale import OutputScaler
 from streamer.webrtc.views import CameraViews
 from streamer.window import TemporalWindow
 
@@ -60,6 +61,7 @@ FAST_MODELS = {
     "lite-detail-recurrent": "lite",
     "lite-recurrent": "lite",
     "lite-recurrent-wide": "lite",
+    "lite-sr2": "lite",  # at the camera's size; the output scaler brings it to the model's (streamer/upscale.py)
 }
 
 
@@ -80,6 +82,10 @@ def make_levels(config: CameraConfig, full: Engine,
             fast.deactivate()
             raise EngineError(f"engine.ladder.fast_model={fast_name}: its window ({fast.info.window} frames, "
                               f"reference {fast.info.reference_index}) must be the full model's")
+        if fast.info.scale > full.info.scale:  # the output size is the full model's: a fast level cannot exceed it
+            fast.deactivate()
+            raise EngineError(f"engine.ladder.fast_model={fast_name} upscales x{fast.info.scale}; the camera's "
+                              f"model ({full.info.name}) x{full.info.scale}: a cheaper level cannot make larger frames")
         extra.append(fast)
         levels.append(ModelLevel("fast", fast))
         cheapest, cheapest_model = fast, fast_name
@@ -140,6 +146,7 @@ class CameraPipeline:
         if config.exposure.enabled:
             self.exposure = ExposureCorrector(config.exposure)
             self.encode_stage.correct = self.exposure.correct
+        self.output_scaler: OutputScaler | None = None  # where the model upscales: one output size (prepare)
         self.hub.keyframes = KeyframeGate(self.encoder.request_keyframe, config.encoder.keyframe_request_interval_s)
         self.views = CameraViews(self.name, config.encoder)  # raw and raw|restored, encoded only while watched
         self.encode_stage.taps.append(self.views.offer)
@@ -168,6 +175,9 @@ class CameraPipeline:
         except EngineError:
             await asyncio.to_thread(self.engine.deactivate)
             raise
+        if self.engine.info.scale > 1 and self.output_scaler is None:
+            self.output_scaler = OutputScaler(self.engine.info.scale)
+            self.encode_stage.correct = self._scaled if self.exposure is not None else self.output_scaler
         controller = LadderController([level.name for level in levels], self.config.engine.ladder.probe_after_s)
         self.restorer = RestoreStage(self.engine, window, self.decoded, self.restored, levels=levels,
                                      controller=controller, name=self.name)
@@ -180,6 +190,9 @@ class CameraPipeline:
             window.lookahead,
             "causal" if window.lookahead == 0 else f"+{window.lookahead} frame(s) of latency",
         )
+        if self.output_scaler is not None:
+            log.info("camera %s: output %dx the camera's size (the model upscales; frames it did not restore are "
+                     "scaled bicubic)", self.name, self.output_scaler.factor)
         if self.exposure is not None:
             settings = self.config.exposure
             log.info("camera %s: exposure correction on (target key %.2f, gain up to %.0f, adapting over %.1f s)",
@@ -187,6 +200,12 @@ class CameraPipeline:
         if len(levels) > 1:
             log.info("camera %s: degradation ladder %s", self.name,
                      " > ".join(f"{level.name} ({level.model})" if level.model else level.name for level in levels))
+
+    def _scaled(self, frame: Frame) -> Frame:
+        """Exposure, then the output size (the encoder's worker thread): the tone curve on the smaller frame."""
+        if self.exposure is None or self.output_scaler is None:
+            raise RuntimeError("_scaled needs the exposure correction and the output scaler")
+        return self.output_scaler(self.exposure.correct(frame))
 
     def _model_name(self, level: str | None = None) -> str | None:
         """What restored a frame at ``level`` (the ladder's), for the taps' headers."""

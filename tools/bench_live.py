@@ -127,6 +127,8 @@ def measure(args: argparse.Namespace, camera: peers.ReplayCamera, streamer: peer
             level: round(count / out, 3) for level, count in peers.restored_by_level(metrics0, metrics).items()
         } if out else {},
         "engine_busy_frames": delta("streamer_frames_degraded_total", 'reason="engine_busy"'),
+        # an upscaling model's camera: output frames scaled bicubic to its size instead of by the model
+        "upscaled_share": round(delta("streamer_upscaled_frames_total") / out, 3) if out else 0.0,
         "degraded_frames": delta("streamer_frames_degraded_total"),
         "latency_ms_p50": absolute["p50"],
         "latency_ms_p95": absolute["p95"],
@@ -145,6 +147,19 @@ def measure(args: argparse.Namespace, camera: peers.ReplayCamera, streamer: peer
         result["ffmpeg_relay_cpu_percent"] = round(100 * relay_cpu / elapsed, 1)
         result["cpu_ratio_vs_ffmpeg_relay"] = round(cpu / relay_cpu, 2) if relay_cpu else None
     return result
+
+
+def model_scale(model: str | None) -> int:
+    """How many times the camera's size the streamer's output is with ``model`` (its ``streamer.scale``)."""
+    if model is None:
+        return 1
+    import onnx
+
+    from engines import resolve_model
+
+    metadata = {entry.key: entry.value for entry in onnx.load(str(resolve_model(model)), load_external_data=False)
+                .metadata_props}
+    return int(metadata.get("streamer.scale", "1"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,10 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         streamer.start("health and metrics at", 120)
         if args.relay_baseline:
             relay, receiver = start_relay(camera.url)
-        viewer = peers.Viewer("ffmpeg", f"rtsp://127.0.0.1:{rtsp_port}/restored", args.width).start(args.height)
+        scale = model_scale(args.model)
+        viewer = peers.Viewer("ffmpeg", f"rtsp://127.0.0.1:{rtsp_port}/restored", args.width,
+                              scale_to=(args.width, args.height) if scale > 1 else None).start(args.height)
         direct = peers.Viewer("ffmpeg", camera.url, args.width).start(args.height)  # the latency we did not add
         viewers = [viewer, direct]
         result = measure(args, camera, streamer, http_port, viewer, direct, relay)
+        if scale > 1:
+            result["output_size"] = f"{scale * args.width}x{scale * args.height}"
         result["ladder_moves"] = moved  # over the whole run, warm-up included
         result["ladder_last_moves"] = list(moves)
         print(json.dumps(result, indent=2))

@@ -185,6 +185,7 @@ class OnnxRestorer:
         self.window = int(meta["streamer.window"])
         self.reference = int(meta["streamer.reference_index"])
         self.multiple = int(meta["streamer.pad_multiple"])
+        self.scale = int(meta.get("streamer.scale", "1"))  # an upscaling model's output is this many times larger
         # a recurrent model gets the state its previous call returned (at the clip's first frame: the reference)
         self.recurrent = "state" in [item.name for item in self.session.get_inputs()]
 
@@ -204,7 +205,7 @@ class OnnxRestorer:
             else:
                 restored = self.session.run(["restored"], {"frames": window})[0]
             seconds += time.perf_counter() - started
-            outputs.append(restored[0, :, :height, :width])
+            outputs.append(restored[0, :, : height * self.scale, : width * self.scale])
         return degrade.to_uint8(np.stack(outputs).transpose(0, 2, 3, 1)), seconds
 
 

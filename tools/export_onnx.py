@@ -42,7 +42,7 @@ def metadata_for(model: WindowRestorer, name: str | None = None) -> dict[str, st
         **recurrent,
         "streamer.window": str(config.window),
         "streamer.reference_index": str(config.reference_index),
-        "streamer.scale": "1",
+        "streamer.scale": str(config.scale),
         "streamer.pad_multiple": str(config.unshuffle),
         "streamer.colorspace": "rgb",
         "streamer.range": "0-1",

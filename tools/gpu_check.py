@@ -141,6 +141,11 @@ def backends(args: argparse.Namespace) -> Section:
 
 
 # -- parity ------------------------------------------------------------------------------------------------
+def mean_gain(outputs: list[np.ndarray], targets: list[np.ndarray], base: list[float]) -> float:
+    """Mean PSNR of ``outputs`` against ``targets`` over the inputs' (``base``), dB."""
+    return round(float(np.mean([psnr(o, t) for o, t in zip(outputs, targets, strict=True)]) - np.mean(base)), 2)
+
+
 def parity(args: argparse.Namespace) -> Section:
     width, height = args.parity_size
     scene = SceneFrames(width, height)
@@ -171,6 +176,8 @@ def parity(args: argparse.Namespace) -> Section:
         targets = [clean[start + reference_index] for start in range(args.parity_windows)]
         inputs = [window[reference_index] for window in windows]
         base = [psnr(image, target) for image, target in zip(inputs, targets, strict=True)]
+        upscales = cpu.info.scale > 1  # its output is larger than the scene's frames: parity only, no gain
+
         rows.append({
             "model": model,
             "precision": "fp16" if gpu.fp16 else "fp32",
@@ -179,8 +186,8 @@ def parity(args: argparse.Namespace) -> Section:
             "psnr_vs_ort_odd_size_db": round(psnr(odd_ours, odd_theirs), 2),
             "max_abs_diff": int(max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ours, theirs, strict=True))),
             "batch_vs_single_max_diff": int(max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ours, single, strict=True))),
-            "gain_ort_db": round(float(np.mean([psnr(o, t) for o, t in zip(theirs, targets, strict=True)]) - np.mean(base)), 2),
-            "gain_ours_db": round(float(np.mean([psnr(o, t) for o, t in zip(ours, targets, strict=True)]) - np.mean(base)), 2),
+            "gain_ort_db": None if upscales else mean_gain(theirs, targets, base),
+            "gain_ours_db": None if upscales else mean_gain(ours, targets, base),
             "psnr_vs_ort_state_carried_db": round(min(carried), 2) if recurrent else None,
             "goal_45db": "pass" if min(*between, *carried, psnr(odd_ours, odd_theirs)) >= PARITY_GOAL_DB else "FAIL",
         })

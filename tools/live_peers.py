@@ -280,18 +280,22 @@ class Viewer:
     width: int
     transport: str = "tcp"
     record: bool = True
+    scale_to: tuple[int, int] | None = None  # a stream larger than the camera's (an upscaling model): scaled back
     frames: int = 0
     sightings: list[tuple[float, int | None]] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     def command(self, height: int) -> list[str]:
+        scaled = f"scale={self.scale_to[0]}:{self.scale_to[1]}," if self.scale_to else ""
         if self.kind == "ffmpeg":
             return ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", self.transport, "-fflags", "nobuffer",
-                    "-flags", "low_delay", "-i", self.url, "-vf", f"crop=iw:{STRIP_ROWS}:0:ih-{STRIP_ROWS}",
+                    "-flags", "low_delay", "-i", self.url, "-vf", f"{scaled}crop=iw:{STRIP_ROWS}:0:ih-{STRIP_ROWS}",
                     "-fps_mode", "passthrough",  # raw output is constant-rate by default: gaps become repeats
                     "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         return ["gst-launch-1.0", "-q", "rtspsrc", f"location={self.url}", f"protocols={self.transport}",
-                "latency=100", "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "videocrop",
+                "latency=100", "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!",
+                *(["videoscale", "!", f"video/x-raw,width={self.scale_to[0]},height={self.scale_to[1]}", "!"]
+                  if self.scale_to else []), "videocrop",
                 f"top={height - STRIP_ROWS}", "!", "videoconvert", "!", "video/x-raw,format=RGB", "!",
                 "fdsink", "fd=1", "sync=false"]
 

@@ -76,6 +76,11 @@ class Frame:
         with self._lock:
             return np.asarray(self.video.reformat(width=width, height=height, format="rgb24").to_ndarray())
 
+    def resized_video(self, width: int, height: int, interpolation: str = "BICUBIC") -> Any:
+        """The decoder's frame resized to ``width`` x ``height`` in its own pixel format (under the lock)."""
+        with self._lock:
+            return self.video.reformat(width=width, height=height, interpolation=interpolation)
+
     def yuv(self, width: int, height: int, pix_fmt: str, planes: Callable[[Any], bytes]) -> bytes:
         """``planes`` of the frame as ``pix_fmt`` (an FFmpeg name) at ``width`` x ``height``: the decoder's own
         frame when it already is that (no conversion), else converted under the frame's lock."""

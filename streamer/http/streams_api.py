@@ -55,6 +55,10 @@ class StreamStatus(BaseModel):
         "frame, 'restarted' from the window's own frame (a stream's start, a gap); None for other models")
     exposure_gain: float | None = Field(
         None, description="Gain the exposure correction applied to the last frame (1: left alone); None when off")
+    output_scale: int = Field(1, description="Output size over the camera's: 2 for an upscaling model (lite-sr2)")
+    frames_upscaled: int = Field(
+        0, description="Frames an upscaling model's camera sent at the output size by bicubic scaling, not by the "
+        "model (restored at a lower ladder level, or not restored)")
 
 
 def recurrent_state(pipeline: CameraPipeline) -> dict[str, int] | None:
@@ -159,6 +163,8 @@ class StreamsApi:
             last_error=last_error or None, uptime_s=round(time.time() - pipeline.started_at, 1),
             recurrent_state=recurrent_state(pipeline),
             exposure_gain=round(pipeline.exposure.gain, 3) if pipeline.exposure is not None else None,
+            output_scale=pipeline.output_scaler.factor if pipeline.output_scaler is not None else 1,
+            frames_upscaled=pipeline.output_scaler.upscaled if pipeline.output_scaler is not None else 0,
         )
 
     def _fps_in(self, pipeline: CameraPipeline) -> float:

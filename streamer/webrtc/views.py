@@ -34,11 +34,11 @@ def raw_frame(frame: Frame) -> Frame:
 
 
 def compose(frame: Frame) -> Frame:
-    """Raw | restored, side by side, at the restored frame's size (an unrestored frame shows twice)."""
+    """Raw | restored, side by side, at the restored frame's size (an unrestored frame shows twice); where the
+    model upscales, the raw half is the camera's frame scaled to that size (what a player's scaler would show)."""
     restored = frame.image
-    raw = raw_frame(frame).image
-    if raw.shape != restored.shape:
-        raw = np.resize(raw, restored.shape)  # a size change between the two: should not happen, never crash
+    camera = raw_frame(frame)
+    raw = camera.image if camera.size == frame.size else camera.scaled(restored.shape[1], restored.shape[0])
     image = np.concatenate([raw, restored], axis=1)
     return Frame(image, frame.timestamp, frame.wallclock, frame.seq, frame.discontinuity)
 

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 
@@ -39,7 +40,8 @@ def test_models_lists_the_shipped_models_with_their_latency() -> None:
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
     assert rows["lite"][1:3] == ["5", "2"]  # centred 5-frame window: waits for 2 future frames
     assert "yes" in rows["lite"]  # int8 twin shipped
-    assert rows["lite-recurrent-wide"][-2] == "recurrent" and rows["lite"][-2] == "-"
+    assert rows["lite-recurrent-wide"][-3] == "recurrent" and rows["lite"][-3] == "-"
+    assert rows["lite-sr2"][-2] == "x2" and rows["lite"][-2] == "same"  # the upscaler's output is twice the size
     header = result.stdout.splitlines()[0]
     assert all(line.index("/") == header.index("file") for line in result.stdout.splitlines()[1:])  # aligned
     unknown = streamer("run", "demo", "--model", "lite-turbo")
@@ -102,6 +104,22 @@ def test_restore_with_exposure_brightens_a_dark_file(tmp_path: Path) -> None:
         result = streamer("restore", str(source), str(output), "--lossless", "--engine", "passthrough", *extra)
         assert result.returncode == 0, result.stderr
     assert np.mean(read_video(plain)) < 40 and np.mean(read_video(brightened)) > 2 * np.mean(read_video(plain))
+
+
+def test_restore_with_the_upscaler_doubles_a_file_and_beats_bicubic(tmp_path: Path) -> None:
+    clean = clean_frames(320, 192, 8)
+    small = [av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(160, 96, interpolation="AREA").to_ndarray()
+             for frame in clean]
+    source = write_h264(tmp_path / "substream.mp4", small, crf=10)
+    output = tmp_path / "upscaled.mkv"
+    result = streamer("restore", str(source), str(output), "--lossless", "--engine", "cpu", "--model", "lite-sr2")
+    assert result.returncode == 0, result.stderr
+    upscaled, decoded = read_video(output), read_video(source)
+    assert len(upscaled) == 8 and upscaled[0].shape == (192, 320, 3)
+    bicubic = [av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(320, 192, interpolation="BICUBIC")
+               .to_ndarray() for frame in decoded]
+    gain = sum(psnr(u, c) - psnr(b, c) for u, b, c in zip(upscaled, bicubic, clean, strict=True)) / 8
+    assert gain > 0.5, f"the upscaler gained only {gain:.2f} dB over bicubic"
 
 
 def test_restore_refuses_lossless_mp4(tmp_path: Path) -> None:

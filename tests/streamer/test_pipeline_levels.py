@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engines import activate_engine
+from engines import EngineError, activate_engine
 from streamer.config import build_config
 from streamer.ladder import ReducedResolutionLevel
 from streamer.pipeline import make_levels
@@ -61,3 +61,22 @@ def test_a_recurrent_model_steps_down_to_lite_before_the_half_resolution_level(m
     finally:
         for engine in (*extra, full):
             engine.deactivate()
+
+
+def test_the_upscaler_steps_down_to_lite_and_a_larger_fast_model_is_refused() -> None:
+    entry = {"name": "sub", "source": {"type": "demo"}, "engine": {"type": "cpu", "model": "lite-sr2"}}
+    config = build_config({"cameras": [entry]}, environ={}).cameras[0]
+    full = activate_engine("cpu", "lite-sr2")
+    levels, extra = make_levels(config, full)
+    try:
+        assert [level.name for level in levels] == ["full", "fast", "half", "temporal"]
+        assert [engine.info.name for engine in extra] == ["lite"] and extra[0].info.scale == 1
+    finally:
+        for engine in (*extra, full):
+            engine.deactivate()
+    full = activate_engine("cpu", "lite")
+    try:
+        with pytest.raises(EngineError, match="fast_model=lite-sr2 upscales x2"):
+            make_levels(camera(fast_model="lite-sr2"), full)
+    finally:
+        full.deactivate()

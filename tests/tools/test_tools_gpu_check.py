@@ -31,7 +31,7 @@ def test_report_records_failures_skips_past_the_deadline_and_writes_strict_json(
 def test_quick_cpu_rehearsal_runs_every_section(tmp_path: Path) -> None:
     prefix = tmp_path / "check"
     status = main([
-        "--device", "cpu", "--quick", "--out", str(prefix), "--models", "lite",
+        "--device", "cpu", "--quick", "--out", str(prefix), "--models", "lite", "lite-sr2",
         "--sizes", "64x48", "--batches", "1", "2", "--live-cameras", "1", "--live-seconds", "1", "--live-long-s", "1",
         "--live-size", "128x72",
     ])
@@ -40,8 +40,10 @@ def test_quick_cpu_rehearsal_runs_every_section(tmp_path: Path) -> None:
         ["environment", "backends", "parity", "throughput", "tiles", "variants", "tensorrt", "live"], "ok"
     ), sections
     assert status == 0
-    (parity,) = sections["parity"]["rows"]
+    parity, upscaler = sections["parity"]["rows"]
     assert parity["goal_45db"] == "pass" and parity["batch_vs_single_max_diff"] == 0
+    # the x2 upscaler: the same parity checks; no gain figure (its output is larger than the scene's frames)
+    assert upscaler["model"] == "lite-sr2" and upscaler["goal_45db"] == "pass" and upscaler["gain_ours_db"] is None
     assert [row["batch"] for row in sections["throughput"]["rows"]] == [1, 2]
     assert all(row["windows_per_s"] > 0 for row in sections["throughput"]["rows"])
     tiled, whole = sections["tiles"]["rows"]
