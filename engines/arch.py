@@ -17,6 +17,7 @@ centred windows or the last frame (N - 1) for causal windows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -69,6 +70,16 @@ def preset(name: str, causal: bool = False, window: int = 5, recurrent: bool = F
     ``recurrent`` adds a running estimate of the reference frame carried from call to call (``state``)."""
     reference = window - 1 if causal else window // 2
     return replace(PRESETS[name], window=window, reference_index=reference, recurrent=int(recurrent))
+
+
+def he_init(modules: Iterable[nn.Module]) -> list[nn.Conv2d]:
+    """He (fan-in, ReLU) weights and zero biases for the convolutions among ``modules``; returns them in order."""
+    convs = [module for module in modules if isinstance(module, nn.Conv2d)]
+    for conv in convs:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+    return convs
 
 
 GATE_START = -4.0  # a recurrent gate's bias at initialisation: sigmoid(-4) = 0.018 of the state
@@ -131,11 +142,7 @@ class WindowRestorer(nn.Module):
 
     def reset_parameters(self) -> None:
         """He init for the ReLU stack (PyTorch's default shrinks activations layer by layer); small last layer."""
-        convs = [module for module in self.body if isinstance(module, nn.Conv2d)]
-        for conv in convs:
-            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
+        convs = he_init(self.body)
         with torch.no_grad():
             convs[-1].weight.mul_(0.1)
             eye = torch.eye(self.reference_skip.in_channels)
@@ -250,11 +257,7 @@ class DetailPath(nn.Module):
         return [self.inlet, *(m for m in self.body if isinstance(m, nn.Conv2d))]
 
     def reset_parameters(self) -> None:
-        convs = self.convs()
-        for conv in convs:
-            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
+        convs = he_init(self.convs())
         nn.init.zeros_(convs[-1].weight)  # adds nothing until trained: a warm start keeps the trunk's output
 
     def forward(self, reference: torch.Tensor, base: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engines.arch import ArchConfig
+from engines.arch import ArchConfig, he_init
 
 BICUBIC_A = -0.5
 
@@ -78,11 +78,7 @@ class UpscalingRestorer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        convs = [module for module in self.body if isinstance(module, nn.Conv2d)]
-        for conv in convs:
-            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
+        convs = he_init(self.body)
         with torch.no_grad():
             convs[-1].weight.zero_()  # adds nothing until trained: an untrained model is bicubic
             self.upsampler.weight.copy_(bicubic_upsampler(self.config.unshuffle, self.config.scale))
