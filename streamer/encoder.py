@@ -236,8 +236,9 @@ class EncodeStage:
         self.inbox = inbox
         self.publish = publish
         self.taps: list[Callable[[Frame], None]] = []  # see every frame before it is encoded (extra views)
-        # applied to every frame on the worker thread before the taps and the encoder see it (exposure)
-        self.correct: Callable[[Frame], Frame] | None = None
+        # applied in order to every frame on the worker thread before the taps and the encoder see it (exposure,
+        # then an upscaling model's output size)
+        self.corrections: list[Callable[[Frame], Frame]] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{inbox.name}")
         self.errors = 0
         self.level_switch_keyframes = 0  # IDRs made where the ladder changed level
@@ -251,8 +252,8 @@ class EncodeStage:
                 frame = await self.inbox.get()
             except ChannelClosed:
                 break
-            if self.correct is not None:
-                frame = await loop.run_in_executor(self._executor, self.correct, frame)
+            if self.corrections:
+                frame = await loop.run_in_executor(self._executor, self._corrected, frame)
             for tap in self.taps:
                 tap(frame)
             if frame.level_switch:  # the ladder changed level: the frame starts a new GOP (see RestoreStage)
@@ -268,6 +269,11 @@ class EncodeStage:
                 self.publish(unit)
         for unit in await loop.run_in_executor(self._executor, self.encoder.close):
             self.publish(unit)
+
+    def _corrected(self, frame: Frame) -> Frame:
+        for correction in self.corrections:
+            frame = correction(frame)
+        return frame
 
     def _refused(self, frame: Frame, error: Exception) -> None:
         self.errors += 1

@@ -145,7 +145,7 @@ class CameraPipeline:
         self.exposure: ExposureCorrector | None = None  # brightens dark scenes after restoration (off by default)
         if config.exposure.enabled:
             self.exposure = ExposureCorrector(config.exposure)
-            self.encode_stage.correct = self.exposure.correct
+            self.encode_stage.corrections.append(self.exposure.correct)
         self.output_scaler: OutputScaler | None = None  # where the model upscales: one output size (prepare)
         self.hub.keyframes = KeyframeGate(self.encoder.request_keyframe, config.encoder.keyframe_request_interval_s)
         self.views = CameraViews(self.name, config.encoder)  # raw and raw|restored, encoded only while watched
@@ -177,7 +177,7 @@ class CameraPipeline:
             raise
         if self.engine.info.scale > 1 and self.output_scaler is None:
             self.output_scaler = OutputScaler(self.engine.info.scale)
-            self.encode_stage.correct = self._scaled if self.exposure is not None else self.output_scaler
+            self.encode_stage.corrections.append(self.output_scaler)  # after the exposure curve: on the smaller frame
         controller = LadderController([level.name for level in levels], self.config.engine.ladder.probe_after_s)
         self.restorer = RestoreStage(self.engine, window, self.decoded, self.restored, levels=levels,
                                      controller=controller, name=self.name)
@@ -200,12 +200,6 @@ class CameraPipeline:
         if len(levels) > 1:
             log.info("camera %s: degradation ladder %s", self.name,
                      " > ".join(f"{level.name} ({level.model})" if level.model else level.name for level in levels))
-
-    def _scaled(self, frame: Frame) -> Frame:
-        """Exposure, then the output size (the encoder's worker thread): the tone curve on the smaller frame."""
-        if self.exposure is None or self.output_scaler is None:
-            raise RuntimeError("_scaled needs the exposure correction and the output scaler")
-        return self.output_scaler(self.exposure.correct(frame))
 
     def _model_name(self, level: str | None = None) -> str | None:
         """What restored a frame at ``level`` (the ladder's), for the taps' headers."""

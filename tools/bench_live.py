@@ -153,13 +153,10 @@ def model_scale(model: str | None) -> int:
     """How many times the camera's size the streamer's output is with ``model`` (its ``streamer.scale``)."""
     if model is None:
         return 1
-    import onnx
-
     from engines import resolve_model
+    from engines.onnx_cpu import read_model_info
 
-    metadata = {entry.key: entry.value for entry in onnx.load(str(resolve_model(model)), load_external_data=False)
-                .metadata_props}
-    return int(metadata.get("streamer.scale", "1"))
+    return read_model_info(resolve_model(model)).scale
 
 
 def main(argv: list[str] | None = None) -> int:

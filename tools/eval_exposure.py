@@ -30,6 +30,7 @@ from streamer.exposure import ExposureCorrector
 from streamer.graph.frames import Frame
 from tools import degrade
 from tools.eval import MEDIA, OnnxRestorer, flicker, psnr, run_ffmpeg, ssim
+from tools.eval_report import mean_over_clips
 from tools.training_cache import list_clips
 
 NORMALIZE = "normalize=smoothing=25:independence=0"  # FFmpeg's auto-levels, over one second at 25 fps
@@ -96,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             per_clip[clip.stem] = evaluate_clip(clean, dark, models, config, args.threads)
             print(darkening, clip.stem, {name: round(row["psnr"], 2) for name, row in per_clip[clip.stem].items()},
                   flush=True)
-        methods = next(iter(per_clip.values())).keys()
-        mean = {method: {metric: float(np.mean([rows[method][metric] for rows in per_clip.values()]))
-                         for metric in next(iter(per_clip.values()))[method]} for method in methods}
+        mean = mean_over_clips(per_clip)
         report[darkening] = {"mean": mean, **per_clip}
         print(f"\n{darkening} mean over {len(per_clip)} clips: PSNR / SSIM / flicker / brightness (clean)")
         for method, row in mean.items():

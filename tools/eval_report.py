@@ -9,6 +9,13 @@ from pathlib import Path
 import numpy as np
 
 
+def mean_over_clips(per_clip: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each method's metrics averaged over the clips of a ``{clip: {method: {metric: value}}}`` report."""
+    first = next(iter(per_clip.values()))
+    return {method: {metric: float(np.mean([rows[method][metric] for rows in per_clip.values()]))
+                     for metric in metrics} for method, metrics in first.items()}
+
+
 @dataclass
 class MethodResult:
     psnr: list[float] = field(default_factory=list)

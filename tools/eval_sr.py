@@ -24,11 +24,12 @@ import argparse
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 
+from streamer.ladder import scale
 from tools import degrade
 from tools.eval import MEDIA, OnnxRestorer, flicker, psnr, ssim
+from tools.eval_report import mean_over_clips
 from tools.training_cache import list_clips
 
 CASES = ("clean", "crf28", "noise_crf28")
@@ -37,9 +38,7 @@ SCALERS = {"bicubic": "BICUBIC", "lanczos": "LANCZOS"}
 
 def resize(frames: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
     """RGB frames [T, H, W, 3] scaled to ``size`` = (W, H) by swscale."""
-    return np.stack([av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                     .reformat(width=size[0], height=size[1], interpolation=interpolation).to_ndarray()
-                     for frame in frames])
+    return np.stack([scale(frame, size, interpolation) for frame in frames])
 
 
 def low_resolution(clean: np.ndarray, case: str, seed: int) -> np.ndarray:
@@ -94,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         for index, (name, clean) in enumerate(cleans.items()):
             per_clip[name] = evaluate_clip(clean, low_resolution(clean, case, seed=index), models)
             print(case, name, {method: round(row["psnr"], 2) for method, row in per_clip[name].items()}, flush=True)
-        methods = next(iter(per_clip.values()))
-        mean = {method: {metric: float(np.mean([rows[method][metric] for rows in per_clip.values()]))
-                         for metric in methods[method]} for method in methods}
+        mean = mean_over_clips(per_clip)
         report[case] = {"mean": mean, **per_clip}
         print(f"\n{case}: mean over {len(per_clip)} clips, {width}x{height} from {width // 2}x{height // 2}: "
               "PSNR / SSIM / flicker (ms a frame)")

@@ -76,22 +76,21 @@ def sample_batch(
         top, left = (2 * int(value) for value in rng.integers(0, (size - crop) // 2 + 1, size=2))
         span = (sequence, slice(first, first + window), slice(top, top + crop), slice(left, left + crop))
         clean = targets[span]
-        if coded is not None and rng.random() < coded_fraction:
-            half = (sequence, slice(first, first + window), slice(top // 2, (top + crop) // 2),
-                    slice(left // 2, (left + crop) // 2))
-            clean, coded_window = flip_and_transpose(clean, coded[half], rng)
-            if reference == window // 2 and rng.random() < 0.5:
-                clean, coded_window = clean[::-1], coded_window[::-1]
-            small_windows[item] = coded_window
-            windows[item] = 0
-            labels[item] = clean[reference]
-            continue
-        source = degraded[span] if rng.random() < degraded_fraction else clean
+        from_coded = coded is not None and rng.random() < coded_fraction
+        if coded is not None and from_coded:  # already small: the same crop at half the size
+            source = coded[sequence, slice(first, first + window), slice(top // 2, (top + crop) // 2),
+                           slice(left // 2, (left + crop) // 2)]
+        else:
+            source = degraded[span] if rng.random() < degraded_fraction else clean
         clean, source = flip_and_transpose(clean, source, rng)
         if reference == window // 2 and rng.random() < 0.5:
             clean, source = clean[::-1], source[::-1]
-        windows[item] = source
         labels[item] = clean[reference]
+        if from_coded:
+            small_windows[item] = source
+            windows[item] = 0
+        else:
+            windows[item] = source
     frames = to_tensor(windows)  # [B, N*3, crop, crop]
     small = downscale(frames, KERNELS[int(rng.integers(0, len(KERNELS)))])
     noisy = torch.from_numpy(rng.random(batch) < noise_fraction)

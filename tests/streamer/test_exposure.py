@@ -111,7 +111,7 @@ async def test_the_encode_stage_brightens_every_frame_before_its_taps_and_the_en
     inbox: Channel[Frame] = Channel("restored", 8)
     units: list[AccessUnit] = []
     stage = EncodeStage(H264Encoder(camera.encoder), inbox, units.append)
-    stage.correct = corrector.correct
+    stage.corrections.append(corrector.correct)
     seen: list[Frame] = []
     stage.taps.append(seen.append)
     task = asyncio.create_task(stage.run())
