@@ -1,20 +1,26 @@
-"""Does the decoder's QP help restore coded video? A controlled experiment on `lite` (issue 13).
+"""Does a cue the decoder or an estimator can give help restore video? Controlled experiments on `lite` (issue 13).
 
 Every live input is decoded H.264, and the decoder knows how coarsely each 16x16 block was quantised (its QP;
-FFmpeg exports it with ``export_side_data=venc_params``). This tool measures what that cue is worth before any
-engine or contract carries it:
+FFmpeg exports it with ``export_side_data=venc_params``). A noise-level estimate is the other cue the issue
+names (FFDNet is told sigma). This tool measures what such a cue is worth before any engine or contract
+carries it:
 
     build  sequences (8 frames, 128x128) from training clips and still sets, half of them coded with x264 and
-           decoded with their QP maps (degrade.x264_roundtrip_with_qp), the rest noisy or noisy then coded
-    train  fine-tunes `lite` (float) with one extra input: the QP planes of the window's five frames at the
-           trunk's 1/4 resolution (QP/51, 0 where nothing was coded), through a zero-initialised 1x1 conv into
-           the first layer (``--qp-layers all``: into every hidden layer). ``--arm blind`` feeds zeros, so the
+           decoded with their QP maps (degrade.x264_roundtrip_with_qp), the rest noisy or noisy then coded;
+           clips decoded at half their size by default (``--clip-downscale``, ``--clip-largest``: the data
+           ablation, clean targets at their native size against half of it)
+    train  fine-tunes `lite` (float) with one extra input: five planes, one per frame of the window, at the
+           trunk's 1/4 resolution, through a zero-initialised 1x1 conv into the first layer (``--qp-layers
+           all``: into every hidden layer). ``--cue`` picks the planes: ``qp`` the decoder's QP (QP/51, 0 where
+           nothing was coded); ``error`` the oracle, each 16x16 block's RMS error against the clean frame (no
+           blind estimate can tell more about the noise level); ``estimate`` a blind frame-wide noise level
+           (the median absolute 2x2 Haar diagonal coefficient / 0.6745). ``--arm blind`` feeds zeros, so the
            same weights, data and steps without the cue are the control
     eval   val clips (eval.py's degradations and seeds, so the inputs are eval.py's bit for bit), float PSNR
            gain over the input per clip and mean, every model in one run
 
     python -m tools.qp_probe build --clips $S/clips --stills $STILLS --out $W/qp_cache.npz
-    python -m tools.qp_probe train --cache $W/qp_cache.npz --init $W/lite_v7.pt --arm qp --out $W/qp.pt
+    python -m tools.qp_probe train --cache $W/qp_cache.npz --init $W/lite_v7.pt --arm cue --cue qp --out $W/qp.pt
     python -m tools.qp_probe eval --init $W/lite_v7.pt --model lite= --model qp=$W/qp.pt --clips $S/val
 """
 
@@ -68,7 +74,7 @@ def build(args: argparse.Namespace) -> None:
     index = 0
     per_clip = (args.count // 2) // max(1, len(clips)) if stills else args.count // max(1, len(clips))
     for clip in clips:
-        size = clean_size(degrade.native_size(clip), (640, 360), 2.0)
+        size = clean_size(degrade.native_size(clip), args.clip_largest, args.clip_downscale)
         frames = degrade.read_clip(clip, 0, min(degrade.count_frames(clip), 300), size)
         if len(frames) < LENGTH or min(frames.shape[1:3]) < SIZE:
             continue
@@ -139,6 +145,39 @@ def qp_planes(maps: np.ndarray, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(planes, np.float32))
 
 
+def block_grid(height: int, width: int) -> tuple[int, int]:
+    """Rows and columns of 16x16 blocks covering a frame (a partial last block counts, as macroblocks do)."""
+    return (height + 15) // 16, (width + 15) // 16
+
+
+def error_maps(clean: np.ndarray, degraded: np.ndarray) -> np.ndarray:
+    """The oracle cue: RMS error of each 16x16 block [N, H/16, W/16] of a run [N, H, W, 3], in 8-bit levels."""
+    count, height, width, _ = clean.shape
+    rows, columns = block_grid(height, width)
+    squared = (degraded.astype(np.float32) - clean.astype(np.float32)) ** 2
+    squared = np.pad(squared.mean(axis=-1), ((0, 0), (0, 16 * rows - height), (0, 16 * columns - width)), "edge")
+    return np.sqrt(squared.reshape(count, rows, 16, columns, 16).mean(axis=(2, 4)))
+
+
+def estimate_maps(degraded: np.ndarray) -> np.ndarray:
+    """The blind cue: each frame's noise level [N, H/16, W/16] (one value a frame), in 8-bit levels, from the
+    median absolute diagonal 2x2 Haar coefficient (its standard deviation is sigma for i.i.d. noise)."""
+    count, height, width, _ = degraded.shape
+    pixels = degraded[:, : height // 2 * 2, : width // 2 * 2].astype(np.float32)
+    diagonal = (pixels[:, ::2, ::2] - pixels[:, ::2, 1::2] - pixels[:, 1::2, ::2] + pixels[:, 1::2, 1::2]) / 2
+    sigma = np.median(np.abs(diagonal).reshape(count, -1), axis=1) / 0.6745
+    return np.broadcast_to(sigma[:, None, None], (count, *block_grid(height, width))).astype(np.float32)
+
+
+def cue_maps(cue: str, clean: np.ndarray, degraded: np.ndarray, qp: np.ndarray) -> np.ndarray:
+    """The planes of one cue for a run: the decoder's QP maps as given, the oracle error, or the estimate."""
+    if cue == "error":
+        return error_maps(clean, degraded)
+    if cue == "estimate":
+        return estimate_maps(degraded)
+    return qp
+
+
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -187,7 +226,7 @@ def train(args: argparse.Namespace) -> None:
                 clean, noisy, qp = clean[::-1], noisy[::-1], qp[::-1]
             inputs.append(noisy)
             labels.append(clean[window // 2])
-            planes.append(qp)
+            planes.append(cue_maps(args.cue, clean, noisy, qp))
         frames = torch.from_numpy(np.ascontiguousarray(np.stack(inputs))).permute(0, 1, 4, 2, 3)
         frames = frames.reshape(batch, window * 3, crop, crop).float() / 255
         label = torch.from_numpy(np.ascontiguousarray(np.stack(labels))).permute(0, 3, 1, 2).float() / 255
@@ -204,7 +243,8 @@ def train(args: argparse.Namespace) -> None:
             print(
                 json.dumps({"step": step, "loss": float(np.mean(losses[-500:])), "seconds": round(elapsed)})
             )
-    torch.save({"model": model.state_dict(), "arm": args.arm, "qp_layers": args.qp_layers}, args.out)
+    saved = {"model": model.state_dict(), "arm": args.arm, "cue": args.cue, "qp_layers": args.qp_layers}
+    torch.save(saved, args.out)
 
 
 @torch.no_grad()
@@ -224,12 +264,13 @@ def restore(model: QPRestorer, frames: np.ndarray, qp_maps: np.ndarray, use_qp: 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    models: dict[str, tuple[QPRestorer, bool]] = {}
+    models: dict[str, tuple[QPRestorer, str | None]] = {}  # a model and the cue it reads (None: zeros)
     for spec in args.model:
         name, _, path = spec.partition("=")
         saved = torch.load(path, map_location="cpu", weights_only=False) if path else None
         every = saved is not None and saved.get("qp_layers") == "all"
-        models[name] = (load_model(args.init, saved, every).eval(), saved is not None and saved.get("arm") == "qp")
+        cue = None if saved is None or saved.get("arm") == "blind" else str(saved.get("cue", "qp"))
+        models[name] = (load_model(args.init, saved, every).eval(), cue)
     clips = list_clips(args.clips)
     results: dict[str, Any] = {}
     for name in args.degradations:
@@ -240,8 +281,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             reference, degraded, qp_maps = degrade_clip_with_qp(name, clean, seed + k)
             base = psnr(degraded, reference)
             row = {"input": base}
-            for model_name, (model, use_qp) in models.items():
-                row[model_name] = psnr(restore(model, degraded, qp_maps, use_qp), reference) - base
+            for model_name, (model, cue) in models.items():
+                maps = cue_maps(cue or "qp", reference, degraded, qp_maps)
+                row[model_name] = psnr(restore(model, degraded, maps, cue is not None), reference) - base
                 gains[model_name].append(row[model_name])
             results[f"{name}/{clip.name}"] = row
             print(
@@ -259,6 +301,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """'640x360' -> (640, 360)."""
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
+    return int(width), int(height)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -268,14 +318,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     make.add_argument("--clips", type=Path, nargs="*", default=[], help="training videos or folders of them")
     make.add_argument("--stills", type=Path, nargs="*", default=[], help="folders of still photos")
     make.add_argument("--count", type=int, default=2400, help="sequences")
+    make.add_argument(
+        "--clip-downscale", type=float, default=2.0, help="decode clips at least this many times smaller (1: native)"
+    )
+    make.add_argument(
+        "--clip-largest", type=frame_size, default=(640, 360), help="largest size (WxH) a clip is decoded at"
+    )
     make.add_argument("--seed", type=int, default=5)
     make.add_argument("--out", type=Path, required=True, help="cache file (.npz)")
-    fit = commands.add_parser("train", help="fine-tune lite with (or, --arm blind, without) the QP planes")
+    fit = commands.add_parser("train", help="fine-tune lite with (or, --arm blind, without) a cue's planes")
     fit.add_argument("--cache", type=Path, required=True)
     fit.add_argument("--init", type=Path, required=True, help="lite checkpoint (tools.checkpoint_from_onnx)")
-    fit.add_argument("--arm", choices=["qp", "blind"], required=True)
+    fit.add_argument("--arm", choices=["cue", "blind"], required=True, help="blind: the cue's planes are zeros")
+    fit.add_argument("--cue", choices=["qp", "error", "estimate"], default="qp", help="what the planes carry")
     fit.add_argument("--qp-layers", choices=["first", "all"], default="first")
-    fit.add_argument("--qp-lr-scale", type=float, default=1.0, help="learning-rate factor of the QP convs")
+    fit.add_argument("--qp-lr-scale", type=float, default=1.0, help="learning-rate factor of the cue's convs")
     fit.add_argument("--coded-only", action="store_true", help="train on the coded sequences only")
     fit.add_argument("--steps", type=int, default=4000)
     fit.add_argument("--batch", type=int, default=8)
@@ -291,7 +348,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model", action="append", required=True, help="NAME=weights.pt, or NAME= for the init"
     )
     test.add_argument("--clips", type=Path, nargs="+", required=True)
-    test.add_argument("--degradations", nargs="+", default=["crf37", "noise_crf30", "sigma25"])
+    test.add_argument("--degradations", nargs="+", default=["crf37", "noise_crf30", "sigma15", "sigma25"])
     test.add_argument("--frames", type=int, default=24)
     test.add_argument("--threads", type=int, default=2)
     test.add_argument("--out", type=Path, help="results (.json)")

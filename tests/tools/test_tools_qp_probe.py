@@ -1,4 +1,4 @@
-"""The decoder-QP experiment (tools/qp_probe.py) and the QP maps it reads (degrade.x264_roundtrip_with_qp)."""
+"""The cue experiments (tools/qp_probe.py: decoder QP, oracle error, noise estimate) and the QP maps they read."""
 
 from __future__ import annotations
 
@@ -70,14 +70,53 @@ def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> No
         assert stored["qp"].shape == (4, 8, 8, 8)
     init = lite_checkpoint(tmp_path / "lite.pt")
     weights = tmp_path / "qp.pt"
-    train = f"train --cache {cache} --init {init} --arm qp --steps 3 --batch 2 --crop 64 --threads 1 --out {weights}"
-    qp_probe.main(train.split())
+    models = ""
+    for cue in ("qp", "error", "estimate"):
+        weights = tmp_path / f"{cue}.pt"
+        train = f"train --cache {cache} --init {init} --arm cue --cue {cue} --steps 3 --batch 2 --crop 64 --threads 1"
+        qp_probe.main([*train.split(), "--out", str(weights)])
+        assert torch.load(weights, weights_only=False)["cue"] == cue
+        models += f" --model {cue}={weights}"
     out = tmp_path / "eval.json"
     evaluate = (
-        f"eval --init {init} --model start= --model qp={weights} --clips {clip} --degradations crf37 sigma25"
+        f"eval --init {init} --model start={models} --clips {clip} --degradations crf37 sigma25"
         f" --frames 6 --threads 1 --out {out}"
     )
     results = qp_probe.evaluate(qp_probe.parse_args(evaluate.split()))
     assert set(results) == {"crf37/clip.mp4", "crf37/mean", "sigma25/clip.mp4", "sigma25/mean"}
-    assert set(results["crf37/mean"]) == {"start", "qp"}
+    assert set(results["crf37/mean"]) == {"start", "qp", "error", "estimate"}
     assert out.exists()
+
+
+def test_the_oracle_error_and_the_blind_estimate_read_the_noise_level() -> None:
+    """Gaussian noise of sigma 20 on a smooth run (a partial last block row and column): the oracle's block RMS
+    and the blind Haar estimate both read about 20; on the clean run the estimate reads about 0."""
+    rows, columns = np.mgrid[0:40, 0:72]
+    smooth = np.stack([rows * 2, columns * 2, rows + columns], axis=-1).astype(np.uint8) + 40
+    clean = np.repeat(smooth[None], 3, axis=0)
+    noisy = degrade.add_gaussian_noise(clean, 20.0, np.random.default_rng(4))
+    error = qp_probe.error_maps(clean, noisy)
+    estimate = qp_probe.estimate_maps(noisy)
+    assert error.shape == estimate.shape == (3, 3, 5)
+    assert 17 < error.mean() < 22 and error.min() > 12
+    assert np.all(np.abs(estimate - 20) < 2.5) and np.ptp(estimate[0]) == 0  # one value a frame
+    assert qp_probe.estimate_maps(clean).max() < 1.0
+    assert np.array_equal(qp_probe.cue_maps("qp", clean, noisy, error), error)
+
+
+def test_build_decodes_clips_at_the_size_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data ablation's switches: half size by default, native with --clip-downscale 1 (under --clip-largest)."""
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(10, 256, 288, seed=2))
+    sizes: list[tuple[int, int]] = []
+    read_clip = degrade.read_clip
+
+    def recording(path: Path, start: int, stop: int, size: tuple[int, int] = (640, 360)) -> np.ndarray:
+        sizes.append(size)
+        return read_clip(path, start, stop, size)
+
+    monkeypatch.setattr(degrade, "read_clip", recording)
+    for extra in ([], ["--clip-downscale", "1", "--clip-largest", "1920x1080"]):
+        qp_probe.main(["build", "--clips", str(clip), "--count", "1", "--out", str(tmp_path / "c.npz"), *extra])
+    assert sizes == [(144, 128), (288, 256)]
+    with pytest.raises(SystemExit):
+        qp_probe.parse_args(["build", "--clips", str(clip), "--clip-largest", "wide", "--out", "c.npz"])
