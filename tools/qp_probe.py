@@ -1,4 +1,5 @@
-"""Does a cue the decoder or an estimator can give help restore video? Controlled experiments on `lite` (issue 13).
+"""Controlled experiments on `lite` (issue 13): does a cue help (the decoder's QP, a noise level), which clean
+targets, which trunk design.
 
 Every live input is decoded H.264, and the decoder knows how coarsely each 16x16 block was quantised (its QP;
 FFmpeg exports it with ``export_side_data=venc_params``). A noise-level estimate is the other cue the issue
@@ -15,7 +16,9 @@ carries it:
            nothing was coded); ``error`` the oracle, each 16x16 block's RMS error against the clean frame (no
            blind estimate can tell more about the noise level); ``estimate`` a blind frame-wide noise level
            (the median absolute 2x2 Haar diagonal coefficient / 0.6745). ``--arm blind`` feeds zeros, so the
-           same weights, data and steps without the cue are the control
+           same weights, data and steps without the cue are the control. ``--from-scratch`` (blind) trains
+           `lite`'s design untrained instead, at another ``--unshuffle`` / ``--width``: two designs on the same
+           batches; ``--resume`` trains a checkpoint this command wrote on
     eval   val clips (eval.py's degradations and seeds, so the inputs are eval.py's bit for bit), float PSNR
            gain over the input per clip and mean, every model in one run
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.arch import WindowRestorer, build_model, preset
+from engines.arch import ArchConfig, WindowRestorer, build_model, preset
 from tools import degrade
 from tools.eval import degradation_seed, degrade_clip_with_qp, psnr
 from tools.train import synthesise_noise
@@ -129,19 +133,27 @@ class QPRestorer(nn.Module):
         return torch.clamp(reference + model.shuffle(hidden + skip), 0.0, 1.0)
 
 
-def load_model(init: Path, weights: dict[str, Any] | None, every_layer: bool) -> QPRestorer:
-    saved = torch.load(init, map_location="cpu", weights_only=False)
-    base = build_model(preset("lite"))
-    base.load_state_dict(saved["model"])
+def load_model(
+    init: Path, weights: dict[str, Any] | None, every_layer: bool, arch: ArchConfig | None = None
+) -> QPRestorer:
+    """`lite` from ``init``, or with ``arch`` (a model trained from scratch) that architecture, untrained; then
+    the weights of a checkpoint `train` wrote, if given."""
+    if arch is None:
+        base = build_model(preset("lite"))
+        base.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])
+    else:
+        base = build_model(arch)
     model = QPRestorer(base, every_layer)
     if weights is not None:  # a checkpoint `train` wrote
         model.load_state_dict(weights["model"])
     return model
 
 
-def qp_planes(maps: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """Macroblock QP maps [..., window, H/16, W/16] -> planes [..., window, height, width] at 1/4 resolution."""
-    planes = np.repeat(np.repeat(maps, 4, axis=-2), 4, axis=-1)[..., :height, :width] / QP_SCALE
+def qp_planes(maps: np.ndarray, factor: int, height: int, width: int) -> torch.Tensor:
+    """Macroblock maps [..., window, H/16, W/16] -> planes [..., window, height, width] at the trunk's 1/factor
+    resolution, divided by QP_SCALE."""
+    repeat = 16 // factor
+    planes = np.repeat(np.repeat(maps, repeat, axis=-2), repeat, axis=-1)[..., :height, :width] / QP_SCALE
     return torch.from_numpy(np.ascontiguousarray(planes, np.float32))
 
 
@@ -186,7 +198,14 @@ def train(args: argparse.Namespace) -> None:
     if args.coded_only:  # the codec specialist: sequences that went through x264 only, no noise-only windows
         coded = np.flatnonzero(qp_maps.reshape(len(qp_maps), -1).max(axis=1) > 0)
         targets, degraded, qp_maps = targets[coded], degraded[coded], qp_maps[coded]
-    model = load_model(args.init, None, args.qp_layers == "all")
+    arch, resumed = None, None
+    if args.resume is not None:  # go on from a checkpoint `train` wrote (its architecture and weights)
+        resumed = torch.load(args.resume, map_location="cpu", weights_only=False)
+        arch = ArchConfig.from_dict(resumed["arch"]) if "arch" in resumed else None
+    elif args.from_scratch:  # an architecture to compare with `lite` from the same start: untrained
+        arch = replace(preset("lite"), unshuffle=args.unshuffle, width=args.width)
+        torch.manual_seed(args.seed)
+    model = load_model(args.init, resumed, args.qp_layers == "all", arch)
     rng = np.random.default_rng(args.seed)
     cue = [p for name, p in model.named_parameters() if name.startswith("qp_inputs.")]
     trunk = [p for name, p in model.named_parameters() if not name.startswith("qp_inputs.")]
@@ -230,7 +249,8 @@ def train(args: argparse.Namespace) -> None:
         frames = torch.from_numpy(np.ascontiguousarray(np.stack(inputs))).permute(0, 1, 4, 2, 3)
         frames = frames.reshape(batch, window * 3, crop, crop).float() / 255
         label = torch.from_numpy(np.ascontiguousarray(np.stack(labels))).permute(0, 3, 1, 2).float() / 255
-        qp_input = qp_planes(np.stack(planes), crop // 4, crop // 4)
+        factor = model.base.config.unshuffle
+        qp_input = qp_planes(np.stack(planes), factor, crop // factor, crop // factor)
         if args.arm == "blind":
             qp_input = torch.zeros_like(qp_input)
         loss = nn.functional.l1_loss(model(frames, qp_input), label)
@@ -244,6 +264,8 @@ def train(args: argparse.Namespace) -> None:
                 json.dumps({"step": step, "loss": float(np.mean(losses[-500:])), "seconds": round(elapsed)})
             )
     saved = {"model": model.state_dict(), "arm": args.arm, "cue": args.cue, "qp_layers": args.qp_layers}
+    if arch is not None:
+        saved["arch"] = arch.to_dict()
     torch.save(saved, args.out)
 
 
@@ -256,7 +278,8 @@ def restore(model: QPRestorer, frames: np.ndarray, qp_maps: np.ndarray, use_qp: 
     for index in range(count):
         picks = [min(max(index + offset - window // 2, 0), count - 1) for offset in range(window)]
         batch = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2).reshape(1, 3 * window, height, width)
-        qp = qp_planes(qp_maps[picks][None], height // 4, width // 4)
+        factor = model.base.config.unshuffle
+        qp = qp_planes(qp_maps[picks][None], factor, height // factor, width // factor)
         output = model(batch.float() / 255, qp if use_qp else torch.zeros_like(qp))
         restored[index] = (output[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
     return restored
@@ -270,7 +293,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         saved = torch.load(path, map_location="cpu", weights_only=False) if path else None
         every = saved is not None and saved.get("qp_layers") == "all"
         cue = None if saved is None or saved.get("arm") == "blind" else str(saved.get("cue", "qp"))
-        models[name] = (load_model(args.init, saved, every).eval(), cue)
+        arch = ArchConfig.from_dict(saved["arch"]) if saved is not None and "arch" in saved else None
+        models[name] = (load_model(args.init, saved, every, arch).eval(), cue)
     clips = list_clips(args.clips)
     results: dict[str, Any] = {}
     for name in args.degradations:
@@ -334,6 +358,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fit.add_argument("--qp-layers", choices=["first", "all"], default="first")
     fit.add_argument("--qp-lr-scale", type=float, default=1.0, help="learning-rate factor of the cue's convs")
     fit.add_argument("--coded-only", action="store_true", help="train on the coded sequences only")
+    fit.add_argument(
+        "--from-scratch", action="store_true", help="train lite's design untrained, with --unshuffle and --width"
+    )
+    fit.add_argument("--resume", type=Path, help="a checkpoint this command wrote: train it on (new schedule)")
+    fit.add_argument("--unshuffle", type=int, choices=[2, 4], default=4, help="space-to-depth factor (scratch)")
+    fit.add_argument("--width", type=int, default=64, help="trunk channels (scratch)")
     fit.add_argument("--steps", type=int, default=4000)
     fit.add_argument("--batch", type=int, default=8)
     fit.add_argument("--crop", type=int, default=96, help="a multiple of 16 up to 128")
@@ -355,6 +385,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "train" and (args.crop % 16 or not 16 <= args.crop <= SIZE):
         parser.error("--crop must be a multiple of 16 between 16 and 128")
+    if args.command == "train" and args.from_scratch and args.arm != "blind":
+        parser.error("--from-scratch compares architectures: use it with --arm blind")
     return args
 
 

@@ -77,6 +77,21 @@ def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> No
         qp_probe.main([*train.split(), "--out", str(weights)])
         assert torch.load(weights, weights_only=False)["cue"] == cue
         models += f" --model {cue}={weights}"
+    scratch = tmp_path / "scratch.pt"  # lite's design at x2 space-to-depth, untrained: the architecture arm
+    qp_probe.main(
+        [*f"train --cache {cache} --init {init} --arm blind --from-scratch --unshuffle 2 --width 8".split(),
+         *"--steps 2 --batch 2 --crop 64 --threads 1 --out".split(), str(scratch)]
+    )
+    assert torch.load(scratch, weights_only=False)["arch"]["unshuffle"] == 2
+    resumed = tmp_path / "resumed.pt"  # trained on from that checkpoint: same design, weights moved on
+    qp_probe.main(
+        [*f"train --cache {cache} --init {init} --arm blind --resume {scratch}".split(),
+         *"--steps 2 --batch 2 --crop 64 --threads 1 --out".split(), str(resumed)]
+    )
+    before, after = (torch.load(path, weights_only=False) for path in (scratch, resumed))
+    assert after["arch"] == before["arch"]
+    assert not torch.equal(after["model"]["base.body.0.weight"], before["model"]["base.body.0.weight"])
+    models += f" --model scratch={scratch}"
     out = tmp_path / "eval.json"
     evaluate = (
         f"eval --init {init} --model start={models} --clips {clip} --degradations crf37 sigma25"
@@ -84,7 +99,9 @@ def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> No
     )
     results = qp_probe.evaluate(qp_probe.parse_args(evaluate.split()))
     assert set(results) == {"crf37/clip.mp4", "crf37/mean", "sigma25/clip.mp4", "sigma25/mean"}
-    assert set(results["crf37/mean"]) == {"start", "qp", "error", "estimate"}
+    assert set(results["crf37/mean"]) == {"start", "qp", "error", "estimate", "scratch"}
+    with pytest.raises(SystemExit):  # an architecture arm compares designs, not cues
+        qp_probe.parse_args(f"train --cache {cache} --init {init} --arm cue --from-scratch --out x.pt".split())
     assert out.exists()
 
 
