@@ -11,7 +11,7 @@ carries it:
            clips decoded at half their size by default (``--clip-downscale``, ``--clip-largest``: the data
            ablation, clean targets at their native size against half of it)
     train  fine-tunes `lite` (float) with one extra input: five planes, one per frame of the window, at the
-           trunk's 1/4 resolution, through a zero-initialised 1x1 conv into the first layer (``--qp-layers
+           trunk's resolution (1/4 for `lite`), through a zero-initialised 1x1 conv into the first layer (``--qp-layers
            all``: into every hidden layer). ``--cue`` picks the planes: ``qp`` the decoder's QP (QP/51, 0 where
            nothing was coded); ``error`` the oracle, each 16x16 block's RMS error against the clean frame (no
            blind estimate can tell more about the noise level); ``estimate`` a blind frame-wide noise level
