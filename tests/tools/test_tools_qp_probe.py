@@ -1,4 +1,4 @@
-"""The cue experiments (tools/qp_probe.py: decoder QP, oracle error, noise estimate) and the QP maps they read."""
+"""The controlled experiments of tools/qp_probe.py (cues, clean targets, designs from scratch) and the QP maps."""
 
 from __future__ import annotations
 
@@ -69,7 +69,6 @@ def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> No
         assert stored["targets"].shape == stored["degraded"].shape == (4, 8, 128, 128, 3)
         assert stored["qp"].shape == (4, 8, 8, 8)
     init = lite_checkpoint(tmp_path / "lite.pt")
-    weights = tmp_path / "qp.pt"
     models = ""
     for cue in ("qp", "error", "estimate"):
         weights = tmp_path / f"{cue}.pt"
