@@ -203,8 +203,7 @@ def train(args: argparse.Namespace) -> None:
         resumed = torch.load(args.resume, map_location="cpu", weights_only=False)
         arch = ArchConfig.from_dict(resumed["arch"]) if "arch" in resumed else None
     elif args.from_scratch:  # an architecture to compare with `lite` from the same start: untrained
-        arch = replace(preset("lite"), unshuffle=args.unshuffle, width=args.width)
-        torch.manual_seed(args.seed)
+        arch = replace(preset("lite"), unshuffle=args.unshuffle, width=args.width)  # seeded above
     model = load_model(args.init, resumed, args.qp_layers == "all", arch)
     rng = np.random.default_rng(args.seed)
     cue = [p for name, p in model.named_parameters() if name.startswith("qp_inputs.")]
@@ -212,7 +211,7 @@ def train(args: argparse.Namespace) -> None:
     optimizer = torch.optim.Adam(
         [{"params": trunk, "scale": 1.0}, {"params": cue, "scale": args.qp_lr_scale}], lr=args.lr
     )
-    batch, crop, window = args.batch, args.crop, model.base.config.window
+    batch, crop, window, factor = args.batch, args.crop, model.base.config.window, model.base.config.unshuffle
     started, losses = time.perf_counter(), []
     for step in range(1, args.steps + 1):
         for group in optimizer.param_groups:
@@ -249,7 +248,6 @@ def train(args: argparse.Namespace) -> None:
         frames = torch.from_numpy(np.ascontiguousarray(np.stack(inputs))).permute(0, 1, 4, 2, 3)
         frames = frames.reshape(batch, window * 3, crop, crop).float() / 255
         label = torch.from_numpy(np.ascontiguousarray(np.stack(labels))).permute(0, 3, 1, 2).float() / 255
-        factor = model.base.config.unshuffle
         qp_input = qp_planes(np.stack(planes), factor, crop // factor, crop // factor)
         if args.arm == "blind":
             qp_input = torch.zeros_like(qp_input)
@@ -273,12 +271,11 @@ def train(args: argparse.Namespace) -> None:
 def restore(model: QPRestorer, frames: np.ndarray, qp_maps: np.ndarray, use_qp: bool) -> np.ndarray:
     """Every frame of a clip through a centred window (edge frames replicated, as eval.py does)."""
     count, height, width, _ = frames.shape
-    window = model.base.config.window
+    window, factor = model.base.config.window, model.base.config.unshuffle
     restored = np.empty_like(frames)
     for index in range(count):
         picks = [min(max(index + offset - window // 2, 0), count - 1) for offset in range(window)]
         batch = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2).reshape(1, 3 * window, height, width)
-        factor = model.base.config.unshuffle
         qp = qp_planes(qp_maps[picks][None], factor, height // factor, width // factor)
         output = model(batch.float() / 255, qp if use_qp else torch.zeros_like(qp))
         restored[index] = (output[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
