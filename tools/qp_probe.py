@@ -21,6 +21,7 @@ carries it:
            batches; ``--resume`` trains a checkpoint this command wrote on
     eval   val clips (eval.py's degradations and seeds, so the inputs are eval.py's bit for bit), float PSNR
            gain over the input per clip and mean, every model in one run
+    plain  a blind-arm checkpoint's model as tools/train.py writes one (for --init, export_onnx, quantize)
 
     python -m tools.qp_probe build --clips $S/clips --stills $STILLS --out $W/qp_cache.npz
     python -m tools.qp_probe train --cache $W/qp_cache.npz --init $W/lite_v7.pt --arm cue --cue qp --out $W/qp.pt
@@ -322,6 +323,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def plain(args: argparse.Namespace) -> None:
+    """A blind-arm checkpoint's model alone, as tools/train.py writes one: train it on, export or quantise it."""
+    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    if saved.get("arm") != "blind":
+        raise SystemExit(f"{args.checkpoint}: only a --arm blind checkpoint is the plain model (its cue planes are 0)")
+    arch = ArchConfig.from_dict({**saved.get("arch", preset("lite").to_dict()), "name": args.name})
+    model = {key.removeprefix("base."): value for key, value in saved["model"].items() if key.startswith("base.")}
+    build_model(arch).load_state_dict(model)  # the weights fit the design they claim
+    torch.save({"config": arch.to_dict(), "model": model}, args.out)
+
+
 def frame_size(text: str) -> tuple[int, int]:
     """'640x360' -> (640, 360)."""
     width, _, height = text.partition("x")
@@ -379,6 +391,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     test.add_argument("--frames", type=int, default=24)
     test.add_argument("--threads", type=int, default=2)
     test.add_argument("--out", type=Path, help="results (.json)")
+    bare = commands.add_parser("plain", help="a blind-arm checkpoint as a tools/train.py checkpoint")
+    bare.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint `train --arm blind` wrote")
+    bare.add_argument("--name", default="lite", help="the model's name (exported as streamer.name)")
+    bare.add_argument("--out", type=Path, required=True, help="checkpoint (.pt) for tools/train.py --init")
     args = parser.parse_args(argv)
     if args.command == "train" and (args.crop % 16 or not 16 <= args.crop <= SIZE):
         parser.error("--crop must be a multiple of 16 between 16 and 128")
@@ -389,7 +405,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    {"build": build, "train": train, "eval": evaluate}[args.command](args)
+    {"build": build, "train": train, "eval": evaluate, "plain": plain}[args.command](args)
 
 
 if __name__ == "__main__":

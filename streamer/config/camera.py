@@ -99,7 +99,7 @@ class LadderConfig(StrictModel):
     fast_model: str | None = Field(
         None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail', 'lite-detail-recurrent', "
         "'lite-recurrent', 'lite-recurrent-wide' and 'lite-sr2' (at the camera's size, then scaled bicubic), "
-        "'lite-causal' under 'lite-detail-causal', none (no fast level) otherwise",
+        "'lite-causal' under 'lite-detail-causal', 'lite-fast' under 'lite-fine', none (no fast level) otherwise",
     )
     half: bool = Field(True, description="The 'half' level: the cheapest model at half resolution, upsampled")
     quarter: bool = Field(
@@ -134,7 +134,7 @@ class EngineConfig(StrictModel):
     model: str | None = Field(
         None,
         description="A shipped model's name ('lite', 'lite-causal' = lowest latency, 'lite-fast', 'lite-detail' = best "
-        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-recurrent' = noisy fixed cameras, not on TensorRT, "
+        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-fine' = lite's design at 2x2 space-to-depth: finer detail at 1.2x lite's compute, 'lite-recurrent' = noisy fixed cameras, not on TensorRT, "
         "'lite-recurrent-wide' = the same at 1.4x its compute, better on noise, 'lite-detail-recurrent' = "
         "'lite-detail' with recurrent state, best on noise, 1.2x its compute, not on TensorRT, 'lite-sr2' = x2 "
         "super-resolution for low-resolution substreams: the output is twice the camera's size) or an ONNX file; "

@@ -206,3 +206,14 @@ def test_widen_state_keeps_a_recurrent_model_s_function_with_its_state() -> None
     assert (narrow_out - wide_out).abs().max() < 0.5 / 255
     assert torch.equal(narrow_next, wide_next)
     assert wide.state_fusion is not None and wide.state_fusion.weight.shape[0] == wide_config.width
+
+
+def test_fine_preset_restores_at_half_resolution_for_about_lite_cost() -> None:
+    """``fine`` (lite-fine) is lite's design at 2x2 space-to-depth and half its width: its trunk sees four times as
+    many positions, and it still costs no more multiply-adds than lite."""
+    fine, lite = build_model(preset("fine")).eval(), build_model(preset("lite")).eval()
+    assert fine.config.unshuffle == 2 and lite.config.unshuffle == 4
+    assert count_macs(fine, 360, 640) <= count_macs(lite, 360, 640)
+    frames = torch.rand(1, 15, 34, 50)  # a multiple of 2 (not of 4) is all the finer trunk needs
+    with torch.no_grad():
+        assert fine(frames).shape == (1, 3, 34, 50)

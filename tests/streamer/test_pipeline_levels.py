@@ -49,15 +49,20 @@ def test_the_cpu_level_is_left_out_on_the_cpu_and_when_switched_off() -> None:
         full.deactivate()
 
 
-@pytest.mark.parametrize("model", ["lite-recurrent", "lite-recurrent-wide", "lite-detail-recurrent"])
-def test_a_recurrent_model_steps_down_to_lite_before_the_half_resolution_level(model: str) -> None:
+@pytest.mark.parametrize(("model", "fast_model"), [
+    ("lite-recurrent", "lite"), ("lite-recurrent-wide", "lite"), ("lite-detail-recurrent", "lite"),
+    ("lite-fine", "lite-fast"),  # lite (0.85x lite-fine's time) would hardly relieve an engine that falls behind
+])
+def test_a_model_steps_down_to_its_cheaper_window_model_before_the_half_resolution_level(
+    model: str, fast_model: str
+) -> None:
     entry = {"name": "yard", "source": {"type": "demo"}, "engine": {"type": "cpu", "model": model}}
     config = build_config({"cameras": [entry]}, environ={}).cameras[0]
     full = activate_engine("cpu", model)
     levels, extra = make_levels(config, full)
     try:
         assert [level.name for level in levels] == ["full", "fast", "half", "temporal"]
-        assert [engine.info.name for engine in extra] == ["lite"] and not extra[0].info.recurrent
+        assert [engine.info.name for engine in extra] == [fast_model] and not extra[0].info.recurrent
     finally:
         for engine in (*extra, full):
             engine.deactivate()
