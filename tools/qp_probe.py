@@ -329,9 +329,9 @@ def plain(args: argparse.Namespace) -> None:
     if saved.get("arm") != "blind":
         raise SystemExit(f"{args.checkpoint}: only a --arm blind checkpoint is the plain model (its cue planes are 0)")
     arch = ArchConfig.from_dict({**saved.get("arch", preset("lite").to_dict()), "name": args.name})
-    model = {key.removeprefix("base."): value for key, value in saved["model"].items() if key.startswith("base.")}
-    build_model(arch).load_state_dict(model)  # the weights fit the design they claim
-    torch.save({"config": arch.to_dict(), "model": model}, args.out)
+    weights = {key.removeprefix("base."): value for key, value in saved["model"].items() if key.startswith("base.")}
+    build_model(arch).load_state_dict(weights)  # the weights fit the design they claim
+    torch.save({"config": arch.to_dict(), "model": weights}, args.out)
 
 
 def frame_size(text: str) -> tuple[int, int]:
@@ -393,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     test.add_argument("--out", type=Path, help="results (.json)")
     bare = commands.add_parser("plain", help="a blind-arm checkpoint as a tools/train.py checkpoint")
     bare.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint `train --arm blind` wrote")
-    bare.add_argument("--name", default="lite", help="the model's name (exported as streamer.name)")
+    bare.add_argument("--name", required=True, help="the model's name (exported as streamer.name)")
     bare.add_argument("--out", type=Path, required=True, help="checkpoint (.pt) for tools/train.py --init")
     args = parser.parse_args(argv)
     if args.command == "train" and (args.crop % 16 or not 16 <= args.crop <= SIZE):

@@ -113,7 +113,7 @@ def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> No
         assert torch.allclose(model(frames), probe(frames, torch.zeros(1, 5, 16, 24)), atol=1e-6)
     assert saved["config"]["name"] == "lite-fine" and saved["config"]["unshuffle"] == 2
     with pytest.raises(SystemExit, match="blind"):  # a cue model is not the plain model
-        qp_probe.main(["plain", "--checkpoint", str(tmp_path / "qp.pt"), "--out", str(tmp_path / "no.pt")])
+        qp_probe.main(["plain", "--checkpoint", str(tmp_path / "qp.pt"), "--name", "qp", "--out", str(tmp_path / "no.pt")])
 
 
 def test_the_oracle_error_and_the_blind_estimate_read_the_noise_level() -> None:
