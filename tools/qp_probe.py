@@ -134,6 +134,11 @@ class QPRestorer(nn.Module):
         return torch.clamp(reference + model.shuffle(hidden + skip), 0.0, 1.0)
 
 
+def saved_arch(saved: dict[str, Any]) -> ArchConfig | None:
+    """The design a checkpoint `train` wrote records (one trained from scratch or resumed from one); None: `lite`."""
+    return ArchConfig.from_dict(saved["arch"]) if "arch" in saved else None
+
+
 def load_model(
     init: Path, weights: dict[str, Any] | None, every_layer: bool, arch: ArchConfig | None = None
 ) -> QPRestorer:
@@ -202,7 +207,7 @@ def train(args: argparse.Namespace) -> None:
     arch, resumed = None, None
     if args.resume is not None:  # go on from a checkpoint `train` wrote (its architecture and weights)
         resumed = torch.load(args.resume, map_location="cpu", weights_only=False)
-        arch = ArchConfig.from_dict(resumed["arch"]) if "arch" in resumed else None
+        arch = saved_arch(resumed)
     elif args.from_scratch:  # an architecture to compare with `lite` from the same start: untrained
         arch = replace(preset("lite"), unshuffle=args.unshuffle, width=args.width)  # seeded above
     model = load_model(args.init, resumed, args.qp_layers == "all", arch)
@@ -291,7 +296,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         saved = torch.load(path, map_location="cpu", weights_only=False) if path else None
         every = saved is not None and saved.get("qp_layers") == "all"
         cue = None if saved is None or saved.get("arm") == "blind" else str(saved.get("cue", "qp"))
-        arch = ArchConfig.from_dict(saved["arch"]) if saved is not None and "arch" in saved else None
+        arch = saved_arch(saved) if saved is not None else None
         models[name] = (load_model(args.init, saved, every, arch).eval(), cue)
     clips = list_clips(args.clips)
     results: dict[str, Any] = {}
@@ -328,7 +333,7 @@ def plain(args: argparse.Namespace) -> None:
     saved = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     if saved.get("arm") != "blind":
         raise SystemExit(f"{args.checkpoint}: only a --arm blind checkpoint is the plain model (its cue planes are 0)")
-    arch = ArchConfig.from_dict({**saved.get("arch", preset("lite").to_dict()), "name": args.name})
+    arch = replace(saved_arch(saved) or preset("lite"), name=args.name)
     weights = {key.removeprefix("base."): value for key, value in saved["model"].items() if key.startswith("base.")}
     build_model(arch).load_state_dict(weights)  # the weights fit the design they claim
     torch.save({"config": arch.to_dict(), "model": weights}, args.out)

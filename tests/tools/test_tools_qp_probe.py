@@ -107,13 +107,13 @@ def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> No
     saved = torch.load(plain, weights_only=False)
     model = build_model(ArchConfig.from_dict(saved["config"])).eval()
     model.load_state_dict(saved["model"])
-    probe = qp_probe.load_model(init, after, every_layer=False, arch=ArchConfig.from_dict(after["arch"])).eval()
+    probe = qp_probe.load_model(init, after, every_layer=False, arch=qp_probe.saved_arch(after)).eval()
     frames = torch.rand(1, 15, 32, 48)
     with torch.no_grad():  # the probe's model with its cue planes at zero is the plain model
         assert torch.allclose(model(frames), probe(frames, torch.zeros(1, 5, 16, 24)), atol=1e-6)
     assert saved["config"]["name"] == "lite-fine" and saved["config"]["unshuffle"] == 2
     with pytest.raises(SystemExit, match="blind"):  # a cue model is not the plain model
-        qp_probe.main(["plain", "--checkpoint", str(tmp_path / "qp.pt"), "--name", "qp", "--out", str(tmp_path / "no.pt")])
+        qp_probe.main(["plain", "--checkpoint", str(tmp_path / "qp.pt"), "--name", "qp", "--out", str(plain)])
 
 
 def test_the_oracle_error_and_the_blind_estimate_read_the_noise_level() -> None:
