@@ -60,6 +60,7 @@ FAST_MODELS = {
     "lite-detail-causal": "lite-causal",
     "lite-detail-recurrent": "lite",
     "lite-fine": "lite-fast",  # lite (0.85x lite-fine's time) would be too small a step
+    "lite-fine-wide": "lite",  # 0.6x its time; lite-fine (0.8x) would hardly relieve it
     "lite-recurrent": "lite",
     "lite-recurrent-wide": "lite",
     "lite-sr2": "lite",  # at the camera's size; the output scaler brings it to the model's (streamer/upscale.py)

@@ -208,6 +208,14 @@ def test_widen_state_keeps_a_recurrent_model_s_function_with_its_state() -> None
     assert wide.state_fusion is not None and wide.state_fusion.weight.shape[0] == wide_config.width
 
 
+def test_fine_wide_preset_is_the_fine_trunk_widened_within_lite_detail_cost() -> None:
+    """``fine-wide`` (lite-fine-wide) is ``fine`` at 1.5x the width: the same design, within 10 % of lite-detail's MACs."""
+    fine, wide = preset("fine"), preset("fine-wide")
+    assert dataclasses.replace(wide, name=fine.name, width=fine.width) == fine and wide.width == 48
+    detail = build_model(preset("detail")).eval()
+    assert count_macs(build_model(wide).eval(), 360, 640) <= 1.1 * count_macs(detail, 360, 640)
+
+
 def test_fine_preset_restores_at_half_resolution_for_about_lite_cost() -> None:
     """``fine`` (lite-fine) is lite's design at 2x2 space-to-depth and half its width: its trunk sees four times as
     many positions, and it still costs no more multiply-adds than lite."""

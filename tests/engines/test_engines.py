@@ -12,7 +12,9 @@ from onnx import TensorProto, helper
 from engines import DEFAULT_MODEL, EngineError, create_engine, int8_twin
 from engines.processing import pack_window, unpack_output
 
-GPU_MODELS = ["lite", "lite-causal", "lite-fast", "lite-detail", "lite-detail-causal", "lite-fine"]  # what TensorRT runs
+GPU_MODELS = [  # what TensorRT runs
+    "lite", "lite-causal", "lite-fast", "lite-detail", "lite-detail-causal", "lite-fine", "lite-fine-wide",
+]
 SHIPPED_MODELS = [*GPU_MODELS, "lite-recurrent", "lite-recurrent-wide", "lite-detail-recurrent"]  # the PyTorch backend runs all
 
 

@@ -52,6 +52,7 @@ def test_the_cpu_level_is_left_out_on_the_cpu_and_when_switched_off() -> None:
 @pytest.mark.parametrize(("model", "fast_model"), [
     ("lite-recurrent", "lite"), ("lite-recurrent-wide", "lite"), ("lite-detail-recurrent", "lite"),
     ("lite-fine", "lite-fast"),  # lite (0.85x lite-fine's time) would hardly relieve an engine that falls behind
+    ("lite-fine-wide", "lite"),
 ])
 def test_a_model_steps_down_to_its_cheaper_window_model_before_the_half_resolution_level(
     model: str, fast_model: str
