@@ -135,9 +135,9 @@ class EngineConfig(StrictModel):
     model: str | None = Field(
         None,
         description="A shipped model's name ('lite', 'lite-causal' = lowest latency, 'lite-fast', 'lite-detail' = best "
-        "quality at 2.5x lite's compute, 'lite-detail-causal', 'lite-fine' = lite's design at 2x2 space-to-depth: "
-        "finer detail at 1.2x lite's compute, 'lite-fine-wide' = the same at 1.5x the width: 'lite-detail''s quality "
-        "(more on noise) at 0.7-0.8x its compute, 'lite-recurrent' = noisy fixed cameras, not on TensorRT, "
+        "on codec artefacts, 2.5x lite's compute, 'lite-detail-causal', 'lite-fine' = lite's design at 2x2 "
+        "space-to-depth: finer detail at 1.2x lite's compute, 'lite-fine-wide' = the same at 1.5x the width: above "
+        "'lite-detail' on noise at 0.7-0.8x its compute, 'lite-recurrent' = noisy fixed cameras, not on TensorRT, "
         "'lite-recurrent-wide' = the same at 1.4x its compute, better on noise, 'lite-detail-recurrent' = "
         "'lite-detail' with recurrent state, best on noise, 1.2x its compute, not on TensorRT, 'lite-sr2' = x2 "
         "super-resolution for low-resolution substreams: the output is twice the camera's size) or an ONNX file; "
