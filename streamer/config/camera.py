@@ -99,8 +99,8 @@ class LadderConfig(StrictModel):
     fast_model: str | None = Field(
         None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail', 'lite-detail-recurrent', "
         "'lite-fine-wide', 'lite-recurrent', 'lite-recurrent-wide' and 'lite-sr2' (at the camera's size, then scaled "
-        "bicubic), "
-        "'lite-causal' under 'lite-detail-causal', 'lite-fast' under 'lite-fine', none (no fast level) otherwise",
+        "bicubic), 'lite-causal' under 'lite-detail-causal', 'lite-fast' under 'lite-fine', none (no fast level) "
+        "otherwise",
     )
     half: bool = Field(True, description="The 'half' level: the cheapest model at half resolution, upsampled")
     quarter: bool = Field(
