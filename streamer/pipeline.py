@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from engines import Engine, EngineError, activate_engine
 from engines.tiling import maybe_tiled
 from streamer.config import CameraConfig
+from streamer.config.camera import FAST_MODELS
 from streamer.encoder import EncodeStage, H264Encoder
 from streamer.exposure import ExposureCorrector
 from streamer.graph.channel import Channel, DropPolicy
@@ -54,17 +55,6 @@ def tiled(config: CameraConfig, engine: Engine) -> Engine:
     return maybe_tiled(engine, settings.tile_size, settings.tile_overlap, above_pixels=settings.tile_above_pixels)
 
 
-# the ladder's default 'fast' level: the cheaper model with the same window
-FAST_MODELS = {
-    "lite-detail": "lite",
-    "lite-detail-causal": "lite-causal",
-    "lite-detail-recurrent": "lite",
-    "lite-fine": "lite-fast",  # lite (0.85x lite-fine's time) would be too small a step
-    "lite-fine-wide": "lite",  # 0.6x its time; lite-fine (0.8x) would hardly relieve it
-    "lite-recurrent": "lite",
-    "lite-recurrent-wide": "lite",
-    "lite-sr2": "lite",  # at the camera's size; the output scaler brings it to the model's (streamer/upscale.py)
-}
 
 
 def make_levels(config: CameraConfig, full: Engine,

@@ -93,14 +93,33 @@ SourceConfig = Annotated[
 
 
 # --------------------------------------------------------------------------------------------- engine
+# the ladder's default 'fast' level: the cheaper model with the same window
+FAST_MODELS = {
+    "lite-detail": "lite",
+    "lite-detail-causal": "lite-causal",
+    "lite-detail-recurrent": "lite",
+    "lite-fine": "lite-fast",  # lite (0.85x lite-fine's time) would be too small a step
+    "lite-fine-wide": "lite",  # 0.6x its time; lite-fine (0.8x) would hardly relieve it
+    "lite-recurrent": "lite",
+    "lite-recurrent-wide": "lite",
+    "lite-sr2": "lite",  # at the camera's size; the output scaler brings it to the model's (streamer/upscale.py)
+}
+
+
+def _fast_model_defaults() -> str:
+    """FAST_MODELS in words, for the ``fast_model`` description: "'lite' under 'lite-detail', ...; ..."."""
+    by_fast: dict[str, list[str]] = {}
+    for model, fast in FAST_MODELS.items():
+        by_fast.setdefault(fast, []).append(f"'{model}'")
+    return "; ".join(f"'{fast}' under {', '.join(models)}" for fast, models in by_fast.items())
+
+
 class LadderConfig(StrictModel):
     enabled: bool = Field(True, description="Degrade restoration (cheaper levels) rather than skip frames when "
                           "compute falls short; off = one level, frames skipped when the engine is busy")
     fast_model: str | None = Field(
-        None, description="Model of the 'fast' level; default: 'lite' under 'lite-detail', 'lite-detail-recurrent', "
-        "'lite-fine-wide', 'lite-recurrent', 'lite-recurrent-wide' and 'lite-sr2' (at the camera's size, then scaled "
-        "bicubic), 'lite-causal' under 'lite-detail-causal', 'lite-fast' under 'lite-fine', none (no fast level) "
-        "otherwise",
+        None, description=f"Model of the 'fast' level; default: {_fast_model_defaults()}; none (no fast level) "
+        "otherwise. Under 'lite-sr2' it runs at the camera's size and is scaled bicubic",
     )
     half: bool = Field(True, description="The 'half' level: the cheapest model at half resolution, upsampled")
     quarter: bool = Field(
