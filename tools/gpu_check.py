@@ -32,17 +32,13 @@ import numpy as np
 from engines import create_engine, resolve_model, shipped_models
 from engines.base import Engine, EngineError
 from engines.torch_backend import TorchEngine
+from tools.arguments import frame_size
 from tools.gpu_environment import environment
 from tools.gpu_report import Report, Section
 from tools.gpu_scene import SceneFrames, psnr
 from tools.gpu_sections import tensorrt_section, tiles_section
 
 PARITY_GOAL_DB = 45.0
-
-
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.partition("x")
-    return int(width), int(height)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,13 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and durations (CPU rehearsal, tests)")
     parser.add_argument("--deadline-s", type=float, help="global time budget (default 400, quick 240)")
     parser.add_argument("--models", nargs="+", help="models for parity (default: every shipped one)")
-    parser.add_argument("--sizes", nargs="+", type=_size, help="throughput frame sizes WxH")
+    parser.add_argument("--sizes", nargs="+", type=frame_size, help="throughput frame sizes WxH")
     parser.add_argument("--batches", nargs="+", type=int, help="throughput batch sizes (cameras per call)")
     parser.add_argument("--cell-s", type=float, help="time box of one throughput cell")
     parser.add_argument("--live-cameras", nargs="+", type=int, help="camera counts of the live run")
     parser.add_argument("--live-seconds", type=float, help="measured seconds per camera count")
     parser.add_argument("--live-long-s", type=float, help="measured seconds of the largest camera count (the long run)")
-    parser.add_argument("--live-size", type=_size, help="live camera size WxH")
+    parser.add_argument("--live-size", type=frame_size, help="live camera size WxH")
     parser.add_argument("--skip", nargs="*", default=[], help="sections to leave out (e.g. live throughput)")
     args = parser.parse_args(argv)
     quick = args.quick

@@ -43,6 +43,7 @@ from torch import nn
 
 from engines.arch import ArchConfig, WindowRestorer, build_model, preset
 from tools import degrade
+from tools.arguments import frame_size
 from tools.eval import degradation_seed, degrade_clip_with_qp, psnr
 from tools.train import synthesise_noise
 from tools.training_cache import clean_size, list_clips
@@ -337,14 +338,6 @@ def plain(args: argparse.Namespace) -> None:
     weights = {key.removeprefix("base."): value for key, value in saved["model"].items() if key.startswith("base.")}
     build_model(arch).load_state_dict(weights)  # the weights fit the design they claim
     torch.save({"config": arch.to_dict(), "model": weights}, args.out)
-
-
-def frame_size(text: str) -> tuple[int, int]:
-    """'640x360' -> (640, 360)."""
-    width, _, height = text.partition("x")
-    if not (width.isdigit() and height.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
-    return int(width), int(height)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
