@@ -398,6 +398,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--crop must be a multiple of 16 between 16 and 128")
     if args.command == "train" and args.from_scratch and args.arm != "blind":
         parser.error("--from-scratch compares architectures: use it with --arm blind")
+    if args.command == "train" and args.from_scratch and args.resume is not None:
+        parser.error(
+            "--resume trains the checkpoint's own design on: --from-scratch (--unshuffle, --width) would be ignored"
+        )
     return args
 
 

@@ -101,6 +101,10 @@ def test_build_train_and_eval_run_end_to_end_on_tiny_media(tmp_path: Path) -> No
     assert set(results["crf37/mean"]) == {"start", "qp", "error", "estimate", "scratch"}
     with pytest.raises(SystemExit):  # an architecture arm compares designs, not cues
         qp_probe.parse_args(f"train --cache {cache} --init {init} --arm cue --from-scratch --out x.pt".split())
+    with pytest.raises(SystemExit):  # a resumed run keeps its checkpoint's design
+        qp_probe.parse_args(
+            f"train --cache {cache} --init {init} --arm blind --from-scratch --resume r.pt --out x.pt".split()
+        )
     assert out.exists()
     plain = tmp_path / "plain.pt"  # the blind model alone, as tools/train.py (and export_onnx) reads it
     qp_probe.main(["plain", "--checkpoint", str(resumed), "--name", "lite-fine", "--out", str(plain)])
