@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from engines.arch_context import ContextPath
+
 
 @dataclass(frozen=True)
 class ArchConfig:
@@ -38,6 +40,9 @@ class ArchConfig:
     # Half-resolution detail path (0 = none): channels and hidden 3x3 layers; see WindowRestorer.
     detail_width: int = 0
     detail_depth: int = 2
+    # Low-resolution context path (0 = none): channels and 3x3 layers at 1/8 of the frame (engines/arch_context.py)
+    context_width: int = 0
+    context_depth: int = 2
     # 1 = recurrent: a running estimate of the reference frame (``state``) goes from each frame to the next;
     # 2 = recurrent with the restored frame as the state (EMVD's recursion: the output is fed back)
     recurrent: int = 0
@@ -49,6 +54,10 @@ class ArchConfig:
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
+
+    def pad_multiple(self) -> int:
+        """What frame sizes must be a multiple of: the space-to-depth factor, 4x it with a context path."""
+        return self.unshuffle * (4 if self.context_width else 1)
 
     @staticmethod
     def from_dict(values: dict[str, int | str]) -> ArchConfig:
@@ -64,6 +73,10 @@ PRESETS: dict[str, ArchConfig] = {
     "fine": ArchConfig(name="lite-fine", unshuffle=2, width=32, depth=4, first_kernel=1),
     # the same trunk at 1.5x the width: about lite-detail's MACs and quality, less of its time (model card)
     "fine-wide": ArchConfig(name="lite-fine-wide", unshuffle=2, width=48, depth=4, first_kernel=1),
+    # fine-wide with a low-resolution context path (engines/arch_context.py)
+    "fine-context": ArchConfig(
+        name="lite-fine-context", unshuffle=2, width=48, depth=4, first_kernel=1, context_width=64
+    ),
     # x2 super-resolution (engines/arch_sr.py): lite's trunk at 1/2 of the input, i.e. 1/4 of the output
     "sr2": ArchConfig(name="lite-sr2", unshuffle=2, width=64, depth=4, first_kernel=1, scale=2),
 }
@@ -142,6 +155,11 @@ class WindowRestorer(nn.Module):
             if hidden[-1] % 4:
                 raise ValueError("the detail path needs a last hidden width divisible by 4")
             self.detail = DetailPath(hidden[-1] // 4, config.detail_width, config.detail_depth)
+        self.context: ContextPath | None = None
+        if config.context_width > 0:
+            if len(set(hidden)) != 1 or config.depth < 2:
+                raise ValueError("the context path needs one hidden width and at least 2 hidden layers")
+            self.context = ContextPath(hidden[0], config.context_width, config.context_depth)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -153,6 +171,8 @@ class WindowRestorer(nn.Module):
             self.reference_skip.weight.copy_(-eye[:, :, None, None])
         if self.detail is not None:
             self.detail.reset_parameters()
+        if self.context is not None:
+            self.context.reset_parameters()
         if self.state_fusion is not None and self.gate is not None:
             nn.init.zeros_(self.state_fusion.weight)
             self.gate.reset_parameters()
@@ -189,7 +209,14 @@ class WindowRestorer(nn.Module):
         if self.state_fusion is not None:
             fusion_weight = self.state_fusion.weight.reshape(self.state_fusion.out_channels, 3, factor, factor)
             fused = fused + nn.functional.conv2d(reference, fusion_weight, stride=factor)
-        features = self.body[1:-1](fused)  # the last hidden layer's (ReLU) output
+        if self.context is None:
+            features = self.body[1:-1](fused)  # the last hidden layer's (ReLU) output
+        else:
+            # the context path reads the first layer's features and adds to the middle layer's, before its ReLU
+            activated = self.body[1](fused)
+            middle = 2 * (self.config.depth // 2) + 1
+            hidden = self.body[2:middle](activated) + self.context(activated)
+            features = self.body[middle:-1](hidden)
         base = reference + self.shuffle(self.body[-1](features) + skip)
         if self.detail is not None:
             base = base + self.detail(reference, base, features)
@@ -298,6 +325,8 @@ def count_macs(model: WindowRestorer, height: int, width: int) -> int:
         ) * positions
         if model.gate.context is not None:  # once per frame, on the features' mean
             total += model.gate.context.in_channels * model.gate.context.out_channels
+    if model.context is not None:
+        total += model.context.macs(positions)
     if model.detail is not None:
         half = (height // 2) * (width // 2)
         for module in [model.detail.inlet, *model.detail.body]:

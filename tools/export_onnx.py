@@ -43,7 +43,7 @@ def metadata_for(model: WindowRestorer, name: str | None = None) -> dict[str, st
         "streamer.window": str(config.window),
         "streamer.reference_index": str(config.reference_index),
         "streamer.scale": str(config.scale),
-        "streamer.pad_multiple": str(config.unshuffle),
+        "streamer.pad_multiple": str(config.pad_multiple()),
         "streamer.colorspace": "rgb",
         "streamer.range": "0-1",
         "streamer.name": name or default_name,
@@ -185,9 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     model = load_model(args.checkpoint, args.preset, args.causal)
     onnx_bytes = to_onnx_bytes(model, args.opset, args.name)
+    multiple = model.config.pad_multiple()  # sizes the model takes (the engine pads frames up to them)
+
+    def fit(size: int) -> int:
+        return -(-size // multiple) * multiple
+
     height, width = args.check_size
     difference = max(
-        max_difference(model, onnx_bytes, height, width), max_difference(model, onnx_bytes, 36, 52, 2)
+        max_difference(model, onnx_bytes, fit(height), fit(width)),
+        max_difference(model, onnx_bytes, fit(36), fit(52), 2),
     )
     if difference > args.tolerance:
         raise SystemExit(f"ONNX Runtime differs from PyTorch by {difference:.2e} (> {args.tolerance:.0e})")

@@ -98,7 +98,8 @@ class QuantSimulation:
             raise ValueError(f"residual_range must be positive, got {residual_range}")
         body = [module for module in model.body if isinstance(module, nn.Conv2d)]
         detail = [] if model.detail is None else model.detail.convs()
-        self.convs = body + detail
+        context = [] if model.context is None else model.context.convs()
+        self.convs = body + detail + context
         # Rounded inputs: every body conv's after the first (which reads the exact frames), every detail conv's.
         self.inputs = [ActivationFakeQuant() for _ in body[1:]]
         self.detail_inputs = [ActivationFakeQuant() for _ in detail]
@@ -107,6 +108,11 @@ class QuantSimulation:
         self.detail_output = ActivationFakeQuant() if detail else None
         # ONNX Runtime also rounds the inlet's (ReLU) output: the concatenation after it stays in float
         self.detail_inlet_output = ActivationFakeQuant() if detail else None
+        # a context path's convolutions: every input, the 1/8-resolution decoder's output (added to the skip in
+        # float), the trunk's middle output (added to the path's in float, where a plain trunk has a ReLU) and the
+        # path's output, as ONNX Runtime rounds them
+        self.context_inputs = [ActivationFakeQuant() for _ in context]
+        self.context_outputs = [ActivationFakeQuant() for _ in context_outputs(model)]
         self.weights = [WeightFakeQuant() for _ in self.convs]
         self._handles: list[Any] = []
         for conv, rounding in zip(self.convs, self.weights, strict=True):
@@ -118,16 +124,26 @@ class QuantSimulation:
             self._handles.append(detail[-1].register_forward_hook(_output_hook(self.detail_output)))
             inlet_relu = model.detail.inlet_relu
             self._handles.append(inlet_relu.register_forward_hook(_output_hook(self.detail_inlet_output)))
+        if model.context is not None:
+            # down2's input also feeds the skip: rounded where it is made, for both readers
+            down2 = self.context_inputs[1]
+            self._handles.append(model.context.quarter_relu.register_forward_hook(_output_hook(down2)))
+        for conv, quantizer in zip(context, self.context_inputs, strict=True):
+            if conv is not context[1]:
+                self._handles.append(conv.register_forward_pre_hook(_input_hook(quantizer)))
+        for module, quantizer in zip(context_outputs(model), self.context_outputs, strict=True):
+            self._handles.append(module.register_forward_hook(_output_hook(quantizer)))
 
     @property
     def activations(self) -> list[ActivationFakeQuant]:
         """In ``tools/quantize.activation_tensors`` order: body inputs, residual, then (when the model has a detail
-        path) the inlet's input and output, the other detail convs' inputs and the path's output."""
+        path) the inlet's input and output, the other detail convs' inputs and the path's output, then (when it has
+        a context path) the inputs of its convs in order and the outputs ``context_outputs`` lists."""
         detail: list[ActivationFakeQuant] = []
         if self.detail_output is not None and self.detail_inlet_output is not None:
             first, *rest = self.detail_inputs
             detail = [first, self.detail_inlet_output, *rest, self.detail_output]
-        return [*self.inputs, self.output, *detail]
+        return [*self.inputs, self.output, *detail, *self.context_inputs, *self.context_outputs]
 
     @torch.no_grad()
     def calibrate(self, model: WindowRestorer, batches: Iterable[torch.Tensor]) -> None:
@@ -166,6 +182,16 @@ class QuantSimulation:
         for conv in self.convs:
             if parametrize.is_parametrized(conv, "weight"):
                 parametrize.remove_parametrizations(conv, "weight", leave_parametrized=False)
+
+
+def context_outputs(model: WindowRestorer) -> list[nn.Conv2d]:
+    """The convolutions whose outputs ONNX Runtime rounds besides the inputs of the next ones, with a context path:
+    its decoder's first (``up``), the trunk's middle one (whose output is added to the path's) and the path's last
+    (``out``). Empty without a context path."""
+    if model.context is None:
+        return []
+    middle = model.body[2 * (model.config.depth // 2)]  # (a context path needs depth >= 2)
+    return [model.context.up, middle, model.context.out]  # type: ignore[list-item]
 
 
 def _input_hook(quantizer: ActivationFakeQuant) -> Any:

@@ -30,6 +30,9 @@ from tools.training_cache import list_clips
 # the residual tail, and a recurrent model's gated blend with its state (Sigmoid, Sub, Mul)
 FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice", "Concat", "Sigmoid", "Sub", "Mul")
 GATE_WEIGHT_PREFIX = "gate."  # a recurrent model's gate convolutions (tools/export_onnx keeps their names)
+# a context path's convolutions but its 1/8-resolution layers (context.body.N), in the order they run
+CONTEXT_WEIGHTS = ("context.down1.weight", "context.down2.weight", "context.up.weight", "context.merge.weight",
+                   "context.out.weight")
 
 
 def calibration_windows(
@@ -108,7 +111,8 @@ def activation_tensors(model_path: Path) -> list[str]:
     the first, then the output of the last one (the residual), then (a model with a detail path) the inlet's
     input and (ReLU) output, the input of every other detail convolution and the output of its last one. Body convolutions are the ones whose weight is an
     initializer named ``body.N.weight`` (with a 1x1 fusion layer the first one's weight is reshaped at export and
-    loses its name; with a wider one it keeps it and is skipped here)."""
+    loses its name; with a wider one it keeps it and is skipped here). A context path's come last: the input of
+    each of its convolutions in the order they run, then the output of its last one."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -131,6 +135,18 @@ def activation_tensors(model_path: Path) -> list[str]:
         inlet_relu = next(node for node in graph.node if node.op_type == "Relu" and node.input[0] == inlet.output[0])
         inputs = [node.input[0] for _, node in detail]
         names += [inputs[0], inlet_relu.output[0], *inputs[1:], detail[-1][1].output[0]]
+    convs = {node.input[1]: node for node in graph.node if node.op_type == "Conv"}
+    context = [convs[name] for name in CONTEXT_WEIGHTS if name in convs]
+    middle = sorted(
+        (int(name.split(".")[2]), node) for name, node in convs.items() if name.startswith("context.body.")
+    )
+    if context:
+        up, out = context[2], context[-1]
+        context[2:2] = [node for _, node in middle]  # down1, down2, the 1/8-resolution layers, up, merge, out
+        names += [node.input[0] for node in context] + [up.output[0]]
+        # the trunk's middle convolution (body index 2 * (depth // 2), depth >= 2), joined by the path's output
+        depth = max(int(name.split(".")[1]) for name in convs if name.startswith("body.")) // 2 - 1
+        names += [convs[f"body.{2 * (depth // 2)}.weight"].output[0], out.output[0]]
     return names
 
 

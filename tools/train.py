@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from engines.arch import (
+    PRESETS,
     ArchConfig,
     WindowRestorer,
     build_model,
@@ -187,10 +188,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "a centred checkpoint remaps the window by temporal distance",
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and log")
-    parser.add_argument("--preset", default="lite", help="model size: lite, base or tiny")
+    parser.add_argument("--preset", default="lite", choices=list(PRESETS), help="model design (engines/arch.py)")
     parser.add_argument("--causal", action="store_true", help="restore the newest frame of the window")
     parser.add_argument("--depth", type=int, help="hidden 3x3 layers (default: the preset's)")
     parser.add_argument("--width", type=int, help="hidden channels (default: the preset's)")
+    parser.add_argument(
+        "--context-width",
+        type=int,
+        help="channels of a low-resolution context path (engines/arch_context.py; 0 = none; default: the preset's); "
+        "one the --init checkpoint lacks starts adding nothing",
+    )
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--cache-sequences", type=int, default=2400)
     parser.add_argument("--sequence-length", type=int, default=12)
@@ -280,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         config = dataclasses.replace(config, depth=args.depth)
     if args.width is not None:
         config = dataclasses.replace(config, width=args.width)
+    if args.context_width is not None:
+        config = dataclasses.replace(config, context_width=args.context_width)
     train_targets, train_degraded, val_targets, val_degraded, weights = load_caches(args)
     if args.build_cache_only:
         return
@@ -288,9 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.init is not None:
         # grown on the CPU (the surgery makes new tensors there); load_state_dict copies to the model's device
         grown = grown_state(torch.load(args.init, map_location="cpu", weights_only=False), config, args.seed)
-        # A detail path the checkpoint lacks keeps its fresh (near-zero output) weights: step 0 computes
+        # A detail or context path the checkpoint lacks keeps its fresh (near-zero output) weights: step 0 computes
         # what the checkpoint did.
-        fresh = {key: value for key, value in model.state_dict().items() if key.startswith("detail.")}
+        fresh = {key: value for key, value in model.state_dict().items() if key.startswith(("detail.", "context."))}
         model.load_state_dict({**fresh, **grown})
     # Rounding is attached before the optimiser is made so that resumed optimiser state lines up.
     simulation = QuantSimulation(model, args.qat_residual_range) if args.qat else None

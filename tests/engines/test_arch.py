@@ -28,6 +28,21 @@ def trained_looking_model(config: ArchConfig) -> WindowRestorer:
     return model
 
 
+def grown_with_fresh_path(
+    trunk: WindowRestorer, config: ArchConfig, prefix: str, frames: torch.Tensor
+) -> WindowRestorer:
+    """``config``'s model with ``trunk``'s weights and a fresh path (parameters under ``prefix``), as tools/train.py
+    --init grows it; checks that it computes what the trunk did on ``frames`` and that the path then gets gradients."""
+    torch.manual_seed(1)
+    grown = build_model(config).eval()
+    fresh = {key: value for key, value in grown.state_dict().items() if key.startswith(prefix)}
+    grown.load_state_dict({**fresh, **trunk.state_dict()})
+    with torch.no_grad():
+        assert torch.equal(trunk(frames), grown(frames))
+    grown(frames).mean().backward()
+    return grown
+
+
 def test_deepen_state_keeps_the_function_and_adds_layers() -> None:
     config = preset("tiny")
     shallow = trained_looking_model(config)
@@ -104,14 +119,7 @@ def test_a_detail_path_added_to_a_trained_trunk_starts_where_the_trunk_was() -> 
     conv gets a gradient), and it is what makes the model costlier (half-resolution convs)."""
     trunk = trained_looking_model(preset("tiny"))
     config = dataclasses.replace(preset("tiny"), detail_width=8, detail_depth=1)
-    torch.manual_seed(1)
-    detailed = build_model(config).eval()
-    fresh = {key: value for key, value in detailed.state_dict().items() if key.startswith("detail.")}
-    detailed.load_state_dict({**fresh, **trunk.state_dict()})
-    frames = torch.rand(2, 15, 32, 48)
-    with torch.no_grad():
-        assert torch.equal(trunk(frames), detailed(frames))
-    detailed(frames).mean().backward()
+    detailed = grown_with_fresh_path(trunk, config, "detail.", torch.rand(2, 15, 32, 48))
     assert detailed.detail is not None
     assert float(detailed.detail.convs()[-1].weight.grad.abs().max()) > 0
     extra = count_macs(detailed, 32, 48) - count_macs(trunk, 32, 48)
@@ -225,3 +233,29 @@ def test_fine_preset_restores_at_half_resolution_for_about_lite_cost() -> None:
     frames = torch.rand(1, 15, 34, 50)  # a multiple of 2 (not of 4) is all the finer trunk needs
     with torch.no_grad():
         assert fine(frames).shape == (1, 3, 34, 50)
+
+
+def test_a_context_path_added_to_a_trained_trunk_starts_where_it_was_and_sees_farther() -> None:
+    """Warm start (tools/train.py --init with --preset fine-context): the fresh path adds nothing yet learns; once
+    trained it lets the trunk see past its own 22-pixel view; frames must be multiples of 4x the trunk's factor."""
+    trunk_config = dataclasses.replace(preset("fine"), width=8)
+    trunk = trained_looking_model(trunk_config)
+    config = dataclasses.replace(trunk_config, context_width=8, context_depth=1)
+    assert config.pad_multiple() == 8 and trunk_config.pad_multiple() == 2
+    frames = torch.rand(1, 15, 64, 96)
+    widened = grown_with_fresh_path(trunk, config, "context.", frames)
+    assert widened.context is not None
+    assert float(widened.context.out.weight.grad.abs().max()) > 0
+    # down1, merge and out at 1/2 of the trunk's resolution (1/4 of the frame's); down2, the middle layer and up at 1/4
+    quarter, eighth = 16 * 24, 8 * 12
+    extra = (8 * 8 * 9 + 8 * 8 * 9 + 8 * 32) * quarter + (8 * 8 * 9 + 8 * 8 * 9 + 8 * 32) * eighth
+    assert count_macs(widened, 64, 96) - count_macs(trunk, 64, 96) == extra
+
+    with torch.no_grad():
+        widened.context.out.weight.normal_(0, 0.1)  # as if trained
+        far = frames.clone()
+        # one pixel changed in every frame; the trunk reaches 12 pixels from it (columns 54-78), the path farther
+        far[:, :, 32, 66] = 1 - far[:, :, 32, 66]
+        for model, sees in ((trunk, False), (widened, True)):
+            change = (model(far) - model(frames))[0, :, 24:40, 40:50].abs().max()
+            assert (float(change) > 0) is sees

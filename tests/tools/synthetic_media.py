@@ -53,10 +53,16 @@ def write_sequence(folder: Path, frames: np.ndarray) -> Path:
 
 
 def export_tiny_model(
-    folder: Path, causal: bool, weight_std: float, detail_width: int = 0, recurrent: int = 0
+    folder: Path,
+    causal: bool,
+    weight_std: float,
+    detail_width: int = 0,
+    recurrent: int = 0,
+    context_width: int = 0,
 ) -> tuple[Any, Path]:
-    """A random-weight ``tiny`` model (with a half-resolution detail path of ``detail_width`` channels when
-    given, recurrent as ``recurrent`` says) exported to ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
+    """A random-weight ``tiny`` model (with a half-resolution detail path of ``detail_width`` channels or a
+    low-resolution context path of ``context_width`` when given, recurrent as ``recurrent`` says) exported to
+    ``folder/tiny.onnx``; returns (torch model, ONNX path)."""
     import dataclasses
 
     import torch
@@ -67,7 +73,15 @@ def export_tiny_model(
     torch.manual_seed(0)
     config = preset("tiny", causal=causal)
     model = build_model(
-        dataclasses.replace(config, detail_width=detail_width, detail_depth=1, recurrent=recurrent)
+        dataclasses.replace(
+            config,
+            detail_width=detail_width,
+            detail_depth=1,
+            recurrent=recurrent,
+            context_width=context_width,
+            context_depth=1,
+            depth=2 if context_width else config.depth,  # the path joins the trunk's middle layer
+        )
     )
     with torch.no_grad():
         for parameter in model.parameters():

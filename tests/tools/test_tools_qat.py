@@ -22,19 +22,29 @@ def run_onnx(path: Path, frames: np.ndarray) -> np.ndarray:
 
 
 def tiny_model_and_windows(
-    tmp_path: Path, seed: int, detail_width: int = 0
+    tmp_path: Path, seed: int, detail_width: int = 0, context_width: int = 0
 ) -> tuple[Any, Path, Path, list[np.ndarray]]:
     """A random tiny model (eval mode), its float ONNX file, a synthetic clip and 4 calibration windows from it."""
-    model, float_path = export_tiny_model(tmp_path, causal=False, weight_std=0.05, detail_width=detail_width)
+    model, float_path = export_tiny_model(
+        tmp_path, causal=False, weight_std=0.05, detail_width=detail_width, context_width=context_width
+    )
     model.eval()
     clip = write_clip(tmp_path / "clip.mp4", moving_frames(30, 64, 96, seed=seed))
     info = create_engine("cpu", float_path, int8=False).info
     return model, float_path, clip, quantize.calibration_windows([clip], 4, info, (96, 64))
 
 
-@pytest.mark.parametrize("detail_width", [0, 8], ids=["trunk", "with-detail-path"])
-def test_simulation_matches_the_onnx_runtime_int8_model(tmp_path: Path, detail_width: int) -> None:
-    model, float_path, clip, windows = tiny_model_and_windows(tmp_path, seed=3, detail_width=detail_width)
+@pytest.mark.parametrize(
+    ("detail_width", "context_width"),
+    [(0, 0), (8, 0), (0, 8)],
+    ids=["trunk", "with-detail-path", "with-context-path"],
+)
+def test_simulation_matches_the_onnx_runtime_int8_model(
+    tmp_path: Path, detail_width: int, context_width: int
+) -> None:
+    model, float_path, clip, windows = tiny_model_and_windows(
+        tmp_path, seed=3, detail_width=detail_width, context_width=context_width
+    )
     int8_path = tmp_path / "tiny.int8.onnx"
     quantize.quantize(float_path, int8_path, windows)
 
@@ -123,11 +133,11 @@ def test_weights_round_per_output_channel_and_checkpoints_keep_plain_names(tmp_p
 
 def test_every_simulated_activation_has_its_onnx_tensor(tmp_path: Path) -> None:
     """Both fusion layouts: a 1x1 fusion conv (lite, tiny: exported as a strided conv on the frames) and a 3x3
-    one after a per-frame unshuffle (base)."""
+    one after a per-frame unshuffle (base); a detail path and a context path."""
     from engines.arch import build_model, preset
     from tools import export_onnx
 
-    for name in ("tiny", "base", "detail"):
+    for name in ("tiny", "base", "detail", "fine-context"):
         model = build_model(preset(name))
         checkpoint = tmp_path / f"{name}.pt"
         torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, checkpoint)
@@ -135,5 +145,8 @@ def test_every_simulated_activation_has_its_onnx_tensor(tmp_path: Path) -> None:
         export_onnx.main(["--checkpoint", str(checkpoint), "--out", str(exported), "--check-size", "24", "40"])
         tensors = quantize.activation_tensors(exported)
         detail = 0 if model.detail is None else model.config.detail_depth + 5  # conv inputs, inlet output, output
-        assert len(tensors) == len(QuantSimulation(model).activations) == model.config.depth + 2 + detail
-        assert len(set(tensors)) == len(tensors)
+        # a context path: its conv inputs, its decoder's first output, the trunk's middle output, its output
+        context = 0 if model.context is None else model.config.context_depth + 5 + 3
+        assert len(tensors) == len(QuantSimulation(model).activations) == model.config.depth + 2 + detail + context
+        # the context path reads the trunk's first features, which the trunk's second convolution reads too
+        assert len(set(tensors)) == len(tensors) - (model.context is not None)

@@ -81,6 +81,15 @@ def test_tiny_train_resumes_from_checkpoint(tmp_path: Path) -> None:
     old_width = second["model"]["body.0.weight"].shape[0]
     assert torch.allclose(wider["model"]["body.0.weight"][:old_width], second["model"]["body.0.weight"], atol=1e-6)
 
+    # a context path grown onto a deepened trunk starts adding nothing: the trunk's weights are kept as they were
+    common[common.index("--out") + 1] = str(tmp_path / "context")
+    train.main([*common, "--init", str(tmp_path / "run" / "last.pt"), "--depth", "2", "--context-width", "8",
+                "--steps", "1", "--lr", "1e-9"])
+    context = torch.load(tmp_path / "context" / "last.pt", weights_only=False)
+    assert (context["config"]["depth"], context["config"]["context_width"]) == (2, 8)
+    assert float(context["model"]["context.out.weight"].abs().max()) < 1e-6
+    assert torch.allclose(context["model"]["body.0.weight"], second["model"]["body.0.weight"], atol=1e-6)
+
     # another window: the frames both windows share keep their fusion weights by offset from the centre
     common[common.index("--out") + 1] = str(tmp_path / "window3")
     train.main([*common, "--init", str(tmp_path / "run" / "last.pt"), "--window", "3", "--steps", "1", "--lr", "1e-9"])
