@@ -112,7 +112,8 @@ def activation_tensors(model_path: Path) -> list[str]:
     input and (ReLU) output, the input of every other detail convolution and the output of its last one. Body convolutions are the ones whose weight is an
     initializer named ``body.N.weight`` (with a 1x1 fusion layer the first one's weight is reshaped at export and
     loses its name; with a wider one it keeps it and is skipped here). A context path's come last: the input of
-    each of its convolutions in the order they run, then the output of its last one."""
+    each of its convolutions in the order they run, then the outputs of its decoder's first one (``up``), of the
+    trunk's middle convolution (which the path's output joins) and of its last one (``tools.qat.context_outputs``)."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
