@@ -24,13 +24,14 @@ from engines import EngineError, resolve_model
 from engines.tensorrt_backend import TensorRTEngine, tensorrt_available
 from engines.tensorrt_build import PRECISIONS, calibration_cache_path
 from engines.uint8_io import wrapped_model_bytes
+from tools.arguments import frame_size
 from tools.calibration import calibration_windows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lite", help="a shipped model's name or an ONNX file (default: lite)")
-    parser.add_argument("--size", default="1280x720", help="frame size WxH to time after the build")
+    parser.add_argument("--size", type=frame_size, default="1280x720", help="frame size WxH to time after the build")
     parser.add_argument("--batch", type=int, default=1, help="windows per timed call (cameras batched)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument("--calibration", type=Path, nargs="+", help="INT8: clips to calibrate on")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print("build_engine: TensorRT or a CUDA GPU is not available here")
         return 2
     model = resolve_model(args.model)
-    width, height = (int(part) for part in args.size.lower().split("x"))
+    width, height = args.size
     probe = TensorRTEngine(model, cache_dir=args.cache_dir, precision=args.precision)
     batches = None
     if args.precision == "int8":
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_engine: {error}")
         return 1
     p50 = float(np.percentile(milliseconds, 50))
-    print(f"{args.size} x{args.batch} {args.precision}: p50 {p50:.2f} ms, p95 {np.percentile(milliseconds, 95):.2f} ms "
+    print(f"{width}x{height} x{args.batch} {args.precision}: p50 {p50:.2f} ms, p95 {np.percentile(milliseconds, 95):.2f} ms "
           f"a call, {1000 * args.batch / p50:.1f} windows/s (host copies included)")
     return 0
 

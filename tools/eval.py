@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tools import degrade
+from tools.arguments import frame_size
 from tools.eval_report import MethodResult, markdown_table, write_results
 from tools.training_cache import list_clips
 from tools.yardsticks import FFDNET, SIGMA_GRID, OnnxYardstick, bm3d_restore, cpu_session
@@ -335,7 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tune-frames", type=int, default=12, help="frames per clip for the filter grid search (>= 9)"
     )
     parser.add_argument("--train-fraction", type=float, default=0.6, help="with --held-out")
-    parser.add_argument("--size", default="640x360", help="WxH the clips are resized to")
+    parser.add_argument("--size", type=frame_size, default="640x360", help="WxH the clips are resized to")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, required=True)
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             "--frames and --tune-frames must be >= 9 (FFmpeg atadenoise hangs on shorter inputs)"
         )
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = args.size
     clips, cleans = read_cleans(args, (width, height))
     models = {
         spec.split("=", 1)[0]: OnnxRestorer(Path(spec.split("=", 1)[1]), args.threads) for spec in args.model
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         else "val clips (scenes never trained on), the first frames"
     )
     report = [
-        f"Clips: {len(clips)} {source}, {args.frames} frames each at {args.size}; nlmeans on the first "
+        f"Clips: {len(clips)} {source}, {args.frames} frames each at {width}x{height}; nlmeans on the first "
         f"{args.slow_frames} frames only; bm3d on the first {args.bm3d_frames} (sigma rows only); "
         f"ONNX yardsticks on {args.yardstick_frames or 'all'}. PSNR columns are per clip (dB).\n"
     ]

@@ -29,6 +29,7 @@ from streamer.config import ExposureConfig
 from streamer.exposure import ExposureCorrector
 from streamer.graph.frames import Frame
 from tools import degrade
+from tools.arguments import frame_size
 from tools.eval import MEDIA, OnnxRestorer, flicker, psnr, run_ffmpeg, ssim
 from tools.eval_report import mean_over_clips
 from tools.training_cache import list_clips
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--darkening", nargs="+", default=["0.3:1.3", "0.15:1.0", "0.5:1.8"],
                         help="GAIN:GAMMA under-exposures (the first is tools/eval.py's low-light case)")
     parser.add_argument("--frames", type=int, default=48, help="frames per clip")
-    parser.add_argument("--size", default="640x360", help="WxH the clips are resized to")
+    parser.add_argument("--size", type=frame_size, default="640x360", help="WxH the clips are resized to")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--exposure", default="{}", help="the exposure settings as JSON (default: the camera's "
                         "defaults, enabled), e.g. '{\"max_gain\": 8}'")
@@ -83,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    width, height = (int(value) for value in args.size.split("x"))
+    width, height = args.size
     models = {spec.split("=", 1)[0]: OnnxRestorer(Path(spec.split("=", 1)[1]), args.threads) for spec in args.model}
     clips = list_clips(args.clips or [MEDIA / "val"])
     config = ExposureConfig.model_validate({**json.loads(args.exposure), "enabled": True})

@@ -28,6 +28,7 @@ import numpy as np
 
 from streamer.ladder import scale
 from tools import degrade
+from tools.arguments import frame_size
 from tools.eval import MEDIA, OnnxRestorer, flicker, psnr, ssim
 from tools.eval_report import mean_over_clips
 from tools.training_cache import list_clips
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", action="append", default=[], help="NAME=PATH.onnx (repeatable)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--frames", type=int, default=24, help="frames per clip")
-    parser.add_argument("--size", default="640x360", help="WxH of the ground truth (the input is half of it)")
+    parser.add_argument("--size", type=frame_size, default="640x360", help="WxH of the ground truth (the input is half of it)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="JSON results (per case: per clip and mean)")
     return parser.parse_args(argv)
@@ -81,9 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    width, height = (int(value) for value in args.size.split("x"))
+    width, height = args.size
     if width % 4 or height % 4:
-        raise SystemExit(f"--size {args.size}: width and height must be multiples of 4 (the input is half, even)")
+        raise SystemExit(f"--size {width}x{height}: width and height must be multiples of 4 (the input is half, even)")
     models = {spec.split("=", 1)[0]: OnnxRestorer(Path(spec.split("=", 1)[1]), args.threads) for spec in args.model}
     clips = list_clips(args.clips or [MEDIA / "val"])
     cleans = {clip.stem: degrade.read_clip(clip, 0, args.frames, (width, height)) for clip in clips}

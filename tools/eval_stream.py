@@ -21,6 +21,7 @@ import numpy as np
 
 from engines import create_engine
 from tools import degrade
+from tools.arguments import frame_size
 from tools.eval import DEGRADATIONS, MEDIA, degradation_seed, degrade_clip, psnr
 from tools.training_cache import list_clips
 from tools.watch_demo import write_png
@@ -60,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=250, help="frames per clip (fewer when the clip is shorter)")
     parser.add_argument("--spans", type=int, nargs="*", default=[24, 100], help="output-frame boundaries of the spans")
     parser.add_argument("--degradations", nargs="+", default=["sigma25", "crf37"], choices=list(DEGRADATIONS))
-    parser.add_argument("--size", default="640x360", help="WxH the clips are resized to")
+    parser.add_argument("--size", type=frame_size, default="640x360", help="WxH the clips are resized to")
     parser.add_argument("--float", action="store_true", help="run the float models (default: their int8 twins)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    width, height = (int(value) for value in args.size.lower().split("x"))
+    width, height = args.size
     clips = list_clips(args.clips or [MEDIA / "val"])
     if not clips:
         raise SystemExit("no clips found")

@@ -41,6 +41,7 @@ from streamer.http.server import HttpServer  # noqa: E402
 from streamer.hub import KeyframeGate, StreamHub  # noqa: E402
 from streamer.rtsp.server import RtspServer  # noqa: E402
 from streamer.sources.demo import DemoScene  # noqa: E402
+from tools.arguments import frame_size  # noqa: E402
 from tools.browser import chromium, only_loopback, private_network, wait_js  # noqa: E402
 from tools.whep_client import WhepPlayer  # noqa: E402
 
@@ -226,14 +227,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--joins", type=int, default=5, help="joins per viewer kind and mode")
     parser.add_argument("--gop", type=float, default=2.0, help="keyframe interval of the encoder (s)")
-    parser.add_argument("--size", default="640x360")
+    parser.add_argument("--size", type=frame_size, default="640x360")
     parser.add_argument("--viewers", nargs="+", choices=list(FIGURES), default=["ffmpeg", "gstreamer", "whep"],
                         help="kinds of viewers to time (browser: headless Chromium on the viewer page)")
     args = parser.parse_args()
     if "browser" in args.viewers and not only_loopback():
         # Chromium's ICE needs a namespace where only loopback exists: run this tool again inside one
         sys.exit(subprocess.run(private_network([sys.executable, *sys.argv]), cwd=ROOT).returncode)
-    width, height = (int(part) for part in args.size.split("x"))
+    width, height = args.size
     asyncio.run(run(args.joins, args.gop, width, height, args.viewers))
 
 

@@ -35,6 +35,7 @@ from engines import EngineError, resolve_model
 from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window
 from tools import degrade
+from tools.arguments import frame_size
 
 
 def psnr(image: np.ndarray, target: np.ndarray) -> float:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="shipped recurrent model's name (its float file) or an ONNX file")
     parser.add_argument("--clip", type=Path, help="video file or image-sequence folder (required to probe)")
     parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--size", default="640x360", help="WxH the clip is resized to")
+    parser.add_argument("--size", type=frame_size, default="640x360", help="WxH the clip is resized to")
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--keep", type=float, default=1.0, help="g' = 1 - K (1 - g): K < 1 keeps more of the state")
     parser.add_argument("--scale", type=float, default=1.0, help="g' = S g: S < 1 keeps less of the state")
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.clip is None:
         parser.error("--clip is required to probe (or --write-onnx)")
-    width, height = (int(value) for value in args.size.lower().split("x"))
+    width, height = args.size
     clean = degrade.read_clip(args.clip, 0, args.frames, (width, height))
     rows = probe(
         path, clean, args.sigma, args.keep, args.oracle, static_levels=args.static_levels, threads=args.threads,

@@ -23,6 +23,7 @@ from engines.base import INPUT_NAME, NEXT_STATE_NAME, OUTPUT_NAME, STATE_NAME, M
 from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window, reference_planes
 from tools import degrade, export_onnx
+from tools.arguments import frame_size
 from tools.eval import psnr
 from tools.qat import residual_range_argument
 from tools.training_cache import list_clips
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: NAME.int8.onnx next to the model")
     parser.add_argument("--clips", type=Path, nargs="+", required=True, help="video files or folders")
     parser.add_argument("--windows", type=int, default=32, help="calibration windows")
-    parser.add_argument("--size", default="640x360", help="WxH of the calibration frames")
+    parser.add_argument("--size", type=frame_size, default="640x360", help="WxH of the calibration frames")
     parser.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
     parser.add_argument("--threads", type=int, default=2, help="threads for the comparison run")
     parser.add_argument(
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = list_clips(args.clips)
     if not clips:
         raise SystemExit("no clips found")
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
     info = read_model_info(args.model)
     windows = calibration_windows(clips, args.windows + 4, info, (width, height))
     out.parent.mkdir(parents=True, exist_ok=True)

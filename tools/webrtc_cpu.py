@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools.arguments import frame_size  # noqa: E402
 from tools.live_peers import LoggedProcess, cpu_seconds, free_port, scrape, total  # noqa: E402
 from tools.whep_client import WhepPlayer  # noqa: E402
 
@@ -60,9 +61,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--viewers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--size", default="640x360")
+    parser.add_argument("--size", type=frame_size, default="640x360")
     args = parser.parse_args()
-    width, height = (int(part) for part in args.size.split("x"))
+    width, height = args.size
     http = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         config.write(CONFIG.format(width=width, height=height, rtsp=free_port(), http=http))
