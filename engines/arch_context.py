@@ -2,11 +2,11 @@
 
 The x2 trunk sees 11 x 11 of its positions, 22 x 22 pixels: less than two 16 x 16 macroblocks, and less than
 what a walking person moves across a five-frame window. The context path gives it a wider view for little
-compute: two stride-2 convolutions take the trunk's first features to 1/4 and 1/8 of its resolution (1/8 and 1/16
-of the frame's), a few 3x3 layers work there, and a small decoder brings the result back through PixelShuffle
-(with the 1/4-resolution features as a skip) and adds it to the trunk's middle layer. Plain convolutions,
-ReLU, Add and DepthToSpace only, so TensorRT and ONNX Runtime int8 run it; frames must be a multiple of
-8 x the trunk's space-to-depth factor (``streamer.pad_multiple``). Its last convolution starts at zero, so a
+compute: two stride-2 convolutions take the trunk's first features to 1/2 and 1/4 of its resolution (1/4 and 1/8
+of the frame's at x2), a few 3x3 layers work at the coarsest, and a small decoder brings the result back through
+PixelShuffle (with the intermediate features as a skip) and adds it to the trunk's middle layer. Plain
+convolutions, ReLU, Add and DepthToSpace only, so TensorRT and ONNX Runtime int8 run it; frames must be a multiple
+of 4x the trunk's space-to-depth factor (``ArchConfig.pad_multiple``, exported as ``streamer.pad_multiple``). Its last convolution starts at zero, so a
 trunk trained without it computes exactly what it did when the path is added (warm start).
 """
 
