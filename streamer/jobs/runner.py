@@ -9,11 +9,13 @@ import json
 import logging
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,18 +132,13 @@ async def run_job(record: JobRecord, config: JobsConfig, on_frames: Callable[[in
     """Run ``record`` to its end (done or failed); cancelling this coroutine terminates the child process.
     ``on_frames(n)`` is told of every n frames newly done (for the metrics)."""
     record.state, record.started_at = "running", time.time()
-    process = await asyncio.create_subprocess_exec(
-        *worker_command(record, config), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, limit=MAX_EVENT_BYTES, start_new_session=True,
-    )  # a session of its own: with autogroup scheduling, a group of its own, whose weight the worker lowers
-    # (nice 19), so that its CPU time is not charged to the server's group (see worker.lower_priority)
+    process = await WorkerProcess.start(worker_command(record, config))
     record.pid = process.pid
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     errors = asyncio.create_task(_read_stderr(process, tail))
     try:
-        if process.stdout is not None:
-            async for line in _lines(process.stdout):
-                _apply(record, _parse(line), on_frames)
+        async for line in _lines(process.stdout):
+            _apply(record, _parse(line), on_frames)
         status = await process.wait()
         record.pid = None
         await errors
@@ -156,6 +153,57 @@ async def run_job(record: JobRecord, config: JobsConfig, on_frames: Callable[[in
     elif record.state == "running":
         record.state = "failed"
         record.error = record.error or f"the job's process exited with status {status}: " + " | ".join(tail)[-500:]
+
+
+class WorkerProcess:
+    """The job's child process: started by CPython's ``subprocess`` in a worker thread, its pipes read as asyncio
+    streams. Not the event loop's own spawn: under ``streamer run`` that is uvloop's, which runs an after-fork hook in
+    the child; a lock another server thread held at the fork then stays held there, the child never reaches exec,
+    and uv_spawn, waiting for the exec, blocks the event loop for good (seen in CI, 2026-12-07). ``subprocess`` runs
+    no Python code between fork and exec."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader,
+                 stderr: asyncio.StreamReader) -> None:
+        self.popen, self.stdout, self.stderr = popen, stdout, stderr
+        self.pid = popen.pid
+
+    @classmethod
+    async def start(cls, command: list[str]) -> WorkerProcess:
+        # a session of its own: with autogroup scheduling, a group of its own, whose weight the worker lowers
+        # (nice 19), so that its CPU time is not charged to the server's group (see worker.lower_priority)
+        popen = await asyncio.to_thread(
+            subprocess.Popen, command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            loop = asyncio.get_running_loop()
+            streams = []
+            for pipe in (popen.stdout, popen.stderr):
+                stream = asyncio.StreamReader(limit=MAX_EVENT_BYTES)
+                await loop.connect_read_pipe(partial(asyncio.StreamReaderProtocol, stream), pipe)
+                streams.append(stream)
+        except BaseException:
+            popen.kill()
+            await asyncio.to_thread(popen.wait)
+            raise
+        return cls(popen, *streams)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def terminate(self) -> None:
+        self.popen.terminate()
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+    async def wait(self) -> int:
+        """The exit status, once the child has exited (reaped in a worker thread)."""
+        return await asyncio.to_thread(self.popen.wait)
 
 
 def _parse(line: bytes) -> dict[str, Any]:
@@ -194,9 +242,7 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
         yield line
 
 
-async def _read_stderr(process: asyncio.subprocess.Process, tail: deque[str]) -> None:
-    if process.stderr is None:
-        return
+async def _read_stderr(process: WorkerProcess, tail: deque[str]) -> None:
     async for line in _lines(process.stderr):
         text = line.decode("utf-8", "replace").strip()
         if text:
@@ -204,7 +250,7 @@ async def _read_stderr(process: asyncio.subprocess.Process, tail: deque[str]) ->
             log.debug("job worker: %s", text)
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def _stop(process: WorkerProcess) -> None:
     """Terminate the child, kill it after TERMINATE_GRACE_S, reap it (it starts no processes of its own)."""
     if process.returncode is not None:
         return
