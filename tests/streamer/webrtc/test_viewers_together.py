@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from streamer.config import RtspServerConfig
+from streamer.jobs.runner import WorkerProcess
 from streamer.rtsp.server import RtspServer
 from tests.streamer.webrtc.conftest import HEIGHT, WIDTH, whep_server
 from tests.streamer.webrtc.test_whep import wait_for
@@ -18,18 +19,19 @@ class RtspCounter:
 
     def __init__(self) -> None:
         self.frames = 0
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: WorkerProcess | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self, url: str) -> None:
-        self.process = await asyncio.create_subprocess_exec(
+        # started outside the test loop's (uvloop's) spawn, as the server starts its jobs (WorkerProcess)
+        self.process = await WorkerProcess.start([
             "ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url, "-f", "rawvideo",
-            "-pix_fmt", "gray", "pipe:1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )
+            "-pix_fmt", "gray", "pipe:1",
+        ])
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        if self.process is None or self.process.stdout is None:
+        if self.process is None:
             return
         while True:
             try:

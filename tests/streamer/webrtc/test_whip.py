@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -81,13 +82,12 @@ async def whip_app(http: dict[str, Any] | None = None, **source: Any) -> AsyncIt
 
 
 async def rtsp_frames(url: str, count: int) -> tuple[int, str]:
-    viewer = await asyncio.create_subprocess_exec(
+    # subprocess from a thread, not the test loop's (uvloop's) spawn: see streamer.jobs.runner.WorkerProcess
+    viewer = await asyncio.to_thread(subprocess.run, [
         "ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url, "-frames:v", str(count),
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    output, errors = await asyncio.wait_for(viewer.communicate(), 40)
-    return len(output) // (WIDTH * HEIGHT * 3), errors.decode()
+    ], capture_output=True, timeout=40)
+    return len(viewer.stdout) // (WIDTH * HEIGHT * 3), viewer.stderr.decode()
 
 
 @pytest.mark.usefixtures("real_peers")
