@@ -140,7 +140,9 @@ def macroblock_qp(frame: av.VideoFrame, grid: tuple[int, int]) -> np.ndarray:
     """Luma QP of each 16x16 block of a decoded H.264 frame, from its VIDEO_ENC_PARAMS side data
     (the decoder must have ``export_side_data=venc_params``); raises if the frame carries none."""
     side_data_list: Any = frame.side_data  # PyAV's stubs type its items as str; they are SideData
-    for side_data in side_data_list:
+    for entry in side_data_list:
+        # PyAV 18.1.1 iterates the container's keys (the types), 18.1.0 its SideData
+        side_data = entry if hasattr(entry, "type") else side_data_list[entry]
         if side_data.type.name != "VIDEO_ENC_PARAMS":
             continue
         payload = bytes(side_data)
