@@ -171,10 +171,17 @@ class WorkerProcess:
     async def start(cls, command: list[str]) -> WorkerProcess:
         # a session of its own: with autogroup scheduling, a group of its own, whose weight the worker lowers
         # (nice 19), so that its CPU time is not charged to the server's group (see worker.lower_priority)
-        popen = await asyncio.to_thread(
+        spawn = asyncio.ensure_future(asyncio.to_thread(
             subprocess.Popen, command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
-        )
+        ))
+        try:
+            popen = await asyncio.shield(spawn)
+        except asyncio.CancelledError:  # cancelled while the thread started it: the child must not outlive the job
+            popen = await spawn
+            popen.kill()
+            await asyncio.to_thread(popen.wait)
+            raise
         try:
             loop = asyncio.get_running_loop()
             streams = []
