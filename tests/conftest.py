@@ -3,6 +3,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -46,7 +47,18 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> M
     loop would not see what a user's process meets."""
     import uvloop
 
-    return {"uvloop": uvloop.new_event_loop}
+    class LoopWithoutSpawn(uvloop.Loop):  # type: ignore[misc]
+        """uvloop, refusing its own spawn: it can hang the whole loop (streamer.child_process)."""
+
+        async def subprocess_exec(self, *args: object, **kwargs: object) -> NoReturn:
+            raise RuntimeError(
+                "the event loop's spawn (asyncio.create_subprocess_exec) can hang uvloop for good: start the "
+                "process with streamer.child_process.ChildProcess, or with subprocess in a thread"
+            )
+
+        subprocess_shell = subprocess_exec
+
+    return {"uvloop": LoopWithoutSpawn}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,16 +9,15 @@ import json
 import logging
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
+from streamer.child_process import ChildProcess
 from streamer.config import JobsConfig
 from streamer.jobs.models import Job, JobProgress, JobSource, JobState
 
@@ -132,7 +131,9 @@ async def run_job(record: JobRecord, config: JobsConfig, on_frames: Callable[[in
     """Run ``record`` to its end (done or failed); cancelling this coroutine terminates the child process.
     ``on_frames(n)`` is told of every n frames newly done (for the metrics)."""
     record.state, record.started_at = "running", time.time()
-    process = await WorkerProcess.start(worker_command(record, config))
+    # a session of its own: with autogroup scheduling, a group of its own, whose weight the worker lowers
+    # (nice 19), so that its CPU time is not charged to the server's group (see worker.lower_priority)
+    process = await ChildProcess.start(worker_command(record, config), line_limit=MAX_EVENT_BYTES, new_session=True)
     record.pid = process.pid
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     errors = asyncio.create_task(_read_stderr(process, tail))
@@ -153,64 +154,6 @@ async def run_job(record: JobRecord, config: JobsConfig, on_frames: Callable[[in
     elif record.state == "running":
         record.state = "failed"
         record.error = record.error or f"the job's process exited with status {status}: " + " | ".join(tail)[-500:]
-
-
-class WorkerProcess:
-    """The job's child process: started by CPython's ``subprocess`` in a worker thread, its pipes read as asyncio
-    streams. Not the event loop's own spawn: under ``streamer run`` that is uvloop's, which runs an after-fork hook in
-    the child; a lock another server thread held at the fork then stays held there, the child never reaches exec,
-    and uv_spawn, waiting for the exec, blocks the event loop for good (seen in CI, 2026-12-07). ``subprocess`` runs
-    no Python code between fork and exec."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader,
-                 stderr: asyncio.StreamReader) -> None:
-        self.popen, self.stdout, self.stderr = popen, stdout, stderr
-        self.pid = popen.pid
-
-    @classmethod
-    async def start(cls, command: list[str]) -> WorkerProcess:
-        # a session of its own: with autogroup scheduling, a group of its own, whose weight the worker lowers
-        # (nice 19), so that its CPU time is not charged to the server's group (see worker.lower_priority)
-        spawn = asyncio.ensure_future(asyncio.to_thread(
-            subprocess.Popen, command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
-        ))
-        try:
-            popen = await asyncio.shield(spawn)
-        except asyncio.CancelledError:  # cancelled while the thread started it: the child must not outlive the job
-            popen = await spawn
-            popen.kill()
-            await asyncio.to_thread(popen.wait)
-            raise
-        try:
-            loop = asyncio.get_running_loop()
-            streams = []
-            for pipe in (popen.stdout, popen.stderr):
-                stream = asyncio.StreamReader(limit=MAX_EVENT_BYTES)
-                await loop.connect_read_pipe(partial(asyncio.StreamReaderProtocol, stream), pipe)
-                streams.append(stream)
-        except BaseException:
-            popen.kill()
-            await asyncio.to_thread(popen.wait)
-            raise
-        return cls(popen, *streams)
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll()
-
-    def send_signal(self, signum: int) -> None:
-        self.popen.send_signal(signum)
-
-    def terminate(self) -> None:
-        self.popen.terminate()
-
-    def kill(self) -> None:
-        self.popen.kill()
-
-    async def wait(self) -> int:
-        """The exit status, once the child has exited (reaped in a worker thread)."""
-        return await asyncio.to_thread(self.popen.wait)
 
 
 def _parse(line: bytes) -> dict[str, Any]:
@@ -249,7 +192,7 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
         yield line
 
 
-async def _read_stderr(process: WorkerProcess, tail: deque[str]) -> None:
+async def _read_stderr(process: ChildProcess, tail: deque[str]) -> None:
     async for line in _lines(process.stderr):
         text = line.decode("utf-8", "replace").strip()
         if text:
@@ -257,7 +200,7 @@ async def _read_stderr(process: WorkerProcess, tail: deque[str]) -> None:
             log.debug("job worker: %s", text)
 
 
-async def _stop(process: WorkerProcess) -> None:
+async def _stop(process: ChildProcess) -> None:
     """Terminate the child, kill it after TERMINATE_GRACE_S, reap it (it starts no processes of its own)."""
     if process.returncode is not None:
         return

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from streamer.child_process import ChildProcess
 from streamer.config import RtspServerConfig
-from streamer.jobs.runner import WorkerProcess
 from streamer.rtsp.server import RtspServer
 from tests.streamer.webrtc.conftest import HEIGHT, WIDTH, whep_server
 from tests.streamer.webrtc.test_whep import wait_for
@@ -19,12 +19,11 @@ class RtspCounter:
 
     def __init__(self) -> None:
         self.frames = 0
-        self.process: WorkerProcess | None = None
+        self.process: ChildProcess | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self, url: str) -> None:
-        # started outside the test loop's (uvloop's) spawn, as the server starts its jobs (WorkerProcess)
-        self.process = await WorkerProcess.start([
+        self.process = await ChildProcess.start([
             "ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url, "-f", "rawvideo",
             "-pix_fmt", "gray", "pipe:1",
         ])

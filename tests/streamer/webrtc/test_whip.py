@@ -82,7 +82,7 @@ async def whip_app(http: dict[str, Any] | None = None, **source: Any) -> AsyncIt
 
 
 async def rtsp_frames(url: str, count: int) -> tuple[int, str]:
-    # subprocess from a thread, not the test loop's (uvloop's) spawn: see streamer.jobs.runner.WorkerProcess
+    # subprocess from a thread, not the test loop's (uvloop's) spawn: see streamer.child_process
     viewer = await asyncio.to_thread(subprocess.run, [
         "ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url, "-frames:v", str(count),
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
