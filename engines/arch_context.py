@@ -15,6 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# the path's convolutions (attribute names) in the order they run; ``body`` holds the 1/8-resolution layers
+# (tools/quantize.py finds the exported graph's convolutions in this order by their weights' names)
+CONV_ORDER = ("down1", "down2", "body", "up", "merge", "out")
+
 
 class ContextPath(nn.Module):
     """Trunk features [B, C, h, w] -> a residual for the trunk's middle layer, same shape (h, w multiples of 4)."""
@@ -36,8 +40,11 @@ class ContextPath(nn.Module):
 
     def convs(self) -> list[nn.Conv2d]:
         """The path's convolutions in the order they run (the output last)."""
-        middle = [module for module in self.body if isinstance(module, nn.Conv2d)]
-        return [self.down1, self.down2, *middle, self.up, self.merge, self.out]
+        convs: list[nn.Conv2d] = []
+        for name in CONV_ORDER:
+            module = getattr(self, name)
+            convs += [layer for layer in module if isinstance(layer, nn.Conv2d)] if name == "body" else [module]
+        return convs
 
     def reset_parameters(self) -> None:
         for conv in self.convs():

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.arch_context import CONV_ORDER
 from engines.base import INPUT_NAME, NEXT_STATE_NAME, OUTPUT_NAME, STATE_NAME, ModelInfo
 from engines.onnx_cpu import read_model_info
 from engines.processing import pack_window, reference_planes
@@ -31,9 +32,6 @@ from tools.training_cache import list_clips
 # the residual tail, and a recurrent model's gated blend with its state (Sigmoid, Sub, Mul)
 FLOAT_TAIL_OPS = ("Add", "DepthToSpace", "Clip", "Slice", "Concat", "Sigmoid", "Sub", "Mul")
 GATE_WEIGHT_PREFIX = "gate."  # a recurrent model's gate convolutions (tools/export_onnx keeps their names)
-# a context path's convolutions but its 1/8-resolution layers (context.body.N), in the order they run
-CONTEXT_WEIGHTS = ("context.down1.weight", "context.down2.weight", "context.up.weight", "context.merge.weight",
-                   "context.out.weight")
 
 
 def calibration_windows(
@@ -138,18 +136,29 @@ def activation_tensors(model_path: Path) -> list[str]:
         inputs = [node.input[0] for _, node in detail]
         names += [inputs[0], inlet_relu.output[0], *inputs[1:], detail[-1][1].output[0]]
     convs = {node.input[1]: node for node in graph.node if node.op_type == "Conv"}
-    context = [convs[name] for name in CONTEXT_WEIGHTS if name in convs]
-    middle = sorted(
-        (int(name.split(".")[2]), node) for name, node in convs.items() if name.startswith("context.body.")
-    )
+    context = context_convs(convs)
     if context:
-        up, out = context[2], context[-1]
-        context[2:2] = [node for _, node in middle]  # down1, down2, the 1/8-resolution layers, up, merge, out
+        up, out = convs["context.up.weight"], context[-1]
         names += [node.input[0] for node in context] + [up.output[0]]
         # the trunk's middle convolution (body index 2 * (depth // 2), depth >= 2), joined by the path's output
         depth = max(int(name.split(".")[1]) for name in convs if name.startswith("body.")) // 2 - 1
         names += [convs[f"body.{2 * (depth // 2)}.weight"].output[0], out.output[0]]
     return names
+
+
+def context_convs(convs: dict[str, Any]) -> list[Any]:
+    """A context path's Conv nodes in the order they run (``engines.arch_context.CONV_ORDER``), found by their
+    weights' names (``context.down1.weight``, ``context.body.N.weight``, ...) in ``convs`` (weight name -> node);
+    empty without a context path."""
+    ordered = []
+    for part in CONV_ORDER:
+        if part == "body":
+            layers = [(int(name.split(".")[2]), node) for name, node in convs.items()
+                      if name.startswith("context.body.") and name.endswith(".weight")]
+            ordered += [node for _, node in sorted(layers, key=lambda layer: layer[0])]
+        elif f"context.{part}.weight" in convs:
+            ordered.append(convs[f"context.{part}.weight"])
+    return ordered
 
 
 def residual_tensor(model_path: Path) -> str:
