@@ -345,6 +345,9 @@ def deepen_state(state: dict[str, torch.Tensor], old_depth: int, new_depth: int)
     """
     if new_depth < old_depth:
         raise ValueError("can only add layers")
+    if "context.down1.weight" in state and new_depth // 2 != old_depth // 2:
+        # the path adds to the middle layer, which would move to another (trained) layer
+        raise ValueError(f"a model with a context path cannot grow from depth {old_depth} to {new_depth}")
     old_last, new_last = 2 * (old_depth + 1), 2 * (new_depth + 1)
     grown = {key: value for key, value in state.items() if not key.startswith(f"body.{old_last}.")}
     for suffix in ("weight", "bias"):
@@ -367,7 +370,9 @@ def widen_state(
     same ReLU output); the next layer splits that unit's outgoing weight among its copies with random shares
     that sum to one. A tiny jitter on the copies' incoming weights lets Adam pull them apart (it would otherwise
     move proportional copies in lockstep); the function changes by far less than one 8-bit level. A recurrent
-    model's ``state_fusion`` feeds the first hidden layer too, so its rows are copied with that layer's units.
+    model's ``state_fusion`` feeds the first hidden layer too, so its rows are copied with that layer's units; a
+    context path reads the first layer (its inlet's weights split like the next layer's) and adds to the middle one
+    (its output's channels copied with that layer's units). A model with a detail path is refused.
     """
     generator = torch.Generator().manual_seed(seed)
     grown = dict(state)
@@ -391,12 +396,26 @@ def widen_state(
         mappings.append(mapping)
     for layer, mapping in enumerate(mappings):
         key = f"body.{2 * (layer + 1)}.weight"
-        weight = grown[key]
-        shares = torch.rand(len(mapping), generator=generator) * 0.5 + 0.75
-        totals = torch.zeros(int(mapping.max()) + 1).index_add_(0, mapping, shares)
-        shares = shares / totals[mapping]
-        grown[key] = weight[:, mapping] * shares[None, :, None, None]
+        grown[key] = grown[key][:, mapping] * _split_shares(mapping, generator)[None, :, None, None]
+    if "context.down1.weight" in grown:  # it reads the first layer's features and adds to the middle layer's
+        grown["context.down1.weight"] = (
+            grown["context.down1.weight"][:, mappings[0]] * _split_shares(mappings[0], generator)[None, :, None, None]
+        )
+        # PixelShuffle(2): the middle layer's unit j gets the output's channels 4j..4j+3; a copy gets its original's
+        rows = (4 * mappings[depth // 2][:, None] + torch.arange(4)).reshape(-1)
+        for suffix in ("weight", "bias"):
+            grown[f"context.out.{suffix}"] = grown[f"context.out.{suffix}"][rows]
+    if new_width != old_width and any(key.startswith("detail.") for key in grown):
+        # its PixelShuffle reads the last layer's units in groups of four, which single copies would break
+        raise ValueError("a model with a detail path cannot be widened")
     return grown
+
+
+def _split_shares(mapping: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random shares, one per entry of ``mapping`` (new unit -> original unit), summing to one per original."""
+    shares = torch.rand(len(mapping), generator=generator) * 0.5 + 0.75
+    totals = torch.zeros(int(mapping.max()) + 1).index_add_(0, mapping, shares)
+    return shares / totals[mapping]
 
 
 def retarget_state(

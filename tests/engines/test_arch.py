@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from engines.arch import (
@@ -214,6 +215,25 @@ def test_widen_state_keeps_a_recurrent_model_s_function_with_its_state() -> None
     assert (narrow_out - wide_out).abs().max() < 0.5 / 255
     assert torch.equal(narrow_next, wide_next)
     assert wide.state_fusion is not None and wide.state_fusion.weight.shape[0] == wide_config.width
+
+
+def test_widen_state_keeps_a_context_model_s_function_and_refuses_what_it_cannot_grow() -> None:
+    """The context path reads the first layer and adds to the middle one: widened, it computes what it did (under
+    one 8-bit level); growing its depth past the middle layer, or widening a detail-path model, is refused."""
+    config = dataclasses.replace(preset("fine"), width=8, depth=4, context_width=8, context_depth=1)
+    narrow = trained_looking_model(config)
+    wide_config = dataclasses.replace(config, width=13)
+    wide = build_model(wide_config).eval()
+    wide.load_state_dict(widen_state(narrow.state_dict(), config.depth, wide_config.width, seed=3))
+    frames = torch.rand(1, 15, 64, 96)
+    with torch.no_grad():
+        assert (narrow(frames) - wide(frames)).abs().max() < 0.5 / 255
+    assert len(deepen_state(narrow.state_dict(), 4, 5)) == len(narrow.state_dict()) + 2  # the middle stays
+    with pytest.raises(ValueError, match="context path"):
+        deepen_state(narrow.state_dict(), 4, 6)
+    detail = preset("detail")
+    with pytest.raises(ValueError, match="detail path"):
+        widen_state(build_model(detail).state_dict(), detail.depth, detail.width + 4)
 
 
 def test_fine_wide_preset_is_the_fine_trunk_widened_within_lite_detail_cost() -> None:
