@@ -17,6 +17,8 @@ from typing import Any
 import av
 import numpy as np
 
+from tools.arguments import frame_size
+
 
 def codec_cost(width: int, height: int, frames: int, bitrate_kbps: int) -> tuple[float, float]:
     """(encode, decode) CPU ms per frame at ``width`` x ``height``, RGB conversions included."""
@@ -51,14 +53,13 @@ def codec_cost(width: int, height: int, frames: int, bitrate_kbps: int) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720"])
+    parser.add_argument("--sizes", nargs="+", type=frame_size, default=[(640, 360), (1280, 720)], metavar="WxH")
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--bitrate-kbps", type=int, default=2000)
     args = parser.parse_args(argv)
-    for size in args.sizes:
-        width, height = (int(part) for part in size.lower().split("x"))
+    for width, height in args.sizes:
         encode_ms, decode_ms = codec_cost(width, height, args.frames, args.bitrate_kbps)
-        print(f"{size}: encode {encode_ms:.1f} ms CPU/frame (libx264 ultrafast, 1 thread), "
+        print(f"{width}x{height}: encode {encode_ms:.1f} ms CPU/frame (libx264 ultrafast, 1 thread), "
               f"decode {decode_ms:.1f} ms CPU/frame")
     return 0
 

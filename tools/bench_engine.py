@@ -14,6 +14,7 @@ import numpy as np
 
 from engines import Engine, create_engine
 from engines.onnx_cpu import OnnxCpuEngine
+from tools.arguments import frame_size
 
 
 def time_engine(engine: Engine, frames: list[np.ndarray], runs: int) -> np.ndarray:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file-graph", action="store_true",
                         help="CPU: run an int8 model's graph as its file has it, without the engine's faster form of "
                         "it (engines.int8_graph): the baseline of that rewrite")
-    parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720"])
+    parser.add_argument("--sizes", nargs="+", type=frame_size, default=[(640, 360), (1280, 720)], metavar="WxH")
     parser.add_argument("--frames", type=int, default=40, help="timed inferences per size (after 3 warm-up)")
     args = parser.parse_args(argv)
     engine = create_engine(args.engine, args.model, args.threads, int8=args.int8)
@@ -44,13 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         engine.optimize = False
     with engine:
         print(f"{engine.describe()}")
-        for size in args.sizes:
-            width, height = (int(part) for part in size.lower().split("x"))
+        for width, height in args.sizes:
             rng = np.random.default_rng(0)
             frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(engine.info.window)]
             time_engine(engine, frames, 3)  # warm-up
             milliseconds = time_engine(engine, frames, args.frames)
-            print(f"{size}: {1000 / milliseconds.mean():.1f} fps, p50 {np.percentile(milliseconds, 50):.1f} ms, "
+            print(f"{width}x{height}: {1000 / milliseconds.mean():.1f} fps, p50 {np.percentile(milliseconds, 50):.1f} ms, "
                   f"p95 {np.percentile(milliseconds, 95):.1f} ms")
     return 0
 

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from engines.arch import ArchConfig, WindowRestorer, build_model, count_macs, count_parameters, preset
+from tools.arguments import frame_size
 
 
 def load_model(checkpoint: Path | None, preset_name: str = "lite", causal: bool = False) -> WindowRestorer:
@@ -174,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--name", help="streamer.name in the metadata (default: the preset, plus -causal for causal models)"
     )
     parser.add_argument("--check-size", type=int, nargs=2, default=[72, 128], metavar=("H", "W"))
-    parser.add_argument("--benchmark", nargs="*", default=[], metavar="WxH", help="time ORT at these sizes")
+    parser.add_argument("--benchmark", nargs="*", type=frame_size, default=[], metavar="WxH", help="time ORT at these sizes")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads for --benchmark")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - torch| allowed")
     return parser.parse_args(argv)
@@ -204,8 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         f"GMAC@360p={count_macs(model, 360, 640) / 1e9:.2f} GMAC@720p={count_macs(model, 720, 1280) / 1e9:.2f} "
         f"GMAC@1080p={count_macs(model, 1080, 1920) / 1e9:.2f} max|ort-torch|={difference:.1e}"
     )
-    for size in args.benchmark:
-        width, height = (int(v) for v in size.split("x"))
+    for width, height in args.benchmark:
         milliseconds = benchmark_ms(onnx_bytes, model.config.window, height, width, args.threads)
         print(f"ORT CPU {args.threads} threads {width}x{height}: {milliseconds:.1f} ms/frame")
 

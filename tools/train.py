@@ -34,6 +34,7 @@ from engines.arch import (
     widen_state,
 )
 from tools import degrade
+from tools.arguments import frame_size
 from tools.qat import (
     QuantSimulation,
     checkpoint_weights,
@@ -206,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--val-sequences", type=int, default=64, help="cache sequences held back for validation"
     )
     parser.add_argument(
-        "--clip-size", default="640x360", help="largest WxH clips are resized to before cropping"
+        "--clip-size", type=frame_size, default=(640, 360), metavar="WxH", help="largest WxH clips are resized to before cropping"
     )
     parser.add_argument(
         "--clip-downscale",

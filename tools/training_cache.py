@@ -163,7 +163,7 @@ def load_or_build_cache(
     stills = degrade.list_stills(args.stills)
     if not clips and not stills:
         raise SystemExit("no training data: pass --clips and/or --stills")
-    width, height = (int(v) for v in args.clip_size.split("x"))
+    width, height = args.clip_size
     targets, degraded = build_cache(
         clips,
         stills,
