@@ -372,8 +372,11 @@ def widen_state(
     move proportional copies in lockstep); the function changes by far less than one 8-bit level. A recurrent
     model's ``state_fusion`` feeds the first hidden layer too, so its rows are copied with that layer's units; a
     context path reads the first layer (its inlet's weights split like the next layer's) and adds to the middle one
-    (its output's channels copied with that layer's units). A model with a detail path is refused.
+    (its output's channels copied with that layer's units). Widening a model with a detail path is refused.
     """
+    if new_width != state["body.0.weight"].shape[0] and any(key.startswith("detail.") for key in state):
+        # its PixelShuffle reads the last layer's units in groups of four, which single copies would break
+        raise ValueError("a model with a detail path cannot be widened")
     generator = torch.Generator().manual_seed(seed)
     grown = dict(state)
     mappings: list[torch.Tensor] = []
@@ -405,9 +408,6 @@ def widen_state(
         rows = (4 * mappings[depth // 2][:, None] + torch.arange(4)).reshape(-1)
         for suffix in ("weight", "bias"):
             grown[f"context.out.{suffix}"] = grown[f"context.out.{suffix}"][rows]
-    if new_width != old_width and any(key.startswith("detail.") for key in grown):
-        # its PixelShuffle reads the last layer's units in groups of four, which single copies would break
-        raise ValueError("a model with a detail path cannot be widened")
     return grown
 
 

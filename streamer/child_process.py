@@ -4,8 +4,8 @@ Under ``streamer run`` the loop is uvloop, whose spawn runs an after-fork hook i
 server thread held at the fork then stays held there, the child never reaches exec, and ``uv_spawn``, waiting
 for the exec, blocks the event loop for good (seen in CI, 2026-12-07). CPython's ``subprocess`` runs no Python
 code between fork and exec, so the child is started by it in a worker thread and its pipes are read as asyncio
-streams. Every process the server or its tests start from a coroutine goes through here (the tests' loop
-refuses its own spawn: tests/conftest.py)."""
+streams. A coroutine that starts a process uses this (or runs ``subprocess`` in a thread itself); the tests' loop
+refuses its own spawn (tests/conftest.py)."""
 
 from __future__ import annotations
 
