@@ -57,7 +57,7 @@ async def test_a_new_rtsp_viewer_gets_a_picture_without_waiting_for_the_gop() ->
         try:
             await wait_for(lambda: server.hub.units_published >= 25, 10, "the stream runs past its first IDR")
             started = time.monotonic()
-            try:  # subprocess from a thread, not the test loop's (uvloop's) spawn: see streamer.jobs.runner
+            try:  # subprocess from a thread, not the test loop's (uvloop's) spawn: see streamer.child_process
                 viewer = await asyncio.to_thread(subprocess.run, [
                     "ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i",
                     f"rtsp://127.0.0.1:{rtsp.port}/live", "-frames:v", "3", "-f", "null", "-",
